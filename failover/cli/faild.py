@@ -1,0 +1,104 @@
+"""faild: the failover state daemon, one per host."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import sys
+from pathlib import Path
+
+from failover import community, daemon, protocol
+from failover.cli import common
+from failover.server import Faild, host_info
+from failover.store import StateFileError, Store
+
+log = logging.getLogger("failover.server")
+
+EPILOG = """faild keeps the states of the services on its host and answers failsh, failc
+and failstat over ZeroMQ.  It never acts on its own.  Signals: SIGTERM stops it,
+SIGHUP re-reads the community file.  The state file is rewritten atomically on
+every change, so a restart (even after kill -9) loses nothing."""
+
+
+def build_parser():
+    p = common.parser("faild", "The failover state daemon.", EPILOG)
+    p.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
+    p.add_argument("-d", "--debug", action="append", default=[], metavar="FACILITY",
+                   help=f"debug output for FACILITY (implies -F); one of all, {', '.join(daemon.FACILITIES)}")
+    p.add_argument("-c", "--communities", type=Path, metavar="FILE",
+                   help="community file: lines 'SERVICE|* COMMUNITY RO|RW' (default: '* public RW')")
+    p.add_argument("-s", "--statefile", type=Path, default=Path("/var/lib/failover/faild.state"),
+                   help="state file (default: %(default)s)")
+    p.add_argument("-r", "--pidfile", type=Path, default=Path("/run/faild.pid"),
+                   help="pid file (default: %(default)s)")
+    p.add_argument("-l", "--listen", default="*", help="address to listen on (default: all)")
+    p.add_argument("-p", "--port", type=int, default=protocol.DEFAULT_PORT,
+                   help="TCP port (default: %(default)s)")
+    p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
+    p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")
+    p.add_argument("-n", "--nonice", type=int, default=0, help="lower the nice value by N (root only)")
+    p.add_argument("-u", "--user", help="switch to this user after binding")
+    p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    foreground = args.foreground or bool(args.debug)
+    try:
+        for facility in args.debug:
+            daemon.set_level(facility, "debug")
+    except ValueError as exc:
+        print(f"faild: {exc}", file=sys.stderr)
+        return common.EXIT_USAGE
+    try:
+        rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
+        args.statefile.parent.mkdir(parents=True, exist_ok=True)
+        store = Store(args.statefile)
+    except (community.CommunityFileError, StateFileError, OSError) as exc:
+        print(f"faild: {exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
+    if not foreground:
+        daemon.daemonize()
+    daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
+    if args.communities is None:
+        log.warning("no community file: community 'public' may read and write every service")
+    try:
+        tune_process(args)
+        daemon.write_pidfile(args.pidfile)
+    except OSError as exc:
+        log.error("%s", exc)
+        return common.EXIT_CONFIG
+    server = Faild(store, rules, host_info(args.node), args.communities)
+    listen = f"[{args.listen}]" if ":" in args.listen else args.listen
+    try:
+        server.serve(f"tcp://{listen}:{args.port}", ready=lambda: drop_privileges(args.user))
+    except Exception as exc:  # bind errors and the like: one line, not a traceback
+        log.error("cannot serve on %s port %s: %s", args.listen, args.port, exc)
+        return common.EXIT_CONFIG
+    finally:
+        daemon.remove_pidfile(args.pidfile)
+    return common.EXIT_OK
+
+
+def tune_process(args) -> None:
+    if args.nonice:
+        os.nice(-args.nonice)
+    if args.mlock:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(3) != 0:  # MCL_CURRENT | MCL_FUTURE
+            raise OSError(ctypes.get_errno(), f"mlockall failed: {os.strerror(ctypes.get_errno())}")
+
+
+def drop_privileges(user: str | None) -> None:
+    daemon.sd_notify("READY=1")
+    if user:
+        entry = pwd.getpwnam(user)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Synchronous request/reply client for faild with timeouts and bounded retries.
+
+One persistent REQ socket with REQ_RELAXED + REQ_CORRELATE: a request that got no
+reply within the timeout is sent again on the same socket, and a late reply to an
+earlier try is dropped by libzmq.  A dead peer therefore costs at most
+``timeout * (retries + 1)`` and never leaves the socket stuck (tech notes §4.3).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from typing import Any
+
+import zmq
+
+from failover import protocol
+from failover.model import HostInfo, ServiceRecord, Transition
+from failover.states import State, parse_state
+
+
+class ClientError(Exception):
+    """Base of everything a faild client reports to its user."""
+
+
+class UnknownHost(ClientError):
+    pass
+
+
+class Unreachable(ClientError):
+    pass
+
+
+class RequestFailed(ClientError):
+    """faild answered with an error reply; ``code`` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = True) -> str:
+    """Turn ``host``, ``host:port``, ``[v6]:port`` or a ZeroMQ endpoint into an endpoint."""
+    if "://" in host:
+        return host
+    name, sep, rest = host.rpartition(":")
+    if sep and rest.isdigit() and (not name.count(":") or name.startswith("[")):
+        host, port = name, int(rest)
+    bare = host.strip("[]")
+    if resolve:
+        try:
+            socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise UnknownHost(f"unknown host {bare!r}: {exc}") from None
+    if ":" in bare:
+        return f"tcp://[{bare}]:{port}"
+    return f"tcp://{bare}:{port}"
+
+
+def configure_socket(sock: zmq.Socket) -> None:
+    """Options every failover socket gets: no linger, size cap, fast reconnect."""
+    sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+
+
+class Client:
+    """Talks to one faild.  Not thread-safe: use one per thread."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, endpoint: str, community: str = protocol.DEFAULT_COMMUNITY,
+                 timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.community = community
+        self.timeout = timeout
+        self.retries = retries
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.REQ)
+        configure_socket(self._sock)
+        self._sock.setsockopt(zmq.REQ_RELAXED, 1)
+        self._sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        self._sock.connect(endpoint)
+        self._prefix = f"{os.getpid()}-{id(self):x}-"
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, op: str, **fields: Any) -> dict:
+        """Send one request and return the ok reply; raise a ClientError otherwise."""
+        rid = f"{self._prefix}{next(self._ids)}"
+        request = protocol.Request(op=op, id=rid, community=self.community, **fields)
+        frame = protocol.encode(request.to_wire())
+        for _attempt in range(self.retries + 1):
+            self._sock.send(frame)
+            reply = self._await(rid, time.monotonic() + self.timeout)
+            if reply is not None:
+                if not reply["ok"]:
+                    raise RequestFailed(str(reply.get("error")), reply["message"])
+                return reply
+        raise Unreachable(f"no reply from {self.endpoint} after {self.retries + 1} "
+                          f"tries of {self.timeout:g} s")
+
+    def _await(self, rid: str, deadline: float) -> dict | None:
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                continue
+            try:
+                frame = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            try:
+                reply = protocol.decode_reply(frame)
+            except protocol.ProtocolError as exc:
+                raise RequestFailed(exc.code, f"bad reply from {self.endpoint}: {exc}") from None
+            if reply.get("id") in (rid, None):
+                return reply
+        return None
+
+    # Typed helpers -------------------------------------------------------
+    def ping(self) -> HostInfo:
+        return host_from_wire(self.call("ping")["host"])
+
+    def get(self, service: str) -> ServiceRecord:
+        return record_from_wire(self.call("get", service=service)["services"][0])
+
+    def list(self) -> tuple[HostInfo, list[ServiceRecord]]:
+        reply = self.call("list")
+        return host_from_wire(reply["host"]), [record_from_wire(s) for s in reply["services"]]
+
+    def set(self, service: str, state: State | str, reason: str = "") -> ServiceRecord:
+        reply = self.call("set", service=service, state=parse_state(state), reason=reason)
+        return record_from_wire(reply["services"][0])
+
+    def history(self, service: str | None = None, limit: int = 100) -> list[Transition]:
+        reply = self.call("history", service=service, limit=limit)
+        return [transition_from_wire(t) for t in reply["history"]]
+
+
+def record_from_wire(d: dict) -> ServiceRecord:
+    return ServiceRecord(name=d["name"], state=d["state"], last_change=float(d["last_change"]),
+                         counter=int(d["counter"]))
+
+
+def host_from_wire(d: dict) -> HostInfo:
+    return HostInfo(name=d["name"], started=float(d["started"]), pid=int(d["pid"]))
+
+
+def transition_from_wire(d: dict) -> Transition:
+    old = parse_state(d["old"]) if d.get("old") else None
+    return Transition(service=d["service"], old=old, new=parse_state(d["new"]), time=float(d["time"]),
+                      counter=int(d["counter"]), reason=d.get("reason", ""))

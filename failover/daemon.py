@@ -1,0 +1,84 @@
+"""Process plumbing shared by faild and failsh: logging, pid files, daemonizing, sd_notify."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import socket
+import sys
+from pathlib import Path
+
+FACILITIES = ("server", "store", "community", "protocol", "peers", "scheduler", "policy",
+              "procedures", "monitor", "hc")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+
+
+def setup_logging(program: str, to_syslog: bool, debug: list[str] | None = None) -> None:
+    """Log to syslog (facility daemon, as 0.5 did) or to stderr; -d raises facilities to DEBUG."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler: logging.Handler
+    if to_syslog and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter(f"{program}[%(process)d]: %(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for facility in debug or ():
+        set_level(facility, "debug")
+
+
+def set_level(facility: str, level: str) -> None:
+    """Change one facility's log level at run time (faildebug); 'all' means every facility."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; use one of {', '.join(LEVELS)}")
+    if facility != "all" and facility not in FACILITIES:
+        raise ValueError(f"unknown facility {facility!r}; use 'all' or one of {', '.join(FACILITIES)}")
+    name = "failover" if facility == "all" else f"failover.{facility}"
+    logging.getLogger(name).setLevel(LEVELS[level.lower()])
+
+
+def daemonize() -> None:
+    """Classic double fork: detach from the terminal and the session."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def write_pidfile(path: Path) -> None:
+    path.write_text(f"{os.getpid()}\n")
+
+
+def remove_pidfile(path: Path | None) -> None:
+    if path is not None:
+        try:
+            if path.read_text().strip() == str(os.getpid()):
+                path.unlink()
+        except OSError:
+            pass
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about READY=1, RELOADING=1, STOPPING=1; no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(state.encode(), address)
+    except OSError:
+        logging.getLogger("failover.server").debug("sd_notify failed", exc_info=True)

@@ -1,0 +1,159 @@
+"""The one place that defines faild's wire format (see docs/protocol.md).
+
+Every message is a single ZeroMQ frame holding a UTF-8 JSON object with a protocol
+version ``v``.  Requests are validated field by field here; whatever enters the
+daemon has passed :func:`decode_request`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attrs
+
+from failover.states import BadState, State, parse_state
+
+VERSION = 1
+MAX_MESSAGE = 64 * 1024  # also set as ZMQ_MAXMSGSIZE on every faild socket
+DEFAULT_PORT = 1847
+DEFAULT_COMMUNITY = "public"
+
+# op -> fields it requires (beyond v, id, op)
+OPS: dict[str, tuple[str, ...]] = {
+    "ping": (),
+    "get": ("service",),
+    "list": (),
+    "set": ("service", "state"),
+    "history": (),
+    "loglevel": ("facility", "level"),
+}
+WRITE_OPS = frozenset({"set", "loglevel"})
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
+_TEXT_LIMIT = 256
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the wire format; ``code`` is sent back to the client."""
+
+    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+def valid_name(name: object) -> bool:
+    """Service and host names: 1-64 characters of letters, digits and ``_.:@+-``."""
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
+@attrs.frozen
+class Request:
+    op: str
+    id: str | int
+    community: str = DEFAULT_COMMUNITY
+    service: str | None = None
+    state: State | None = None
+    reason: str = ""
+    limit: int = 100
+    facility: str | None = None
+    level: str | None = None
+
+    def to_wire(self) -> dict:
+        msg: dict[str, Any] = {"v": VERSION, "id": self.id, "op": self.op,
+                               "community": self.community}
+        for key in ("service", "reason", "facility", "level"):
+            value = getattr(self, key)
+            if value:
+                msg[key] = value
+        if self.state is not None:
+            msg["state"] = self.state.value
+        if self.op == "history":
+            msg["limit"] = self.limit
+        return msg
+
+
+def encode(msg: dict) -> bytes:
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+def _loads(frame: bytes) -> dict:
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError("TOOBIG", f"message of {len(frame)} bytes exceeds {MAX_MESSAGE}")
+    try:
+        msg = json.loads(frame)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("BADJSON", f"not a JSON message: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("BADREQUEST", "message must be a JSON object")
+    return msg
+
+
+def _text(msg: dict, key: str, default: str = "", limit: int = _TEXT_LIMIT) -> str:
+    value = msg.get(key, default)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError("BADREQUEST", f"field {key!r} must be a string of at most {limit} characters")
+    return value
+
+
+def decode_request(frame: bytes) -> Request:
+    """Parse and validate one request frame; raise ProtocolError with a reason."""
+    msg = _loads(frame)
+    rid = msg.get("id")
+    if not (isinstance(rid, int) and not isinstance(rid, bool)) and not (isinstance(rid, str) and len(rid) <= 64):
+        raise ProtocolError("BADREQUEST", "field 'id' must be an integer or a short string")
+    if msg.get("v") != VERSION:
+        raise ProtocolError("VERSION", f"unsupported protocol version {msg.get('v')!r}, "
+                            f"this faild speaks {VERSION}", rid)
+    op = msg.get("op")
+    if op not in OPS:
+        raise ProtocolError("BADOP", f"unknown operation {op!r}; known: {', '.join(OPS)}", rid)
+    for key in OPS[op]:
+        if key not in msg:
+            raise ProtocolError("BADREQUEST", f"operation {op!r} needs field {key!r}", rid)
+    try:
+        return _build(msg, op, rid)
+    except ProtocolError as exc:
+        exc.request_id = rid
+        raise
+
+
+def _build(msg: dict, op: str, rid: str | int) -> Request:
+    service = msg.get("service")
+    if service is not None and not valid_name(service):
+        raise ProtocolError("BADREQUEST", f"invalid service name {str(service)[:80]!r}")
+    state = None
+    if "state" in msg:
+        try:
+            state = parse_state(_text(msg, "state", limit=16))
+        except BadState as exc:
+            raise ProtocolError("BADSTATE", str(exc)) from None
+    limit = msg.get("limit", 100)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 1000:
+        raise ProtocolError("BADREQUEST", "field 'limit' must be an integer 1..1000")
+    return Request(op=op, id=rid, community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
+                   service=service, state=state, reason=_text(msg, "reason"), limit=limit,
+                   facility=_text(msg, "facility", "", 32) or None,
+                   level=_text(msg, "level", "", 16) or None)
+
+
+def ok_reply(request_id: Any, **fields: Any) -> dict:
+    return {"v": VERSION, "id": request_id, "ok": True, **fields}
+
+
+def error_reply(request_id: Any, code: str, message: str) -> dict:
+    return {"v": VERSION, "id": request_id, "ok": False, "error": code, "message": message}
+
+
+def decode_reply(frame: bytes) -> dict:
+    """Parse a reply; raise ProtocolError if it is not a well-formed version-1 reply."""
+    msg = _loads(frame)
+    if msg.get("v") != VERSION:
+        raise ProtocolError("VERSION", f"reply has protocol version {msg.get('v')!r}, expected {VERSION}")
+    if not isinstance(msg.get("ok"), bool):
+        raise ProtocolError("BADREPLY", "reply lacks a boolean 'ok'")
+    if msg["ok"] is False and not isinstance(msg.get("message"), str):
+        raise ProtocolError("BADREPLY", "error reply lacks a 'message'")
+    return msg
