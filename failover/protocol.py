@@ -28,8 +28,9 @@ OPS: dict[str, tuple[str, ...]] = {
     "set": ("service", "state"),
     "history": (),
     "loglevel": ("facility", "level"),
+    "lease": ("ttl",),  # failsh on this host says "I am alive for ttl seconds"
 }
-WRITE_OPS = frozenset({"set", "loglevel"})
+WRITE_OPS = frozenset({"set", "loglevel", "lease"})
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 _TEXT_LIMIT = 256
@@ -60,6 +61,7 @@ class Request:
     limit: int = 100
     facility: str | None = None
     level: str | None = None
+    ttl: float = 0.0
 
     def to_wire(self) -> dict:
         msg: dict[str, Any] = {"v": VERSION, "id": self.id, "op": self.op,
@@ -72,6 +74,8 @@ class Request:
             msg["state"] = self.state.value
         if self.op == "history":
             msg["limit"] = self.limit
+        if self.op == "lease":
+            msg["ttl"] = self.ttl
         return msg
 
 
@@ -133,7 +137,10 @@ def _build(msg: dict, op: str, rid: str | int) -> Request:
     limit = msg.get("limit", 100)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 1000:
         raise ProtocolError("BADREQUEST", "field 'limit' must be an integer 1..1000")
-    return Request(op=op, id=rid, community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
+    ttl = msg.get("ttl", 0.0)
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 <= ttl <= 3600:
+        raise ProtocolError("BADREQUEST", "field 'ttl' must be a number of seconds 0..3600")
+    return Request(op=op, id=rid, ttl=float(ttl), community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
                    service=service, state=state, reason=_text(msg, "reason"), limit=limit,
                    facility=_text(msg, "facility", "", 32) or None,
                    level=_text(msg, "level", "", 16) or None)

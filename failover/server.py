@@ -28,6 +28,7 @@ class Faild:
         self.host = host
         self.community_file = community_file
         self._host_wire = host.to_wire()
+        self._lease_until = 0.0  # monotonic; failsh on this host renews it
         self._stop = False
 
     # Request handling (pure: frame in, frame out) ----------------------
@@ -50,7 +51,9 @@ class Faild:
         return protocol.encode(reply)
 
     def _dispatch(self, req: protocol.Request) -> dict:
-        rules, host = self.rules, self._host_wire
+        rules = self.rules
+        left = self._lease_until - time.monotonic()
+        host = {**self._host_wire, "lease": round(left, 3) if left > 0 else None}
         if req.op == "ping":
             return protocol.ok_reply(req.id, host=host)
         if req.op in protocol.WRITE_OPS and not rules.may_write(req.service, req.community):
@@ -76,6 +79,10 @@ class Faild:
             if changed:
                 log.info("%s -> %s (%s)", req.service, rec.state, req.reason or "failc/failsh request")
             return protocol.ok_reply(req.id, host=host, services=[rec.to_wire()], changed=changed)
+        if req.op == "lease":
+            self._lease_until = time.monotonic() + req.ttl
+            host["lease"] = req.ttl or None
+            return protocol.ok_reply(req.id, host=host)
         daemon.set_level(req.facility, req.level)  # op "loglevel"
         log.info("log level of %s set to %s", req.facility, req.level)
         return protocol.ok_reply(req.id, host=host)
