@@ -1,0 +1,153 @@
+"""failsh: the failover shell.  Runs a Tcl policy, or an interactive prompt."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from failover import daemon, protocol, repl
+from failover.cli import common
+from failover.client import endpoint_for
+from failover.failsh import Engine, Options
+from failover.policy import DEAD_FACTOR
+from failover.tclhost import PolicyError
+
+log = logging.getLogger("failover.scheduler")
+
+EPILOG = """The policy is a Tcl script using failsvc, failhost and failtrap (failover 0.5
+scripts run unchanged) and the newer commands of docs/tcl-extension.md.
+
+signals: SIGTERM  stop every UP service, release the lease, exit (peers take over)
+         SIGHUP   re-read the policy; UP services stay UP; a broken file is ignored
+         SIGINT   write the state dump to -l (a FIFO stays open for the next dump)
+
+examples:
+  failsh -F -f /etc/failover/web.tcl
+  failsh -F -N www2 -P www1=10.0.0.1 -f web.tcl      host names that DNS does not know
+  failsh                                            interactive prompt for trying rules"""
+
+
+def build_parser():
+    p = common.parser("failsh", "The failover shell: runs a Tcl failover policy on this host.", EPILOG)
+    p.add_argument("-f", "--file", type=Path, metavar="TCLFILE", help="the policy to run (omit for a prompt)")
+    p.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
+    p.add_argument("-d", "--debug", action="append", default=[], metavar="FACILITY",
+                   help=f"debug output for FACILITY (implies -F): all, {', '.join(daemon.FACILITIES)}")
+    p.add_argument("-l", "--dumpfile", type=Path, default=Path("/var/tmp/failsh.dump"),
+                   help="state dump written on SIGINT (default: %(default)s)")
+    p.add_argument("-i", "--pidfile", type=Path, default=Path("/run/failsh.pid"),
+                   help="pid file (default: %(default)s)")
+    p.add_argument("-m", "--monitor-port", type=int, default=1848,
+                   help="port of the failmon feed, 0 to disable (default: %(default)s)")
+    p.add_argument("--monitor-listen", default="*", help="address of the failmon feed (default: all)")
+    p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
+                   help="community faildebug must present (default: %(default)s)")
+    p.add_argument("-D", "--debug-port", type=int, default=1849,
+                   help="control port for faildebug on 127.0.0.1, 0 to disable (default: %(default)s)")
+    p.add_argument("-N", "--node", default=os.environ.get("FO_NODE") or socket.gethostname(),
+                   help="this host's name in the policy (default: $FO_NODE or the host name)")
+    p.add_argument("--faild", default=f"127.0.0.1:{protocol.DEFAULT_PORT}",
+                   help="the local faild as HOST[:PORT] (default: %(default)s)")
+    p.add_argument("--faild-community", default=protocol.DEFAULT_COMMUNITY,
+                   help="RW community for the local faild (default: %(default)s)")
+    p.add_argument("-P", "--peer", action="append", default=[], metavar="NAME=ADDR[:PORT]",
+                   help="where to reach host NAME's faild (overrides DNS and failhost)")
+    p.add_argument("--dead-factor", type=float, default=DEAD_FACTOR,
+                   help="a peer silent for this many intervals counts as FAIL (default: %(default)s)")
+    p.add_argument("--interactive", action="store_true", help="open the prompt after loading -f")
+    p.add_argument("--check", action="store_true", help="load the policy, print its services and exit")
+    p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
+    return p
+
+
+def options(args) -> Options:
+    addresses = {}
+    for item in args.peer:
+        name, sep, addr = item.partition("=")
+        if not sep or not name or not addr:
+            raise ValueError(f"-P expects NAME=ADDRESS[:PORT], not {item!r}")
+        addresses[name] = addr
+    monitor = f"tcp://{args.monitor_listen}:{args.monitor_port}" if args.monitor_port else None
+    control = f"tcp://127.0.0.1:{args.debug_port}" if args.debug_port else None
+    return Options(node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
+                   faild_community=args.faild_community, addresses=addresses, monitor=monitor,
+                   control=control, control_community=args.community, dumpfile=args.dumpfile,
+                   dead_factor=args.dead_factor, scheduling=args.file is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    interactive = args.file is None or args.interactive
+    foreground = interactive or args.foreground or bool(args.debug) or args.check
+    try:
+        opts = options(args)
+        for facility in args.debug:
+            daemon.set_level(facility, "debug")
+    except ValueError as exc:
+        print(f"failsh: {exc}", file=sys.stderr)
+        return common.EXIT_USAGE
+    daemon.setup_logging("failsh", to_syslog=args.syslog or not foreground, debug=args.debug)
+    if interactive:
+        logging.getLogger().setLevel(logging.WARNING)
+    engine = Engine(opts)
+    if args.file is not None:
+        try:
+            engine.load(args.file)
+        except PolicyError as exc:
+            print(f"failsh: {exc}", file=sys.stderr)
+            return common.EXIT_CONFIG
+        if args.check:
+            for name, svc in sorted(engine.policy.services.items()):
+                print(f"{name}: interval {svc.interval:g} masters {svc.masters} slaves {svc.slaves}")
+            return common.EXIT_OK
+        if not engine.policy.services and not interactive:
+            print(f"failsh: {args.file}: the policy defines no service (use failsvc)", file=sys.stderr)
+            return common.EXIT_CONFIG
+    if not foreground:
+        daemon.daemonize()
+    return run(engine, args, interactive)
+
+
+def run(engine: Engine, args, interactive: bool) -> int:
+    interp = engine.tcl.interp
+    stopping = []
+
+    def on_term(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        interp.quit()
+        interp.call("after", 0, "")  # wake the blocking event loop so it sees quit
+
+    engine.install_loop_hooks()
+    try:
+        engine.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return common.EXIT_CONFIG
+    if not interactive:
+        if os.access(args.pidfile.parent, os.W_OK):
+            daemon.write_pidfile(args.pidfile)
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGQUIT, on_term)
+        signal.signal(signal.SIGHUP, lambda *_: interp.after(0, engine.reload))
+        signal.signal(signal.SIGINT, lambda *_: interp.after(0, engine.dump))
+        daemon.sd_notify("READY=1")
+        log.info("failsh %s running %s: %d services", engine.opts.node, args.file, len(engine.policy.services))
+    try:
+        if interactive:
+            status = repl.interact(engine)
+        else:
+            interp.mainloop(-1)
+            status = common.EXIT_OK
+    finally:
+        daemon.sd_notify("STOPPING=1")
+        engine.shutdown()
+        daemon.remove_pidfile(args.pidfile)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The network thread: owns every ZeroMQ socket of failsh.
+
+It polls each peer's faild (and the local one) at the peer's interval, renews
+failsh's lease in the local faild, publishes the monitor feed and answers the
+control port.  The Tcl thread never does network I/O for peers: it reads
+``snapshot`` (replaced atomically) and is woken through a pipe when a peer
+changes, so a policy blocked in ``exec`` never delays polls (tech notes §0).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+import zmq
+
+from failover import protocol
+from failover.client import configure_socket, record_from_wire
+from failover.model import ServiceRecord
+from failover.states import State
+
+log = logging.getLogger("failover.peers")
+
+UNKNOWN, UP, DOWN = "unknown", "up", "down"
+
+
+@attrs.frozen
+class PeerSpec:
+    """Where and how often to poll one host."""
+
+    name: str
+    endpoint: str
+    interval: float
+    deadtime: float
+    community: str = protocol.DEFAULT_COMMUNITY
+
+
+@attrs.frozen
+class PeerView:
+    """What the network thread last knew of one host."""
+
+    name: str
+    endpoint: str
+    status: str = UNKNOWN          # unknown until first reply or deadtime since start
+    last_seen: float | None = None  # wall clock of the last reply
+    last_call: float | None = None  # wall clock of the last request
+    rtt: float | None = None
+    started: float | None = None
+    lease: float | None = None     # seconds left of its failsh's lease; None: no failsh
+    services: dict[str, ServiceRecord] = attrs.field(factory=dict)
+    error: str = ""
+
+    def state_of(self, service: str) -> State | None:
+        """The state this host provides ``service`` in; None when it counts as FAIL."""
+        if self.status != UP or self.lease is None:
+            return None
+        rec = self.services.get(service)
+        return rec.state if rec else None
+
+
+class _Peer:
+    def __init__(self, spec: PeerSpec, sock: zmq.Socket, now: float) -> None:
+        self.spec = spec
+        self.sock = sock
+        self.view = PeerView(spec.name, spec.endpoint)
+        self.born = now
+        self.next_due = now
+        self.sent: dict[str, float] = {}   # outstanding request id -> monotonic send time
+        self.last_ok: float | None = None
+
+
+class NetThread(threading.Thread):
+    def __init__(self, peers: list[PeerSpec], local: PeerSpec, lease_ttl: float,
+                 on_change: Callable[[list[str]], None],
+                 monitor_endpoint: str | None = None,
+                 control: Callable[[bytes], bytes] | None = None,
+                 control_endpoint: str | None = None) -> None:
+        super().__init__(name="failsh-net", daemon=True)
+        self.specs = {p.name: p for p in peers}
+        self.local = local
+        self.lease_ttl = lease_ttl
+        self.on_change = on_change
+        self.monitor_endpoint = monitor_endpoint
+        self.control = control
+        self.control_endpoint = control_endpoint
+        self.snapshot: dict[str, PeerView] = {}
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.error: str = ""
+        self._stop = threading.Event()
+        self._ids = itertools.count(1)
+        self._ctx = zmq.Context.instance()
+
+    # API for the Tcl thread --------------------------------------------
+    def publish(self, payload: bytes) -> None:
+        self.commands.put(("publish", payload))
+
+    def set_peers(self, peers: list[PeerSpec]) -> None:
+        self.commands.put(("peers", peers))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def release_lease(self) -> None:
+        """Tell the local faild this failsh is leaving (lease ttl 0); waits briefly."""
+        done = threading.Event()
+        self.commands.put(("release", done))
+        done.wait(1.0)
+
+    # Thread body ---------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a dead net thread must be loud, failsh stops on it
+            log.exception("network thread failed")
+            self.error = str(exc)
+            self.ready.set()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        pub = self._bind(zmq.PUB, self.monitor_endpoint)
+        ctl = self._bind(zmq.REP, self.control_endpoint if self.control else None)
+        if ctl is not None:
+            poller.register(ctl, zmq.POLLIN)
+        peers: dict[str, _Peer] = {}
+        self._sync_peers(peers, list(self.specs.values()) + [self.local], poller)
+        next_lease = 0.0
+        self.ready.set()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_lease:
+                self._send(peers[self.local.name], "lease", ttl=self.lease_ttl)
+                next_lease = now + self.lease_ttl / 3
+            for peer in peers.values():
+                if now >= peer.next_due:
+                    self._send(peer, "list")
+                    peer.next_due = now + peer.spec.interval
+            wait = min([p.next_due for p in peers.values()] + [next_lease]) - time.monotonic()
+            events = dict(poller.poll(max(0, min(wait, 0.05)) * 1000))
+            changed = [name for name, peer in peers.items() if peer.sock in events and self._drain(peer)]
+            if ctl is not None and ctl in events:
+                self._serve_control(ctl)
+            changed += self._expire(peers)
+            self._commands(peers, poller, pub)
+            if changed:
+                self.snapshot = {n: p.view for n, p in peers.items()}
+                self.on_change(sorted(set(changed)))
+        for sock in [p.sock for p in peers.values()] + [pub, ctl]:
+            if sock is not None:
+                sock.close(linger=0)
+
+    def _bind(self, kind: int, endpoint: str | None) -> zmq.Socket | None:
+        if not endpoint:
+            return None
+        sock = self._ctx.socket(kind)
+        configure_socket(sock)
+        sock.bind(endpoint)
+        return sock
+
+    def _sync_peers(self, peers: dict[str, _Peer], specs: list[PeerSpec], poller: zmq.Poller) -> None:
+        wanted = {s.name: s for s in specs}
+        for name in [n for n in peers if n not in wanted or peers[n].spec != wanted[n]]:
+            poller.unregister(peers[name].sock)
+            peers.pop(name).sock.close(linger=0)
+        now = time.monotonic()
+        for name, spec in wanted.items():
+            if name not in peers:
+                sock = self._ctx.socket(zmq.DEALER)
+                configure_socket(sock)
+                sock.setsockopt(zmq.IMMEDIATE, 1)  # don't queue polls for a peer that is down
+                sock.connect(spec.endpoint)
+                poller.register(sock, zmq.POLLIN)
+                peers[name] = _Peer(spec, sock, now)
+        self.snapshot = {n: p.view for n, p in peers.items()}
+
+    def _send(self, peer: _Peer, op: str, **fields: object) -> None:
+        rid = next(self._ids)
+        req = protocol.Request(op=op, id=rid, community=peer.spec.community, **fields)
+        try:
+            peer.sock.send_multipart([b"", protocol.encode(req.to_wire())], zmq.NOBLOCK)
+        except zmq.Again:
+            return  # no connection: the deadline below notices
+        now = time.monotonic()
+        peer.sent[str(rid)] = now
+        if len(peer.sent) > 8:  # forget the oldest unanswered polls
+            peer.sent.pop(next(iter(peer.sent)))
+        if op == "list":
+            peer.view = attrs.evolve(peer.view, last_call=time.time())
+
+    def _drain(self, peer: _Peer) -> bool:
+        changed = False
+        while True:
+            try:
+                frames = peer.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return changed
+            changed |= self._reply(peer, frames[-1])
+
+    def _reply(self, peer: _Peer, frame: bytes) -> bool:
+        try:
+            reply = protocol.decode_reply(frame)
+        except protocol.ProtocolError as exc:
+            log.warning("bad reply from %s: %s", peer.spec.name, exc)
+            return False
+        sent = peer.sent.pop(str(reply.get("id")), None)
+        if sent is None:
+            return False
+        now = time.monotonic()
+        peer.last_ok = now
+        old = peer.view
+        if not reply["ok"]:
+            log.warning("%s refused %s: %s", peer.spec.name, reply.get("error"), reply["message"])
+            peer.view = attrs.evolve(old, status=UP, error=reply["message"], last_seen=time.time())
+            return old.status != UP
+        host = reply.get("host") or {}
+        fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
+                        "lease": host.get("lease"), "started": host.get("started")}
+        if "services" in reply:
+            fields["services"] = {s["name"]: record_from_wire(s) for s in reply["services"]}
+        peer.view = attrs.evolve(old, **fields)
+        return (old.status != UP or (old.lease is None) != (peer.view.lease is None)
+                or _states(old) != _states(peer.view) or old.started != peer.view.started)
+
+    def _expire(self, peers: dict[str, _Peer]) -> list[str]:
+        now = time.monotonic()
+        changed = []
+        for name, peer in peers.items():
+            since = peer.last_ok if peer.last_ok is not None else peer.born
+            if peer.view.status != DOWN and now - since > peer.spec.deadtime:
+                log.warning("%s did not answer for %.2f s: counting it as FAIL", name, now - since)
+                peer.view = attrs.evolve(peer.view, status=DOWN, error="no reply")
+                changed.append(name)
+        return changed
+
+    def _serve_control(self, ctl: zmq.Socket) -> None:
+        while True:
+            try:
+                frame = ctl.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ctl.send(self.control(frame))
+
+    def _commands(self, peers: dict[str, _Peer], poller: zmq.Poller, pub: zmq.Socket | None) -> None:
+        while True:
+            try:
+                kind, arg = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "publish" and pub is not None:
+                pub.send(arg, zmq.NOBLOCK)
+            elif kind == "peers":
+                self._sync_peers(peers, arg + [self.local], poller)
+            elif kind == "release":
+                self._send(peers[self.local.name], "lease", ttl=0)
+                peers[self.local.name].sock.poll(500)
+                arg.set()
+
+
+def _states(view: PeerView) -> dict[str, State]:
+    return {n: r.state for n, r in view.services.items()}
+
+
+def make_wakeup() -> tuple[int, Callable[[], None]]:
+    """A pipe whose read end the Tcl loop watches; the returned function pokes it."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+
+    def poke() -> None:
+        try:
+            os.write(w, b"!")
+        except BlockingIOError:
+            pass  # already full: the reader will wake anyway
+    return r, poke

@@ -1,0 +1,76 @@
+"""The policy model that failsvc, failhost and failtrap build from a Tcl script."""
+
+from __future__ import annotations
+
+import attrs
+
+from failover.protocol import DEFAULT_COMMUNITY, DEFAULT_PORT
+
+DEFAULT_INTERVAL = 1.0      # seconds between runs of a service (0.5 left it unspecified)
+MIN_INTERVAL = 0.05
+DEFAULT_TIMEOUT = 30.0      # seconds a start/stop/reclaim/check procedure may take
+DEAD_FACTOR = 2.5           # a peer silent for DEAD_FACTOR intervals counts as FAIL
+
+
+@attrs.define
+class ServiceConfig:
+    name: str
+    interval: float = DEFAULT_INTERVAL
+    masters: list[str] = attrs.Factory(list)
+    slaves: list[str] = attrs.Factory(list)
+    start: str = ""
+    stop: str = ""
+    reclaim: str = ""
+    check: str = ""
+    timeout: float = DEFAULT_TIMEOUT
+
+    def peers(self) -> list[str]:
+        return self.masters + self.slaves
+
+
+@attrs.define
+class HostConfig:
+    name: str
+    port: int = DEFAULT_PORT
+    protocol: str = "tcp"
+    address: str | None = None
+    community: str = DEFAULT_COMMUNITY
+    deadtime: float | None = None   # default: DEAD_FACTOR x the shortest interval polling it
+
+
+@attrs.frozen
+class Trap:
+    kind: str       # "state" (local transitions), "peer" (host up/down), "remote" (peer's state)
+    pattern: str    # service or host name, or "*"
+    script: str
+
+    def matches(self, kind: str, name: str) -> bool:
+        return self.kind == kind and self.pattern in ("*", name)
+
+
+@attrs.define
+class Policy:
+    node: str
+    services: dict[str, ServiceConfig] = attrs.Factory(dict)
+    hosts: dict[str, HostConfig] = attrs.Factory(dict)
+    traps: list[Trap] = attrs.Factory(list)
+
+    def service(self, name: str) -> ServiceConfig:
+        return self.services.setdefault(name, ServiceConfig(name))
+
+    def host(self, name: str) -> HostConfig:
+        return self.hosts.setdefault(name, HostConfig(name))
+
+    def set_hosts(self, svc: ServiceConfig, which: str, names: list[str]) -> None:
+        """Set masters or slaves; the local node is left out so one file serves all hosts."""
+        kept = [n for n in dict.fromkeys(names) if n != self.node]
+        setattr(svc, which, kept)
+        for n in kept:
+            self.host(n)
+
+    def interval_for(self, host: str) -> float:
+        intervals = [s.interval for s in self.services.values() if host in s.peers()]
+        return min(intervals, default=DEFAULT_INTERVAL)
+
+    def services_of(self, host: str) -> list[str]:
+        return [s.name for s in self.services.values() if host in s.peers()]

@@ -1,0 +1,117 @@
+"""failsh's interactive prompt: the policy interpreter with history and completion.
+
+At a terminal, tkinter runs the Tcl event loop while input() waits, so the
+scheduler and peer events keep going between commands (tech notes §1.7).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import tkinter
+from pathlib import Path
+
+from failover.failsh import Engine
+
+try:
+    import readline
+except ImportError:  # pragma: no cover - readline is part of CPython on Linux
+    readline = None  # type: ignore[assignment]
+
+HISTORY = Path(os.environ.get("FAILSH_HISTORY", Path.home() / ".failsh_history"))
+BANNER = """failsh interactive shell on node {node}.  Tcl {tcl} with the failover commands.
+Try: failsvc web masters {{a b}} ; whatif web a FAIL b UP ; peers ; services ; schedule on
+Scheduling is {sched}; Ctrl-D quits, Ctrl-C discards a partial command."""
+
+
+class Completer:
+    """Completes Tcl commands at command position, service and host names elsewhere."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.matches: list[str] = []
+
+    def candidates(self, text: str, command_position: bool) -> list[str]:
+        tcl = self.engine.tcl
+        if text.startswith("$"):
+            return ["$" + v for v in tcl.split(tcl.interp.call("info", "vars", text[1:] + "*"))]
+        if command_position:
+            names = {n.lstrip(":") if not text.startswith("::") else n
+                     for n in tcl.split(tcl.interp.call("info", "commands", text + "*"))}
+            names |= {n.lstrip(":") for n in tcl.split(tcl.interp.call("info", "commands", "::fo::" + text + "*"))
+                      if text.startswith("fo::")}
+            return sorted(n + " " for n in names if not n.startswith("fo::py::"))
+        words = list(self.engine.policy.services) + list(self.engine.policy.hosts)
+        words += ["UP", "RECOVER", "FAIL", "interval", "masters", "slaves", "start", "stop", "reclaim"]
+        return sorted({w + " " for w in words if w.startswith(text)})
+
+    def complete(self, text: str, state: int) -> str | None:
+        try:
+            if state == 0:
+                before = readline.get_line_buffer()[:readline.get_begidx()].rstrip()
+                self.matches = self.candidates(text, before == "" or before[-1] in "[;{")
+            return self.matches[state] if state < len(self.matches) else None
+        except Exception:  # readline hides exceptions; a failed completion offers nothing
+            return None
+
+
+def _setup_readline(engine: Engine) -> None:
+    if readline is None:
+        return
+    readline.set_completer_delims(" \t\n[]{}();\"")
+    readline.set_completer(Completer(engine).complete)
+    readline.parse_and_bind("tab: complete")
+    readline.set_auto_history(False)
+    try:
+        readline.read_history_file(HISTORY)
+    except OSError:
+        pass
+    atexit.register(_save_history)
+
+
+def _save_history() -> None:
+    try:
+        readline.write_history_file(HISTORY)
+    except OSError:
+        pass
+
+
+def interact(engine: Engine) -> int:
+    _setup_readline(engine)
+    interp = engine.tcl.interp
+    print(BANNER.format(node=engine.opts.node, tcl=interp.eval("info patchlevel"),
+                        sched="on" if engine.scheduling else "off (type: schedule on)"))
+    buf = ""
+    while True:
+        try:
+            line = input("failsh% " if not buf else "     > ")
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            buf = ""
+            continue
+        buf += line + "\n"
+        if str(interp.call("info", "complete", buf)) == "0":
+            continue
+        script, buf = buf.strip(), ""
+        if not script:
+            continue
+        if readline is not None:
+            readline.add_history(script.replace("\n", " "))
+        result = engine.tcl.run(script)
+        if result.ok:
+            if result.value:
+                print(result.value)
+        else:
+            where = f" ({result.where})" if result.where else ""
+            print(f"error: {result.value}{where}", file=sys.stderr)
+        _pump(interp)
+
+
+def _pump(interp: tkinter.Tcl) -> None:
+    """Run due Tcl events; with stdin not a terminal there is no input hook to do it."""
+    while interp.dooneevent(tkinter._tkinter.DONT_WAIT):
+        pass

@@ -1,0 +1,243 @@
+"""The failover Tcl commands (docs/tcl-extension.md).
+
+Original 0.5 commands: ``failsvc``, ``failhost``, ``failtrap``.  New ones:
+``getstate``, ``setstate``, ``peers``, ``startservice``, ``stopservice``,
+``services``, ``hosts``, ``node``, ``whatif``, ``schedule``, ``fo::log``.
+Every command validates its arguments and fails with a Tcl error whose
+errorcode starts with FAILOVER; nothing a policy does can raise a Python traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from failover.decide import decide
+from failover.policy import MIN_INTERVAL, Policy, Trap
+from failover.protocol import valid_name
+from failover.states import BadState, State, parse_state
+from failover.tclhost import TclCommandError, TclHost
+
+if TYPE_CHECKING:
+    from failover.failsh import Engine
+
+log = logging.getLogger("failover.policy")
+
+SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout")
+HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime")
+TRAP_KINDS = ("state", "peer", "remote")
+
+
+def _name(kind: str, name: str) -> str:
+    if not valid_name(name):
+        raise TclCommandError(f"invalid {kind} name \"{name}\": use letters, digits and _.:@+-",
+                              "BADNAME", name)
+    return name
+
+
+def _seconds(what: str, text: str, minimum: float = 0.0) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TclCommandError(f"expected a number of seconds for {what} but got \"{text}\"",
+                              "BADVALUE", text) from None
+    if not value >= minimum or value > 86400:
+        raise TclCommandError(f"{what} must be between {minimum:g} and 86400 seconds, not {text}",
+                              "BADVALUE", text)
+    return value
+
+
+def _state(text: str) -> State:
+    try:
+        return parse_state(text)
+    except BadState as exc:
+        raise TclCommandError(str(exc), "BADSTATE", text) from None
+
+
+def _usage(cmd: str, usage: str) -> TclCommandError:
+    return TclCommandError(f"wrong # args: should be \"{cmd} {usage}\"", "USAGE")
+
+
+class Commands:
+    """Binds the Tcl commands to a policy (while loading) and an engine (at run time)."""
+
+    def __init__(self, tcl: TclHost, policy: Policy, engine: Engine | None = None) -> None:
+        self.tcl = tcl
+        self.policy = policy
+        self.engine = engine
+        for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
+                     "startservice", "stopservice", "services", "hosts", "node", "whatif",
+                     "schedule", "fo::log"):
+            tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
+
+    def _engine(self, cmd: str) -> Engine:
+        if self.engine is None:
+            raise TclCommandError(f"{cmd}: not available while the policy is loading", "NOTREADY")
+        return self.engine
+
+    def _changed(self) -> None:
+        if self.engine is not None:
+            self.engine.policy_changed()
+
+    # 0.5 commands ------------------------------------------------------------
+    def failsvc(self, *args: str) -> object:
+        if not args:
+            raise _usage("failsvc", "service ?subcommand value ...?")
+        svc_name = _name("service", args[0])
+        if len(args) == 1:
+            return self._describe(svc_name)
+        sub, values = args[1], args[2:]
+        if sub not in SVC_SUBCOMMANDS:
+            raise TclCommandError(f"unknown failsvc subcommand \"{sub}\": must be "
+                                  f"{', '.join(SVC_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
+        svc = self.policy.service(svc_name)
+        if sub in ("masters", "slaves"):  # one braced list or several words: flatten both
+            hosts = [_name("host", h) for v in values for h in self.tcl.split(v)]
+            self.policy.set_hosts(svc, sub, hosts)
+        elif len(values) != 1:
+            raise _usage("failsvc", f"{svc_name} {sub} value")
+        elif sub == "interval":
+            svc.interval = _seconds("interval", values[0], MIN_INTERVAL)
+        elif sub == "timeout":
+            svc.timeout = _seconds("timeout", values[0], 0.01)
+        else:
+            setattr(svc, sub, values[0])
+        self._changed()
+        return ""
+
+    def _describe(self, name: str) -> tuple:
+        svc = self.policy.services.get(name)
+        if svc is None:
+            raise TclCommandError(f"unknown service \"{name}\"", "NOSERVICE", name)
+        return ("interval", svc.interval, "masters", tuple(svc.masters), "slaves", tuple(svc.slaves),
+                "start", svc.start, "stop", svc.stop, "reclaim", svc.reclaim, "check", svc.check,
+                "timeout", svc.timeout)
+
+    def failhost(self, *args: str) -> object:
+        if len(args) != 3:
+            raise _usage("failhost", "hostname port|protocol|address|community|deadtime value")
+        host = self.policy.host(_name("host", args[0]))
+        sub, value = args[1], args[2]
+        if sub == "port":
+            if not value.isdigit() or not 0 < int(value) < 65536:
+                raise TclCommandError(f"invalid port \"{value}\": expected 1..65535", "BADVALUE", value)
+            host.port = int(value)
+        elif sub == "protocol":
+            if value.lower() not in ("tcp", "udp"):
+                raise TclCommandError(f"invalid protocol \"{value}\": must be tcp or udp", "BADVALUE", value)
+            host.protocol = value.lower()  # kept for 0.5 scripts; ZeroMQ always uses TCP
+        elif sub == "address":
+            host.address = value
+        elif sub == "community":
+            host.community = value
+        elif sub == "deadtime":
+            host.deadtime = _seconds("deadtime", value, 0.05)
+        else:
+            raise TclCommandError(f"unknown failhost subcommand \"{sub}\": must be "
+                                  f"{', '.join(HOST_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
+        self._changed()
+        return ""
+
+    def failtrap(self, *args: str) -> object:
+        if args == ("list",):
+            return tuple((t.kind, t.pattern, t.script) for t in self.policy.traps)
+        if len(args) == 3 and args[0] == "delete":
+            self.policy.traps = [t for t in self.policy.traps if (t.kind, t.pattern) != (args[1], args[2])]
+            return ""
+        if len(args) != 3:
+            raise _usage("failtrap", "state|peer|remote NAME|* script  |  failtrap list  |  "
+                         "failtrap delete KIND NAME")
+        kind, pattern, script = args
+        if kind not in TRAP_KINDS:
+            raise TclCommandError(f"unknown failtrap event \"{kind}\": must be {', '.join(TRAP_KINDS)}",
+                                  "BADSUBCOMMAND", kind)
+        if pattern != "*":
+            _name("service" if kind != "peer" else "host", pattern)
+        self.policy.traps.append(Trap(kind, pattern, script))
+        return ""
+
+    # New commands -----------------------------------------------------------
+    def getstate(self, service: str, host: str = "") -> str:
+        engine = self._engine("getstate")
+        if host and host != self.policy.node:
+            view = engine.peer_view(host)
+            if view is None:
+                raise TclCommandError(f"unknown host \"{host}\": not a master or slave of any service",
+                                      "NOPEER", host)
+            state = view.state_of(service)
+            return state.value if state else "FAIL"
+        return engine.local_state(self._known(service)).value
+
+    def setstate(self, service: str, state: str, reason: str = "set from Tcl") -> str:
+        self._engine("setstate").set_local(self._known(service), _state(state), reason)
+        return ""
+
+    def startservice(self, service: str) -> str:
+        return self._engine("startservice").run_action(self._known(service), "start").value
+
+    def stopservice(self, service: str) -> str:
+        return self._engine("stopservice").run_action(self._known(service), "stop").value
+
+    def peers(self, service: str = "") -> tuple:
+        engine = self._engine("peers")
+        names = self.policy.services[self._known(service)].peers() if service else sorted(self.policy.hosts)
+        out = []
+        for name in names:
+            view = engine.peer_view(name)
+            if view is None:
+                continue
+            entry = ["host", name, "reachable", int(view.status == "up"), "status", view.status,
+                     "last_seen", round(view.last_seen, 3) if view.last_seen else "",
+                     "failsh", int(view.lease is not None)]
+            if service:
+                state = view.state_of(service)
+                entry += ["role", "master" if name in self.policy.services[service].masters else "slave",
+                          "state", state.value if state else "FAIL"]
+            out.append(tuple(entry))
+        return tuple(out)
+
+    def services(self) -> tuple:
+        return tuple(sorted(self.policy.services))
+
+    def hosts(self) -> tuple:
+        return tuple(sorted(self.policy.hosts))
+
+    def node(self) -> str:
+        return self.policy.node
+
+    def whatif(self, service: str, *pairs: str) -> str:
+        """whatif SERVICE ?local STATE? ?HOST STATE ...?: the decision, without acting."""
+        svc = self.policy.services[self._known(service)]
+        if len(pairs) % 2:
+            raise _usage("whatif", "service ?local STATE? ?host STATE ...?")
+        given = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        local = _state(given.pop("local", "RECOVER"))
+        for host in given:
+            if host not in svc.peers():
+                raise TclCommandError(f"host \"{host}\" is neither master nor slave of {service}", "NOPEER", host)
+        peer_state = {h: (None if given.get(h, "FAIL").upper() in ("FAIL", "DOWN") else _state(given[h]))
+                      for h in svc.peers()}
+        masters = {h: peer_state[h] for h in svc.masters}
+        slaves = {h: peer_state[h] for h in svc.slaves}
+        return str(decide(local, masters, slaves, bool(svc.reclaim)))
+
+    def schedule(self, mode: str = "") -> str:
+        engine = self._engine("schedule")
+        if mode:
+            if mode not in ("on", "off"):
+                raise _usage("schedule", "?on|off?")
+            engine.set_scheduling(mode == "on")
+        return "on" if engine.scheduling else "off"
+
+    def cmd_log(self, level: str, *message: str) -> str:
+        levels = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
+                  "warning": logging.WARNING, "error": logging.ERROR}
+        if level not in levels:
+            raise _usage("fo::log", "debug|info|notice|warning|error message")
+        log.log(levels[level], "%s", " ".join(message))
+        return ""
+
+    def _known(self, service: str) -> str:
+        if service not in self.policy.services:
+            raise TclCommandError(f"unknown service \"{service}\"", "NOSERVICE", service)
+        return service

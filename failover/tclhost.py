@@ -1,0 +1,137 @@
+"""The embedded Tcl interpreter: command registration that keeps Python errors,
+policy loading with file:line in every error, and running policy scripts safely.
+
+tkinter drops the message of a Python exception raised inside a Tcl command and
+re-raises it later from mainloop (tech notes §1.4), so every command goes through
+:meth:`TclHost.expose`, which turns exceptions into proper Tcl errors.
+"""
+
+from __future__ import annotations
+
+import re
+import tkinter
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+# Records where each proc was defined, so an error on line K of a proc can be
+# reported as file:line of the policy (Tcl itself only says "procedure line K").
+_PROC_TRACKER = r"""
+namespace eval ::fo { variable procdefs; array set procdefs {} }
+if {[info commands ::fo::_proc] eq ""} {
+    rename ::proc ::fo::_proc
+    ::fo::_proc ::proc {name arglist body} {
+        uplevel 1 [list ::fo::_proc $name $arglist $body]
+        set frame [info frame -1]
+        if {[dict exists $frame file] && [dict exists $frame line]} {
+            set full [uplevel 1 [list namespace origin $name]]
+            set ::fo::procdefs($full) [list [dict get $frame file] [dict get $frame line]]
+        }
+        return
+    }
+}
+"""
+
+_PROC_LINE = re.compile(r'\(procedure "([^"]+)" line (\d+)\)')
+_FILE_LINE = re.compile(r'\(file "([^"]+)" line (\d+)\)')
+
+
+class TclCommandError(Exception):
+    """Raised by command implementations; becomes a Tcl error with this errorcode."""
+
+    def __init__(self, message: str, *code: str) -> None:
+        super().__init__(message)
+        self.code = ("FAILOVER", *code) if code else ("FAILOVER", "ERROR")
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be loaded; the message names file and line."""
+
+
+@attrs.frozen
+class ScriptResult:
+    ok: bool
+    value: str          # the result, or the error message
+    where: str = ""     # file:line (or procedure line) of an error
+    trace: str = ""     # Tcl's errorInfo
+
+
+class TclHost:
+    def __init__(self) -> None:
+        self.interp = tkinter.Tcl()
+        self.interp.eval(_PROC_TRACKER)
+
+    # Commands ----------------------------------------------------------
+    def expose(self, name: str, fn: Callable[..., object]) -> None:
+        """Register ``fn`` as Tcl command ``name``; exceptions become Tcl errors."""
+        def raw(*args: str) -> tuple:
+            try:
+                result = fn(*args)
+                return ("ok", "" if result is None else result)
+            except TclCommandError as exc:
+                return ("error", str(exc), exc.code)
+            except TypeError as exc:
+                return ("error", _arity_message(name, exc), ("TCL", "WRONGARGS"))
+            except Exception as exc:  # never let tkinter swallow the message
+                return ("error", f"{name}: {type(exc).__name__}: {exc}", ("PYTHON", type(exc).__name__))
+
+        pyname = f"::fo::py::{name.lstrip(':').replace('::', '_')}"
+        self.interp.createcommand(pyname, raw)
+        self.interp.eval(
+            f"proc {name} args {{\n set r [{pyname} {{*}}$args]\n"
+            f" if {{[lindex $r 0] eq \"ok\"}} {{ return [lindex $r 1] }}\n"
+            f" return -code error -errorcode [lindex $r 2] [lindex $r 1] }}")
+
+    def callback(self, script: str, *args: object) -> ScriptResult:
+        """Run a callback script with arguments appended as list elements (failtrap)."""
+        self.interp.setvar("::fo::_args", tuple(str(a) for a in args))
+        return self.run(f"{script} {{*}}$::fo::_args")
+
+    def split(self, value: object) -> list[str]:
+        """A Tcl list as Python strings (splitlist can hand back Tcl_Obj)."""
+        return [str(x) for x in self.interp.splitlist(value)]
+
+    # Policies ----------------------------------------------------------
+    def source(self, path: Path) -> None:
+        """Load a policy file; raise PolicyError('file:line: message') on any error."""
+        try:
+            self.interp.call("source", str(path))
+        except tkinter.TclError as exc:
+            info = str(self.interp.getvar("errorInfo"))
+            where = self.location(info) or f"{path}"
+            raise PolicyError(f"{where}: {exc}") from None
+
+    def run(self, script: str) -> ScriptResult:
+        """Evaluate a policy script at global level and catch every error."""
+        self.interp.setvar("::fo::_script", script)
+        try:
+            # eval (not call) so the result comes back as Tcl's string form, not a tuple
+            return ScriptResult(True, self.interp.eval("uplevel #0 $::fo::_script"))
+        except tkinter.TclError as exc:
+            info = str(self.interp.getvar("errorInfo"))
+            return ScriptResult(False, str(exc), self.location(info), info)
+
+    def location(self, error_info: str) -> str:
+        """The innermost file:line an errorInfo points at, via the proc definitions."""
+        procs = _PROC_LINE.findall(error_info)
+        for name, line in procs:
+            for full in (name, "::" + name.lstrip(":")):
+                try:
+                    deffile, defline = self.split(self.interp.call("set", f"::fo::procdefs({full})"))
+                except tkinter.TclError:
+                    continue
+                return f"{deffile}:{int(defline) + int(line) - 1}"
+        files = _FILE_LINE.findall(error_info)
+        if files:
+            return f"{files[-1][0]}:{files[-1][1]}"
+        if procs:
+            return f'procedure "{procs[0][0]}" line {procs[0][1]}'
+        return ""
+
+
+def _arity_message(name: str, exc: TypeError) -> str:
+    text = str(exc)
+    if "positional argument" in text or "arguments" in text:
+        return f'wrong # args for "{name}"'
+    return f"{name}: {text}"

@@ -1,0 +1,55 @@
+# failover.tcl -- Tcl helpers shipped with failover and loaded by failsh before the policy.
+# Everything lives in namespace ::fo; procs return UP, RECOVER or FAIL where they stand
+# in for a start/stop procedure, and 1/0 where they are checks.  Tcl 8.4-style code.
+
+namespace eval ::fo {}
+
+# fo::sh CMD ?ARG ...?  -- run a command; 1 if it exited 0, 0 otherwise (output is logged).
+proc ::fo::sh {args} {
+    if {[catch {eval exec -ignorestderr -- $args 2>@1} out]} {
+        fo::log warning "command failed: $args: $out"
+        return 0
+    }
+    return 1
+}
+
+# fo::ipup ADDRESS/PREFIX DEVICE  -- add a virtual IP and announce it with gratuitous ARP.
+proc ::fo::ipup {cidr dev} {
+    set ip [lindex [split $cidr /] 0]
+    if {![fo::hasip $ip $dev] && ![fo::sh ip addr add $cidr dev $dev]} { return FAIL }
+    # Without a gratuitous ARP, clients keep the old MAC for up to 45 s (tech notes §5).
+    fo::sh arping -q -U -c 2 -w 1 -I $dev $ip
+    return UP
+}
+
+# fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER when it is gone.
+proc ::fo::ipdown {cidr dev} {
+    set ip [lindex [split $cidr /] 0]
+    if {[fo::hasip $ip $dev] && ![fo::sh ip addr del $cidr dev $dev]} { return FAIL }
+    return RECOVER
+}
+
+# fo::hasip IP DEVICE  -- 1 if DEVICE carries IP.
+proc ::fo::hasip {ip dev} {
+    if {[catch {exec ip -o -4 addr show dev $dev} out]} { return 0 }
+    foreach line [split $out \n] {
+        if {[regexp {inet ([0-9.]+)/} $line -> a] && $a eq $ip} { return 1 }
+    }
+    return 0
+}
+
+# fo::systemctl start|stop UNIT  -- start/stop a systemd unit as a failover procedure.
+proc ::fo::systemctl {action unit} {
+    if {[fo::sh systemctl $action $unit]} {
+        if {$action eq "start"} { return UP } else { return RECOVER }
+    }
+    return FAIL
+}
+
+# fo::initscript SCRIPT start|stop  -- the same with a SysV init script.
+proc ::fo::initscript {script action} {
+    if {[fo::sh $script $action]} {
+        if {$action eq "start"} { return UP } else { return RECOVER }
+    }
+    return FAIL
+}
