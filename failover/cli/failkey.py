@@ -1,0 +1,42 @@
+"""failkey: make the CURVE key pair that authenticates a failover host or client."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from failover import keys
+from failover.cli import common
+
+EPILOG = """examples:
+  failkey -d /etc/failover/keys www1      makes www1.key (public) and www1.key_secret
+  failkey --show /etc/failover/keys/www1.key
+
+Copy NAME.key (never the .key_secret) into the allow-list directory of every faild
+NAME must talk to (faild --curve-allow DIR), and into the server-keys directory of the
+clients that talk to NAME's faild (failsh --curve-keys DIR, failc --server-key FILE)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser("failkey", "Generate or show a CURVE key pair for faild, failsh and clients.", EPILOG)
+    p.add_argument("-d", "--directory", type=Path, default=Path("."), help="where to write (default: .)")
+    p.add_argument("--show", type=Path, metavar="FILE", help="print the public key of a key file and exit")
+    p.add_argument("name", nargs="?", help="name of the key pair, usually the host name")
+    args = p.parse_args(argv)
+    try:
+        if args.show:
+            print(keys.load_public(args.show).decode())
+            return common.EXIT_OK
+        if not args.name:
+            p.error("give a NAME for the new key pair, or --show FILE")
+        public, secret = keys.generate(args.directory, args.name)
+    except keys.KeyFileError as exc:
+        print(f"failkey: {exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
+    print(f"public key: {public}  ({keys.load_public(public).decode()})")
+    print(f"secret key: {secret}  (keep it on this host, mode 0600)")
+    return common.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
