@@ -36,6 +36,10 @@ class Rules:
             return self.table[(service, community)]
         return self.table.get(("*", community), NONE)
 
+    def knows(self, community: str) -> bool:
+        """True if any rule names ``community``: other strings are refused outright."""
+        return any(c == community for _service, c in self.table)
+
     def may_read(self, service: str | None, community: str) -> bool:
         return self.access(service, community) >= RO
 
@@ -70,3 +74,5 @@ def load(path: Path) -> Rules:
         return parse(path.read_text(), str(path))
     except OSError as exc:
         raise CommunityFileError(f"cannot read community file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommunityFileError(f"cannot read community file {path}: not a UTF-8 text file") from None

@@ -19,6 +19,7 @@ VERSION = 1
 MAX_MESSAGE = 64 * 1024  # also set as ZMQ_MAXMSGSIZE on every faild socket
 DEFAULT_PORT = 1847
 DEFAULT_COMMUNITY = "public"
+MAX_SERVICES = 256  # per faild, so that a 'list' reply always fits in MAX_MESSAGE
 
 # op -> fields it requires (beyond v, id, op)
 OPS: dict[str, tuple[str, ...]] = {
@@ -79,20 +80,40 @@ class Request:
         return msg
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: json.dumps(..., separators) builds one per call
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON text, as on the wire."""
+    return _ENCODER.encode(obj)
+
+
 def encode(msg: dict) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode()
+    return _ENCODER.encode(msg).encode()
+
+
+def encode_ok(request_id: Any, fields: str) -> bytes:
+    """``encode(ok_reply(request_id, ...))`` from already encoded members: ``fields`` is the
+    JSON text ``"key":value,...`` of the reply's other members."""
+    return f'{{"v":{VERSION},"id":{_ENCODER.encode(request_id)},"ok":true,{fields}}}'.encode()
 
 
 def _loads(frame: bytes) -> dict:
     if len(frame) > MAX_MESSAGE:
         raise ProtocolError("TOOBIG", f"message of {len(frame)} bytes exceeds {MAX_MESSAGE}")
     try:
-        msg = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError("BADJSON", f"not a JSON message: {exc}") from None
+        msg = json.loads(frame.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, an integer of > 4300 digits
+        raise ProtocolError("BADJSON", f"not a UTF-8 JSON message: {_short(exc)}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("BADREQUEST", "message must be a JSON object")
     return msg
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A bounded repr/str for error messages: replies must stay far below MAX_MESSAGE."""
+    text = str(value) if isinstance(value, BaseException) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _text(msg: dict, key: str, default: str = "", limit: int = _TEXT_LIMIT) -> str:
@@ -106,16 +127,18 @@ def decode_request(frame: bytes) -> Request:
     """Parse and validate one request frame; raise ProtocolError with a reason."""
     msg = _loads(frame)
     rid = msg.get("id")
-    if not (isinstance(rid, int) and not isinstance(rid, bool)) and not (isinstance(rid, str) and len(rid) <= 64):
-        raise ProtocolError("BADREQUEST", "field 'id' must be an integer or a short string")
-    if msg.get("v") != VERSION:
-        raise ProtocolError("VERSION", f"unsupported protocol version {msg.get('v')!r}, "
-                            f"this faild speaks {VERSION}", rid)
+    rid_ok = type(rid) is int or (isinstance(rid, str) and len(rid) <= 64)
+    v = msg.get("v")
+    if type(v) is not int or v != VERSION:  # checked first: other versions may use other fields
+        raise ProtocolError("VERSION", f"unsupported protocol version {_short(v)}, "
+                            f"this faild speaks {VERSION}", rid if rid_ok else None)
+    if not rid_ok:
+        raise ProtocolError("BADREQUEST", "field 'id' must be an integer or a string of at most 64 characters")
     op = msg.get("op")
-    if op not in OPS:
-        raise ProtocolError("BADOP", f"unknown operation {op!r}; known: {', '.join(OPS)}", rid)
+    if not isinstance(op, str) or op not in OPS:
+        raise ProtocolError("BADOP", f"unknown operation {_short(op)}; known: {', '.join(OPS)}", rid)
     for key in OPS[op]:
-        if key not in msg:
+        if msg.get(key) in (None, ""):
             raise ProtocolError("BADREQUEST", f"operation {op!r} needs field {key!r}", rid)
     try:
         return _build(msg, op, rid)
@@ -127,7 +150,7 @@ def decode_request(frame: bytes) -> Request:
 def _build(msg: dict, op: str, rid: str | int) -> Request:
     service = msg.get("service")
     if service is not None and not valid_name(service):
-        raise ProtocolError("BADREQUEST", f"invalid service name {str(service)[:80]!r}")
+        raise ProtocolError("BADREQUEST", f"invalid service name {_short(service)}")
     state = None
     if "state" in msg:
         try:
@@ -157,8 +180,9 @@ def error_reply(request_id: Any, code: str, message: str) -> dict:
 def decode_reply(frame: bytes) -> dict:
     """Parse a reply; raise ProtocolError if it is not a well-formed version-1 reply."""
     msg = _loads(frame)
-    if msg.get("v") != VERSION:
-        raise ProtocolError("VERSION", f"reply has protocol version {msg.get('v')!r}, expected {VERSION}")
+    v = msg.get("v")
+    if type(v) is not int or v != VERSION:
+        raise ProtocolError("VERSION", f"reply has protocol version {_short(v)}, expected {VERSION}")
     if not isinstance(msg.get("ok"), bool):
         raise ProtocolError("BADREPLY", "reply lacks a boolean 'ok'")
     if msg["ok"] is False and not isinstance(msg.get("message"), str):

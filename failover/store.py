@@ -51,7 +51,7 @@ class Store:
                     new=parse_state(t["new"]), time=float(t["time"]), counter=int(t["counter"]),
                     reason=t.get("reason", "")))
             self.counter = int(data["counter"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise StateFileError(f"cannot read state file {path}: {exc}") from None
         log.info("loaded %d services from %s", len(self.records), path)
 
@@ -72,7 +72,16 @@ class Store:
         self.records[name] = rec
         self.history.append(Transition(service=name, old=old.state if old else None, new=state,
                                        time=now, counter=self.counter, reason=reason))
-        self.save()
+        try:
+            self.save()
+        except BaseException:  # not saved: undo, so memory never runs ahead of the file
+            self.counter -= 1
+            self.history.pop()
+            if old is None:
+                del self.records[name]
+            else:
+                self.records[name] = old
+            raise
         return rec, True
 
     def save(self) -> None:
