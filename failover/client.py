@@ -49,6 +49,8 @@ def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = T
     if sep and rest.isdigit() and (not name.count(":") or name.startswith("[")):
         host, port = name, int(rest)
     bare = host.strip("[]")
+    if not 0 < port < 65536:
+        raise UnknownHost(f"invalid port {port} for host {bare!r}")
     if resolve:
         try:
             socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
@@ -62,6 +64,7 @@ def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = T
 def configure_socket(sock: zmq.Socket) -> None:
     """Options every failover socket gets: no linger, size cap, fast reconnect."""
     sock.linger = 0
+    sock.ipv6 = True  # tcp://[::1]:N works; '*' binds both families, falls back to IPv4 only
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
@@ -83,7 +86,11 @@ class Client:
         configure_socket(self._sock)
         self._sock.setsockopt(zmq.REQ_RELAXED, 1)
         self._sock.setsockopt(zmq.REQ_CORRELATE, 1)
-        self._sock.connect(endpoint)
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close(linger=0)
+            raise UnknownHost(f"cannot use address {endpoint!r}: {exc.strerror}") from None
         self._prefix = f"{os.getpid()}-{id(self):x}-"
 
     def close(self) -> None:

@@ -35,14 +35,45 @@ def parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentPa
     return p
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port 1..65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 1..65535")
+    return port
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"timeout {text} is not in (0, 3600] seconds")
+    return value
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid retry count {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"retry count {value} is not in 0..100")
+    return value
+
+
 def add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
                    help="community string presented to faild (default: %(default)s)")
-    p.add_argument("-p", "--port", type=int, default=protocol.DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=port_number, default=protocol.DEFAULT_PORT,
                    help="faild port when HOST has none (default: %(default)s)")
-    p.add_argument("-t", "--timeout", type=float, default=1.0,
+    p.add_argument("-t", "--timeout", type=_timeout, default=1.0,
                    help="seconds to wait for each try (default: %(default)s)")
-    p.add_argument("-r", "--retries", type=int, default=1,
+    p.add_argument("-r", "--retries", type=_retries, default=1,
                    help="extra tries after a timeout (default: %(default)s)")
 
 

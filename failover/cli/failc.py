@@ -6,6 +6,7 @@ import sys
 
 from failover import client
 from failover.cli import common
+from failover.protocol import valid_name
 from failover.states import BadState, parse_state
 from failover.timefmt import age, local_time
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("service", help="service name")
     p.add_argument("state", nargs="?", help="new state: UP, RECOVER or FAIL (omit to query)")
     args = p.parse_args(argv)
+    if not valid_name(args.service):
+        p.error(f"invalid service name {args.service!r}: use 1-64 letters, digits and _.:@+-")
     if args.state is not None:
         try:
             parse_state(args.state)

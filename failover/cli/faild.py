@@ -34,7 +34,7 @@ def build_parser():
     p.add_argument("-r", "--pidfile", type=Path, default=Path("/run/faild.pid"),
                    help="pid file (default: %(default)s)")
     p.add_argument("-l", "--listen", default="*", help="address to listen on (default: all)")
-    p.add_argument("-p", "--port", type=int, default=protocol.DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=common.port_number, default=protocol.DEFAULT_PORT,
                    help="TCP port (default: %(default)s)")
     p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
     p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")
