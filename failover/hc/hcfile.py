@@ -1,0 +1,483 @@
+"""The Hcfile: hc's configuration, structured like a Makefile (grammar in docs/hc.md).
+
+::
+
+    # comment
+    .defaults:
+        interval 5
+        faild localhost:1847 community secret
+
+    db:
+        check tcp 127.0.0.1:5432
+    web: db
+        check http http://127.0.0.1:8080/health status 200 body ok
+        fall 3
+        rise 2
+        action /usr/local/sbin/web-alarm
+
+A target line ``NAME: DEPENDENCY ...`` starts a node; the indented ``KEY VALUE ...``
+lines below it describe it.  Every mistake is reported as one :class:`HcfileError`
+whose message starts with ``file:line:``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from failover.client import endpoint_for
+
+DEFAULT_INTERVAL = 10.0
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_FALL = 3
+DEFAULT_RISE = 2
+DEFAULT_ACTION_TIMEOUT = 30.0
+DEFAULT_FAILD_TIMEOUT = 1.0
+
+_NODE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?$")
+SPECIAL_TARGETS = (".defaults",)
+MAX_NODES = 256  # each node is a service of the monitor; a 'list' reply must fit one message
+
+
+class HcfileError(Exception):
+    """An unusable Hcfile; ``str()`` is one line starting with ``file:line:``."""
+
+
+@attrs.frozen
+class CheckSpec:
+    """What to check: ``kind`` (tcp, http, dns, smtp, ldap, command) and its parameters."""
+
+    kind: str
+    params: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    text: str = ""  # the check line as written, for humans
+
+    @property
+    def target(self) -> str:
+        return str(self.params.get("target", ""))
+
+
+@attrs.frozen
+class FaildTarget:
+    """Where a node's state goes: a faild and the service name in it."""
+
+    host: str
+    service: str
+    community: str = "public"
+    timeout: float = DEFAULT_FAILD_TIMEOUT
+
+    @property
+    def endpoint(self) -> str:
+        return endpoint_for(self.host, resolve=False)
+
+
+@attrs.frozen
+class Node:
+    name: str
+    line: int
+    deps: tuple[str, ...] = ()
+    check: CheckSpec | None = None
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    fall: int = DEFAULT_FALL
+    rise: int = DEFAULT_RISE
+    faild: tuple[FaildTarget, ...] = ()
+    actions: tuple[str, ...] = ()
+    action_timeout: float = DEFAULT_ACTION_TIMEOUT
+
+
+@attrs.frozen
+class Config:
+    path: str
+    nodes: dict[str, Node] = attrs.field(hash=False)
+    order: tuple[str, ...]  # dependencies before the nodes that depend on them
+
+
+# --- small value parsers: raise ValueError with a message for the user -------------
+
+def parse_duration(text: str) -> float:
+    """``5``, ``2.5``, ``500ms``, ``2s``, ``1m`` -> seconds (> 0)."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"invalid duration {text!r} (use seconds, or a number with ms, s or m)")
+    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if value <= 0:
+        raise ValueError(f"duration {text!r} must be greater than zero")
+    return value
+
+
+def parse_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ValueError(f"invalid count {text!r} (an integer 1..1000)")
+    return int(text)
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, or ``host`` when a default port exists."""
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"invalid address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"invalid address {text!r}")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise ValueError(f"invalid address {text!r}: no host")
+    if port_text is None:
+        if default_port is None:
+            raise ValueError(f"address {text!r} needs a port (HOST:PORT)")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"invalid port in {text!r}")
+    return host, int(port_text)
+
+
+def parse_status(text: str) -> tuple[tuple[int, int], ...]:
+    """``200``, ``200,204``, ``2xx``, ``200-299`` or combinations -> inclusive ranges."""
+    ranges = []
+    for part in text.split(","):
+        if re.fullmatch(r"[1-5]xx", part):
+            base = int(part[0]) * 100
+            ranges.append((base, base + 99))
+        elif re.fullmatch(r"\d{3}-\d{3}", part):
+            lo, hi = (int(x) for x in part.split("-"))
+            if lo > hi:
+                raise ValueError(f"invalid status range {part!r}")
+            ranges.append((lo, hi))
+        elif re.fullmatch(r"\d{3}", part):
+            ranges.append((int(part), int(part)))
+        else:
+            raise ValueError(f"invalid status {part!r} (use e.g. 200, 200,204, 2xx or 200-399)")
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
+
+
+def status_text(ranges: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+# --- check kinds ---------------------------------------------------------------
+
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33}
+
+# kind -> (usage, valued options, flag options)
+KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "tcp": ("tcp HOST:PORT [expect TEXT]", ("expect",), ()),
+    "http": ("http URL [status CODES] [body TEXT] [insecure]", ("status", "body"), ("insecure",)),
+    "dns": ("dns SERVER[:PORT] NAME [type A|AAAA|MX|...] [expect ADDRESS]", ("type", "expect"), ()),
+    "smtp": ("smtp HOST[:PORT] [helo NAME] [starttls] [insecure]", ("helo",), ("starttls", "insecure")),
+    "ldap": ("ldap HOST[:PORT] [dn DN password SECRET]", ("dn", "password"), ()),
+    "command": ("command SHELL-COMMAND...", (), ()),
+}
+
+
+def _options(kind: str, words: list[str]) -> dict[str, Any]:
+    usage, valued, flags = KINDS[kind]
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in flags:
+            out[word] = True
+            i += 1
+        elif word in valued:
+            if i + 1 >= len(words):
+                raise ValueError(f"option {word!r} of a {kind} check needs a value (usage: check {usage})")
+            out[word] = words[i + 1]
+            i += 2
+        else:
+            known = ", ".join(valued + flags) or "none"
+            raise ValueError(f"unknown option {word!r} for a {kind} check (known: {known}; usage: check {usage})")
+    return out
+
+
+def parse_check(words: list[str], raw_rest: str) -> CheckSpec:
+    """Parse the words after ``check``; ``raw_rest`` is the unsplit text (for command)."""
+    if not words:
+        raise ValueError(f"'check' needs a kind: one of {', '.join(KINDS)}")
+    kind = words[0].lower()
+    if kind in ("https",):
+        kind = "http"
+    if kind not in KINDS:
+        raise ValueError(f"unknown check kind {words[0]!r} (known: {', '.join(KINDS)})")
+    usage = KINDS[kind][0]
+    text = " ".join(words)
+    if kind == "command":
+        command = raw_rest.split(None, 1)[1].strip() if len(raw_rest.split(None, 1)) > 1 else ""
+        if not command:
+            raise ValueError(f"a command check needs a shell command (usage: check {usage})")
+        return CheckSpec("command", {"target": command, "command": command}, f"command {command}")
+    npos = 2 if kind == "dns" else 1
+    if len(words) < 1 + npos:
+        raise ValueError(f"a {kind} check needs {npos} argument{'s' if npos > 1 else ''} (usage: check {usage})")
+    pos, opts = words[1:1 + npos], _options(kind, words[1 + npos:])
+    params: dict[str, Any] = {"target": pos[0]}
+    if kind == "tcp":
+        params["host"], params["port"] = parse_hostport(pos[0])
+        if "expect" in opts:
+            params["expect"] = opts["expect"]
+    elif kind == "http":
+        from urllib.parse import urlsplit
+        url = urlsplit(pos[0])
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"invalid URL {pos[0]!r} (http://HOST[:PORT]/PATH or https://...)")
+        try:
+            url.port  # noqa: B018 - validates the port
+        except ValueError:
+            raise ValueError(f"invalid port in URL {pos[0]!r}") from None
+        params["url"] = pos[0]
+        params["status"] = parse_status(opts.get("status", "2xx,3xx"))
+        if "body" in opts:
+            params["body"] = opts["body"]
+        params["insecure"] = bool(opts.get("insecure"))
+    elif kind == "dns":
+        params["server"], params["port"] = parse_hostport(pos[0], 53)
+        params["name"] = pos[1]
+        params["target"] = f"{pos[1]}@{pos[0]}"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", pos[1]):
+            raise ValueError(f"invalid DNS name {pos[1]!r}")
+        qtype = opts.get("type", "A").upper()
+        if qtype not in DNS_TYPES:
+            raise ValueError(f"unsupported DNS type {qtype!r} (known: {', '.join(DNS_TYPES)})")
+        params["type"] = qtype
+        if "expect" in opts:
+            import ipaddress
+            try:
+                addr = ipaddress.ip_address(opts["expect"])
+            except ValueError:
+                raise ValueError(f"'expect' of a dns check must be an IP address, not {opts['expect']!r}") from None
+            if qtype not in ("A", "AAAA") or (addr.version == 4) != (qtype == "A"):
+                raise ValueError(f"'expect {addr}' does not fit a type {qtype} query")
+            params["expect"] = str(addr)
+    elif kind == "smtp":
+        params["host"], params["port"] = parse_hostport(pos[0], 25)
+        params["helo"] = opts.get("helo", "")
+        params["starttls"] = bool(opts.get("starttls"))
+        params["insecure"] = bool(opts.get("insecure"))
+    elif kind == "ldap":
+        params["host"], params["port"] = parse_hostport(pos[0], 389)
+        if ("dn" in opts) != ("password" in opts):
+            raise ValueError("an ldap check needs both 'dn' and 'password', or neither (anonymous bind)")
+        params["dn"], params["password"] = opts.get("dn", ""), opts.get("password", "")
+        if params["password"]:
+            text = text.replace(params["password"], "****")
+    return CheckSpec(kind, params, text)
+
+
+def parse_faild(words: list[str], node: str | None) -> FaildTarget:
+    usage = "faild HOST[:PORT] [service NAME] [community STRING] [timeout SECONDS]"
+    if not words:
+        raise ValueError(f"'faild' needs a host (usage: {usage})")
+    host, opts = words[0], {}
+    rest = words[1:]
+    while rest:
+        key = rest.pop(0)
+        if key not in ("service", "community", "timeout"):
+            raise ValueError(f"unknown faild option {key!r} (usage: {usage})")
+        if not rest:
+            raise ValueError(f"faild option {key!r} needs a value (usage: {usage})")
+        opts[key] = rest.pop(0)
+    try:
+        endpoint_for(host, resolve=False)
+    except ValueError as exc:
+        raise ValueError(f"invalid faild address {host!r}: {exc}") from None
+    service = opts.get("service", node or "")
+    if node is None and "service" in opts:
+        raise ValueError("'faild ... service' cannot be a default: each node names its own service")
+    from failover.protocol import valid_name
+    if service and not valid_name(service):
+        raise ValueError(f"invalid service name {service!r}")
+    return FaildTarget(host=host, service=service, community=opts.get("community", "public"),
+                       timeout=parse_duration(opts.get("timeout", str(DEFAULT_FAILD_TIMEOUT))))
+
+
+# --- the file --------------------------------------------------------------------
+
+def strip_comment(text: str) -> str:
+    """Cut a ``#`` comment that starts a word outside quotes (``a#b`` and ``"#"`` stay)."""
+    quote = None
+    prev = " "
+    escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and prev in " \t":
+            return text[:i].rstrip()
+        prev = ch
+    return text
+
+
+def _logical_lines(text: str):
+    """Yield (first line number, indented?, text) with comments and continuations handled."""
+    pending: list[str] = []
+    start = 0
+    indented = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            if not raw.strip() or raw.lstrip().startswith("#"):
+                continue
+            start, indented = number, raw[:1] in (" ", "\t")
+        line = strip_comment(raw.strip() if pending else raw.rstrip())
+        if line.endswith("\\"):
+            pending.append(line[:-1].strip())
+            continue
+        pending.append(line.strip())
+        yield start, indented, " ".join(p for p in pending if p)
+        pending = []
+    if pending:
+        yield start, indented, " ".join(p for p in pending if p)
+
+
+_NODE_KEYS = ("check", "interval", "timeout", "fall", "rise", "faild", "action", "action-timeout")
+_REPEATABLE = ("faild", "action")
+
+
+def parse(text: str, origin: str = "Hcfile") -> Config:
+    """Parse Hcfile text; raise HcfileError('origin:line: message') on the first mistake."""
+    blocks: list[tuple[str, int, list[str], list[tuple[int, str]]]] = []
+    seen: dict[str, int] = {}
+    for number, indented, line in _logical_lines(text):
+        where = f"{origin}:{number}"
+        if indented:
+            if not blocks:
+                raise HcfileError(f"{where}: indented line before any target (start with 'NAME:')")
+            blocks[-1][3].append((number, line))
+            continue
+        name, sep, rest = line.partition(":")
+        name = name.strip()
+        if not sep:
+            raise HcfileError(f"{where}: expected a target line 'NAME: [DEPENDENCY ...]' "
+                              f"(attribute lines must be indented), got {line!r}")
+        if name.startswith(".") and name not in SPECIAL_TARGETS:
+            raise HcfileError(f"{where}: unknown special target {name!r} (known: {', '.join(SPECIAL_TARGETS)})")
+        if not name.startswith(".") and not _NODE.match(name):
+            raise HcfileError(f"{where}: invalid node name {name!r} (1-64 letters, digits, '_.@+-')")
+        if name in seen:
+            raise HcfileError(f"{where}: target {name!r} already defined on line {seen[name]}")
+        seen[name] = number
+        try:
+            deps = shlex.split(rest)
+        except ValueError as exc:
+            raise HcfileError(f"{where}: {exc}") from None
+        if name.startswith(".") and deps:
+            raise HcfileError(f"{where}: {name} takes no dependencies")
+        blocks.append((name, number, deps, []))
+
+    defaults: dict[str, Any] = {}
+    for name, _number, _deps, lines in blocks:
+        if name == ".defaults":
+            defaults = _attributes(name, lines, origin, None)
+    nodes: dict[str, Node] = {}
+    for name, number, deps, lines in blocks:
+        if name.startswith("."):
+            continue
+        attrs_ = {**defaults, **_attributes(name, lines, origin, name)}
+        if "faild" in attrs_:
+            attrs_["faild"] = tuple(f if f.service else attrs.evolve(f, service=name) for f in attrs_["faild"])
+        if "check" not in attrs_ and not deps:
+            raise HcfileError(f"{origin}:{number}: node {name!r} has neither a 'check' line nor dependencies")
+        for dep in deps:
+            if dep not in seen or dep.startswith("."):
+                raise HcfileError(f"{origin}:{number}: node {name!r} depends on unknown node {dep!r}")
+            if dep == name:
+                raise HcfileError(f"{origin}:{number}: node {name!r} depends on itself")
+        nodes[name] = Node(name=name, line=number, deps=tuple(dict.fromkeys(deps)), **attrs_)
+    if len(nodes) > MAX_NODES:
+        raise HcfileError(f"{origin}:{nodes[list(nodes)[MAX_NODES]].line}: more than {MAX_NODES} nodes")
+    if not nodes:
+        raise HcfileError(f"{origin}:1: no nodes to check (write 'NAME:' and an indented 'check ...' line)")
+    return Config(path=origin, nodes=nodes, order=_order(nodes, origin))
+
+
+def _attributes(node: str, lines: list[tuple[int, str]], origin: str, name: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    lines_of: dict[str, int] = {}
+    for number, line in lines:
+        where = f"{origin}:{number}"
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise HcfileError(f"{where}: {exc}") from None
+        key, args = words[0].lower(), words[1:]
+        if key not in _NODE_KEYS:
+            raise HcfileError(f"{where}: unknown keyword {words[0]!r} in {node!r} (known: {', '.join(_NODE_KEYS)})")
+        if key not in _REPEATABLE and key in lines_of:
+            raise HcfileError(f"{where}: {key!r} given twice for {node!r} (first on line {lines_of[key]})")
+        if name is None and key == "check":
+            raise HcfileError(f"{where}: 'check' cannot be a default; give it to each node")
+        lines_of[key] = number
+        try:
+            if key == "check":
+                out["check"] = parse_check(args, line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else "")
+            elif key in ("interval", "timeout", "action-timeout"):
+                if len(args) != 1:
+                    raise ValueError(f"{key!r} takes one duration, e.g. '{key} 5' or '{key} 500ms'")
+                out[key.replace("-", "_")] = parse_duration(args[0])
+            elif key in ("fall", "rise"):
+                if len(args) != 1:
+                    raise ValueError(f"{key!r} takes one count, e.g. '{key} 3'")
+                out[key] = parse_count(args[0])
+            elif key == "faild":
+                out["faild"] = (*out.get("faild", ()), parse_faild(args, name))
+            elif key == "action":
+                command = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
+                if not command:
+                    raise ValueError("'action' needs a command, e.g. 'action /usr/local/sbin/alarm'")
+                out["actions"] = (*out.get("actions", ()), command)
+        except ValueError as exc:
+            raise HcfileError(f"{where}: {exc}") from None
+    return out
+
+
+def _order(nodes: dict[str, Node], origin: str) -> tuple[str, ...]:
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            first = nodes[cycle[0]]
+            raise HcfileError(f"{origin}:{first.line}: dependency cycle: {' -> '.join(cycle)}")
+        state[name] = 1
+        for dep in nodes[name].deps:
+            visit(dep, [*path, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in nodes:
+        visit(name, [])
+    return tuple(order)
+
+
+def load(path: Path | str) -> Config:
+    """Read and parse an Hcfile; unreadable files are HcfileError too."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise HcfileError(f"{path}: cannot read: {reason}") from None
+    return parse(text, str(path))
