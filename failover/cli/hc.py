@@ -1,0 +1,197 @@
+"""hc: the health checker.  Runs the checks of an Hcfile and fails broken services over."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zmq
+
+from failover import community, daemon
+from failover.cli import common
+from failover.hc import DEFAULT_PORT, hcfile
+from failover.hc.checks import run_check
+from failover.hc.monitor import READ_ONLY, Monitor
+from failover.hc.runner import MAX_WORKERS, Runner
+from failover.server import host_info
+
+log = logging.getLogger("failover.hc")
+
+HC_FACILITIES = ("hc", "checks", "runner", "monitor")
+
+EPILOG = f"""hc reads an Hcfile (a Makefile-like list of nodes, see docs/hc.md), runs every
+node's check at its interval, damps flapping (a node fails after 'fall' failures in
+a row and recovers after 'rise' successes) and, when a node's state changes, sets
+the service FAIL in faild (or back to RECOVER, never UP: failsh decides that) and
+runs the node's actions.  A node also fails when a node it depends on fails.
+
+  Hcfile example:
+    db:
+        check tcp 127.0.0.1:5432
+    web: db
+        check http http://127.0.0.1:8080/health status 200 body ok
+        interval 5
+        fall 3
+        rise 2
+        faild localhost:1847 service web community secret
+        action /usr/local/sbin/page-operator
+
+With -m, hc answers faild's protocol on port {DEFAULT_PORT}: every node is a read-only
+service (UP, FAIL, or RECOVER while not known yet), so 'failstat localhost:{DEFAULT_PORT}'
+and hcmon show the checks.  Signals: SIGTERM/SIGINT stop hc, SIGHUP re-reads the
+Hcfile (a bad file is reported and the old one kept).
+
+examples:
+  hc -n -f /etc/failover/Hcfile     check the file's syntax and exit
+  hc -1                             run every check of ./Hcfile once, print the results
+  hc -F -m                          run in the foreground with the monitor on port {DEFAULT_PORT}
+  hc -d runner -f web.hc            debug output of the scheduler (implies -F)"""
+
+
+def build_parser():
+    p = common.parser("hc", "The failover health checker: service-level checks that trigger failover.",
+                      EPILOG)
+    p.add_argument("-f", "--hcfile", type=Path, default=Path("Hcfile"),
+                   help="check file (default: ./Hcfile)")
+    p.add_argument("-d", "--debug", action="append", default=[], metavar="FACILITY",
+                   help=f"debug output for FACILITY (implies -F): all, {', '.join(HC_FACILITIES)}, "
+                        "or a faild facility such as protocol")
+    p.add_argument("-m", "--monitor", action="store_true",
+                   help=f"serve the check states over faild's protocol (port -p, default {DEFAULT_PORT})")
+    p.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="monitor port (default: %(default)s)")
+    p.add_argument("-l", "--listen", default="*", help="monitor address to listen on (default: all)")
+    p.add_argument("-c", "--communities", type=Path, metavar="FILE",
+                   help="community file for the monitor, as faild's (default: '* public RO')")
+    p.add_argument("-N", "--node", help="name the monitor reports (default: the host name)")
+    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help=f"checks running at once (default: one per check, at most {MAX_WORKERS})")
+    p.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
+    p.add_argument("-r", "--pidfile", type=Path, help="write the process id to this file")
+    p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
+    p.add_argument("-n", "--check-only", action="store_true", help="only check the Hcfile's syntax")
+    p.add_argument("-1", "--once", action="store_true",
+                   help="run every check once (no damping), print the results; exit 0 if all passed, 1 if not")
+    return p
+
+
+def set_debug(facility: str) -> None:
+    if facility in HC_FACILITIES:
+        name = "failover.hc" if facility == "hc" else f"failover.hc.{facility}"
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    else:
+        daemon.set_level(facility, "debug")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for facility in args.debug:
+            set_debug(facility)
+    except ValueError as exc:
+        print(f"hc: {exc}; hc's own facilities: {', '.join(HC_FACILITIES)}", file=sys.stderr)
+        return common.EXIT_USAGE
+    if args.jobs < 0:
+        print("hc: -j needs a positive number", file=sys.stderr)
+        return common.EXIT_USAGE
+    try:
+        config = hcfile.load(args.hcfile)
+        rules = community.load(args.communities) if args.communities else READ_ONLY
+    except (hcfile.HcfileError, community.CommunityFileError) as exc:
+        print(f"hc: {exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
+    if args.check_only:
+        print(f"{args.hcfile}: {len(config.nodes)} node{'s' if len(config.nodes) != 1 else ''} "
+              f"({', '.join(config.order)})")
+        return common.EXIT_OK
+    if args.once:
+        return run_once(config, args.jobs)
+    foreground = args.foreground or bool(args.debug)
+    if not foreground:
+        daemon.daemonize()
+    daemon.setup_logging("hc", to_syslog=args.syslog or not foreground, debug=None)
+    return serve(config, args, rules)
+
+
+def serve(config: hcfile.Config, args, rules: community.Rules) -> int:
+    runner = Runner(config, workers=args.jobs or None)
+    monitor = None
+    if args.monitor:
+        monitor = Monitor(runner, host_info(args.node), rules)
+        listen = f"[{args.listen}]" if ":" in args.listen else args.listen
+        try:
+            monitor.start(f"tcp://{listen}:{args.port}")
+        except zmq.ZMQError as exc:
+            log.error("cannot serve the monitor on %s port %s: %s", args.listen, args.port, exc)
+            runner.notifier.close()
+            return common.EXIT_CONFIG
+    stop = threading.Event()
+    hup = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        (hup if signum == signal.SIGHUP else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        if args.pidfile:
+            daemon.write_pidfile(args.pidfile)
+    except OSError as exc:
+        log.error("cannot write pid file: %s", exc)
+        return common.EXIT_CONFIG
+    runner.start()
+    log.info("hc started: %d nodes from %s%s", len(config.nodes), args.hcfile,
+             f", monitor on port {args.port}" if monitor else "")
+    daemon.sd_notify("READY=1")
+    try:
+        while not stop.wait(0.5):
+            if hup.is_set():
+                hup.clear()
+                reload(runner, args.hcfile)
+    finally:
+        daemon.sd_notify("STOPPING=1")
+        log.info("hc stopping")
+        runner.stop()
+        if monitor:
+            monitor.stop()
+        daemon.remove_pidfile(args.pidfile)
+    return common.EXIT_OK
+
+
+def reload(runner: Runner, path: Path) -> None:
+    daemon.sd_notify("RELOADING=1")
+    try:
+        runner.reload(hcfile.load(path))
+    except hcfile.HcfileError as exc:
+        log.error("%s; keeping the previous configuration", exc)
+    daemon.sd_notify("READY=1")
+
+
+def run_once(config: hcfile.Config, jobs: int) -> int:
+    """Every check once, concurrently; dependencies applied; a table on stdout."""
+    nodes = [n for n in config.nodes.values() if n.check]
+    results: dict[str, tuple[bool, str]] = {}
+    with ThreadPoolExecutor(max(1, jobs or min(MAX_WORKERS, len(nodes) or 1))) as pool:
+        futures = {n.name: pool.submit(run_check, n.check, n.timeout) for n in nodes}
+        for name, fut in futures.items():
+            results[name] = fut.result()
+    for name in config.order:
+        node = config.nodes[name]
+        failed = [d for d in node.deps if not results[d][0]]
+        if failed:
+            results[name] = (False, f"dependency {', '.join(failed)} failed"
+                             + (f"; own check: {results[name][1]}" if name in results else ""))
+        elif name not in results:
+            results[name] = (True, f"dependencies {', '.join(node.deps)} passed")
+    width = max(len(n) for n in config.order)
+    for name in config.order:
+        ok, detail = results[name]
+        print(f"{name.ljust(width)}  {'ok  ' if ok else 'FAIL'}  {detail}")
+    return common.EXIT_OK if all(ok for ok, _ in results.values()) else common.EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
