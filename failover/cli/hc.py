@@ -40,6 +40,10 @@ runs the node's actions.  A node also fails when a node it depends on fails.
         faild localhost:1847 service web community secret
         action /usr/local/sbin/page-operator
 
+Check kinds: tcp, http (and https), dns, smtp, ldap, command; every check has a
+timeout and runs concurrently with the others.  Without -F or -d hc detaches and
+logs to syslog.
+
 With -m, hc answers faild's protocol on port {DEFAULT_PORT}: every node is a read-only
 service (UP, FAIL, or RECOVER while not known yet), so 'failstat localhost:{DEFAULT_PORT}'
 and hcmon show the checks.  Signals: SIGTERM/SIGINT stop hc, SIGHUP re-reads the
