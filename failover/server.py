@@ -191,7 +191,13 @@ class Faild:
                 except zmq.Again:  # idle (or a malformed message libzmq discarded, tech notes §4.4)
                     pass
                 else:
-                    sock.send(self.handle(frame))
+                    if sock.rcvmore:  # a reply before the last frame is read is EFSM: read them all
+                        parts = 1 + len(sock.recv_multipart(zmq.NOBLOCK))
+                        plog.info("rejected request of %d frames", parts)
+                        sock.send(protocol.encode(protocol.error_reply(
+                            None, "BADREQUEST", f"a request is one frame, not {parts}")))
+                    else:
+                        sock.send(self.handle(frame))
                 if pending:
                     self._signals(pending)
         finally:
