@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -13,7 +14,8 @@ EPILOG = """examples:
   failstat                        states on the local faild
   failstat www1 www2:1900         several hosts in one table
   failstat --json www1            machine-readable
-  failstat --history www1         recent transitions with their reasons"""
+  failstat --history www1         recent transitions with their reasons
+  failstat --history -n 100 www1  the last 100 of them"""
 
 
 def fetch(host: str, args) -> dict:
@@ -25,7 +27,7 @@ def fetch(host: str, args) -> dict:
             result = {"host": host, "name": info.name, "started": info.started,
                       "services": [r.to_wire() for r in records]}
             if args.history:
-                result["history"] = [t.to_wire() for t in c.history(limit=args.history)]
+                result["history"] = [t.to_wire() for t in c.history(limit=args.count)]
             return result
     except client.ClientError as exc:
         return {"host": host, "error": str(exc), "exit": common.exit_code(exc)}
@@ -50,13 +52,25 @@ def print_table(results: list[dict]) -> None:
                   f"  {t['reason']}")
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"count {value} is not in 1..1000")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("failstat", "Dump all service states of one or several hosts' faild "
                       "(name, state, last change as local time, age).", EPILOG)
     common.add_client_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--history", type=int, nargs="?", const=20, default=0, metavar="N",
-                   help="also show the last N transitions (default N: 20)")
+    # a flag, not --history [N]: an optional value would swallow the first HOST
+    p.add_argument("--history", action="store_true", help="also show the last transitions (see -n)")
+    p.add_argument("-n", "--count", type=_count, default=20, metavar="N",
+                   help="transitions shown by --history, 1..1000 (default: %(default)s)")
     p.add_argument("hosts", nargs="*", default=["localhost"], metavar="HOST[:PORT]")
     args = p.parse_args(argv)
     results = [fetch(h, args) for h in args.hosts]
