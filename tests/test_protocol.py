@@ -1,0 +1,275 @@
+"""The wire format (failover/protocol.py) and faild's request handler, in-process.
+
+docs/protocol.md is the specification these tests hold the code to.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from failover import community, protocol
+from failover.model import HostInfo
+from failover.server import Faild
+from failover.states import State
+from failover.store import Store
+
+HOST = HostInfo(name="h1", started=1700000000.5, pid=4242)
+
+
+def frame(**fields: Any) -> bytes:
+    return json.dumps({"v": 1, "id": 7, **fields}).encode()
+
+
+def make_faild(rules: community.Rules = community.DEFAULT_RULES) -> Faild:
+    return Faild(Store(None), rules, HOST)
+
+
+def ask(f: Faild, raw: bytes) -> dict:
+    out = f.handle(raw)
+    assert len(out) <= protocol.MAX_MESSAGE
+    return protocol.decode_reply(out)
+
+
+# Requests ----------------------------------------------------------------
+
+@pytest.mark.parametrize("request_", [
+    protocol.Request(op="ping", id=1),
+    protocol.Request(op="get", id="a-1", service="web"),
+    protocol.Request(op="list", id=2, community="secret"),
+    protocol.Request(op="set", id=3, service="db.main", state=State.RECOVER, reason="maintenance"),
+    protocol.Request(op="history", id=4, service="web", limit=5),
+    protocol.Request(op="history", id=5),
+    protocol.Request(op="loglevel", id=6, facility="server", level="debug"),
+])
+def test_request_round_trip(request_: protocol.Request) -> None:
+    assert protocol.decode_request(protocol.encode(request_.to_wire())) == request_
+
+
+def test_defaults_and_state_spelling() -> None:
+    req = protocol.decode_request(frame(op="set", service="web", state=" up "))
+    assert req.state is State.UP
+    assert req.community == protocol.DEFAULT_COMMUNITY
+    assert req.limit == 100
+    assert protocol.decode_request(frame(op="ping", id="x" * 64)).id == "x" * 64
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"", "BADJSON"),
+    (b"\xff\xfe\x00garbage", "BADJSON"),
+    (b"{not json", "BADJSON"),
+    (b"\xef\xbb\xbf{}", "BADJSON"),                       # a BOM is not UTF-8 JSON text
+    (b'{"v":1,"id":' + b"1" * 5000 + b',"op":"ping"}', "BADJSON"),  # int beyond 4300 digits
+    (b"[" * 100000 + b"]" * 100000, "TOOBIG"),
+    (b"[" * 30000 + b"]" * 30000, "BADJSON"),             # nesting: RecursionError
+    (b"[1, 2]", "BADREQUEST"),
+    (b'"ping"', "BADREQUEST"),
+    (frame(op="ping", v=2), "VERSION"),
+    (frame(op="ping", v="1"), "VERSION"),
+    (frame(op="ping", v=True), "VERSION"),
+    (frame(op="ping", v=None), "VERSION"),
+    (json.dumps({"id": 1, "op": "ping"}).encode(), "VERSION"),
+    (frame(op="ping", id=None), "BADREQUEST"),
+    (frame(op="ping", id=True), "BADREQUEST"),
+    (frame(op="ping", id=1.5), "BADREQUEST"),
+    (frame(op="ping", id="x" * 65), "BADREQUEST"),
+    (frame(op="reboot"), "BADOP"),
+    (frame(op=["get"]), "BADOP"),
+    (frame(op={"a": 1}), "BADOP"),
+    (frame(op=None), "BADOP"),
+    (frame(op="get"), "BADREQUEST"),
+    (frame(op="get", service=None), "BADREQUEST"),
+    (frame(op="get", service=""), "BADREQUEST"),
+    (frame(op="get", service="bad name"), "BADREQUEST"),
+    (frame(op="get", service="x" * 65), "BADREQUEST"),
+    (frame(op="get", service="web/../etc"), "BADREQUEST"),
+    (frame(op="get", service=17), "BADREQUEST"),
+    (frame(op="set", service="web"), "BADREQUEST"),
+    (frame(op="set", service="web", state="DOWN"), "BADSTATE"),
+    (frame(op="set", service="web", state=1), "BADREQUEST"),
+    (frame(op="set", service="web", state="UP", reason=5), "BADREQUEST"),
+    (frame(op="set", service="web", state="UP", reason="r" * 257), "BADREQUEST"),
+    (frame(op="list", community=["public"]), "BADREQUEST"),
+    (frame(op="history", limit=0), "BADREQUEST"),
+    (frame(op="history", limit=1001), "BADREQUEST"),
+    (frame(op="history", limit="5"), "BADREQUEST"),
+    (frame(op="history", limit=True), "BADREQUEST"),
+    (frame(op="loglevel", facility="all", level=""), "BADREQUEST"),
+    (frame(op="loglevel", facility="all"), "BADREQUEST"),
+])
+def test_decode_rejects(raw: bytes, code: str) -> None:
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode_request(raw)
+    assert info.value.code == code
+    assert len(str(info.value)) < 300
+
+
+def test_error_keeps_request_id_when_it_is_valid() -> None:
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode_request(frame(op="reboot", id="abc"))
+    assert info.value.request_id == "abc"
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode_request(frame(op="ping", v=9, id=["not", "an", "id"]))
+    assert (info.value.code, info.value.request_id) == ("VERSION", None)
+
+
+# Replies -----------------------------------------------------------------
+
+def test_decode_reply() -> None:
+    ok = protocol.decode_reply(protocol.encode(protocol.ok_reply(3, host={"name": "x"})))
+    assert ok["ok"] is True and ok["id"] == 3
+    err = protocol.decode_reply(protocol.encode(protocol.error_reply(3, "DENIED", "no")))
+    assert (err["ok"], err["error"], err["message"]) == (False, "DENIED", "no")
+    for bad in (b'{"v":2,"ok":true}', b'{"v":1}', b'{"v":1,"ok":false}', b"[]", b"\xff"):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode_reply(bad)
+
+
+def test_encode_ok_matches_encode() -> None:
+    fields = {"host": {"name": "h", "started": 1.25, "pid": 1, "lease": None}, "services": []}
+    fast = protocol.encode_ok("id-1", ",".join(f'"{k}":{protocol.dumps(v)}' for k, v in fields.items()))
+    assert fast == protocol.encode(protocol.ok_reply("id-1", **fields))
+
+
+# The request handler (server.Faild.handle), without sockets ---------------
+
+def test_handler_get_list_set_history() -> None:
+    f = make_faild()
+    assert ask(f, frame(op="get", service="web"))["error"] == "NOSERVICE"
+    r = ask(f, frame(op="set", service="web", state="up", reason="test"))
+    assert r["ok"] and r["changed"] and r["services"][0]["state"] == "UP"
+    assert r["services"][0]["counter"] == 1
+    assert ask(f, frame(op="set", service="web", state="UP"))["changed"] is False
+    ask(f, frame(op="set", service="db", state="FAIL"))
+    r = ask(f, frame(op="get", service="web"))
+    assert r["host"]["name"] == "h1" and r["host"]["lease"] is None
+    assert [(s["name"], s["state"], s["counter"]) for s in r["services"]] == [("web", "UP", 1)]
+    r = ask(f, frame(op="list"))
+    assert [(s["name"], s["state"]) for s in r["services"]] == [("db", "FAIL"), ("web", "UP")]
+    ask(f, frame(op="set", service="web", state="RECOVER"))
+    # the get/list cache must follow the change
+    assert ask(f, frame(op="get", service="web"))["services"][0]["state"] == "RECOVER"
+    assert [s["state"] for s in ask(f, frame(op="list"))["services"]] == ["FAIL", "RECOVER"]
+    h = ask(f, frame(op="history", service="web"))["history"]
+    assert [(t["old"], t["new"], t["counter"]) for t in h] == [(None, "UP", 1), ("UP", "RECOVER", 3)]
+    assert h[0]["reason"] == "test"
+    assert len(ask(f, frame(op="history", limit=2))["history"]) == 2
+
+
+def test_handler_fast_path_equals_dict_encoding() -> None:
+    f = make_faild()
+    ask(f, frame(op="set", service="web", state="UP"))
+    rec = f.store.get("web")
+    assert rec is not None
+    out = f.handle(frame(op="get", service="web", id="q"))
+    assert out == protocol.encode(protocol.ok_reply("q", host={**HOST.to_wire(), "lease": None},
+                                                    services=[rec.to_wire()]))
+
+
+def test_handler_loglevel() -> None:
+    f = make_faild()
+    assert ask(f, frame(op="loglevel", facility="protocol", level="debug"))["ok"]
+    r = ask(f, frame(op="loglevel", facility="nonsense", level="debug"))
+    assert r["error"] == "BADREQUEST" and "facility" in r["message"]
+    ask(f, frame(op="loglevel", facility="protocol", level="info"))
+
+
+def test_handler_communities() -> None:
+    rules = community.parse("""
+        *    reader  RO
+        *    admin   RW
+        web  reader  RW   # a service line beats the '*' line
+        db   admin   RO
+        app  apponly RO
+    """)
+    f = make_faild(rules)
+    assert ask(f, frame(op="set", service="db", state="UP", community="admin"))["error"] == "DENIED"
+    assert ask(f, frame(op="set", service="app", state="UP", community="admin"))["ok"]
+    assert ask(f, frame(op="set", service="web", state="UP", community="reader"))["ok"]
+    assert ask(f, frame(op="set", service="app", state="FAIL", community="reader"))["error"] == "DENIED"
+    assert ask(f, frame(op="get", service="app", community="reader"))["ok"]
+    assert ask(f, frame(op="get", service="web", community="apponly"))["error"] == "DENIED"
+    names = [s["name"] for s in ask(f, frame(op="list", community="apponly"))["services"]]
+    assert names == ["app"]
+    for op in ("list", "history"):
+        assert ask(f, frame(op=op, community="public"))["error"] == "DENIED"
+    assert ask(f, frame(op="get", service="app", community="public"))["error"] == "DENIED"
+    assert ask(f, frame(op="loglevel", facility="all", level="info", community="reader"))["error"] == "DENIED"
+    assert ask(f, frame(op="ping", community="anything"))["ok"]  # ping is not access-checked
+
+
+def test_history_reply_is_cut_to_fit() -> None:
+    f = make_faild()
+    for i in range(500):
+        f.store.set(f"s{i % 200}-" + "x" * 58, State.UP if i % 2 else State.FAIL, reason="r" * 256)
+    r = ask(f, frame(op="history", limit=1000))
+    assert r["truncated"] is True
+    assert 50 < len(r["history"]) < 500
+    assert r["history"][-1]["counter"] == f.store.counter  # the newest are kept
+    assert ask(f, frame(op="history", limit=3))["truncated"] is False
+
+
+def test_service_limit() -> None:
+    f = make_faild()
+    for i in range(protocol.MAX_SERVICES):
+        f.store.set(f"svc{i}-" + "n" * 50, State.RECOVER)
+    assert ask(f, frame(op="set", service="one-too-many", state="UP"))["error"] == "LIMIT"
+    assert ask(f, frame(op="set", service="svc0-" + "n" * 50, state="UP"))["ok"]  # existing: fine
+    assert len(f.handle(frame(op="list"))) < protocol.MAX_MESSAGE
+
+
+# Properties ----------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+field_values = st.one_of(json_values, st.sampled_from(
+    ["ping", "get", "list", "set", "history", "loglevel", "lease", "web", "UP", "FAIL", "recover", "public",
+     "all", "debug", "", "bad name", 1, 0, -1, 1000, 1001, 3600.0, True]))
+requests = st.dictionaries(
+    st.sampled_from(["v", "id", "op", "community", "service", "state", "reason", "limit", "facility",
+                     "level", "ttl", "extra"]),
+    field_values, max_size=9)
+
+
+def _only_protocol_errors(raw: bytes) -> None:
+    try:
+        req = protocol.decode_request(raw)
+    except protocol.ProtocolError as exc:
+        assert exc.code in {"BADJSON", "BADREQUEST", "VERSION", "BADOP", "BADSTATE", "TOOBIG"}
+        return
+    assert req.op in protocol.OPS
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_decode_request_arbitrary_bytes(raw: bytes) -> None:
+    _only_protocol_errors(raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_decode_request_arbitrary_json(value: object) -> None:
+    _only_protocol_errors(json.dumps(value).encode())
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests, st.booleans())
+def test_decode_request_near_valid(msg: dict, versioned: bool) -> None:
+    if versioned:
+        msg = {"v": 1, "id": 1, **msg}
+    _only_protocol_errors(json.dumps(msg).encode())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=200), requests.map(lambda m: json.dumps({"v": 1, "id": 1, **m}).encode())))
+def test_handler_always_answers(raw: bytes) -> None:
+    """Whatever arrives, faild's handler returns one well-formed reply that fits a message."""
+    f = make_faild()
+    reply = ask(f, raw)
+    assert reply["ok"] or reply["error"] != "INTERNAL", reply
