@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for facility in args.debug:
             set_debug(facility)
-    except ValueError as exc:
-        print(f"hc: {exc}; hc's own facilities: {', '.join(HC_FACILITIES)}", file=sys.stderr)
+    except ValueError:
+        others = [f for f in daemon.FACILITIES if f not in HC_FACILITIES]
+        print(f"hc: unknown debug facility {facility!r}: use all, {', '.join(HC_FACILITIES)}, "
+              f"or one of {', '.join(others)}", file=sys.stderr)
         return common.EXIT_USAGE
     if args.jobs < 0:
         print("hc: -j needs a positive number", file=sys.stderr)

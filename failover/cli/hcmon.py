@@ -28,7 +28,7 @@ cgi-bin), the page's hosts come from the environment, not the request:
   HCMON_HOSTS      hosts to show, separated by spaces or commas (default: localhost:{DEFAULT_PORT})
   HCMON_COMMUNITY  community string (default: public)
 and the query string may narrow the page: ?host=HOST (one of HCMON_HOSTS) and
-?check=NAME (one check with its full history).
+?check=NAME (one check and its own recent transitions).
 
 examples:
   hcmon                             the local hc as HTML on stdout
@@ -48,7 +48,7 @@ small{color:#666}
 
 
 def fetch(host: str, community: str, timeout: float, retries: int, history: int,
-          port: int = DEFAULT_PORT) -> dict:
+          port: int = DEFAULT_PORT, check: str | None = None) -> dict:
     """One hc's list (with details) and history as a dict; errors become an 'error' entry."""
     try:
         endpoint = client.endpoint_for(host, port)
@@ -61,7 +61,7 @@ def fetch(host: str, community: str, timeout: float, retries: int, history: int,
             result = {"host": host, "name": reply["host"]["name"], "started": reply["host"]["started"],
                       "services": services, "history": []}
             if history:
-                result["history"] = c.call("history", limit=history)["history"]
+                result["history"] = c.call("history", service=check, limit=history)["history"]
             return result
     except client.ClientError as exc:
         return {"host": host, "error": str(exc), "exit": common.exit_code(exc)}
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         hosts, check, community, refresh = args.hosts or [f"localhost:{DEFAULT_PORT}"], args.check, \
             args.community, args.refresh
-    results = [fetch(h, community, args.timeout, args.retries, history, args.port) for h in hosts]
+    results = [fetch(h, community, args.timeout, args.retries, history, args.port, check) for h in hosts]
     page = render(results, refresh, check, os.environ.get("SCRIPT_NAME") if cgi else None)
     if cgi:
         sys.stdout.write("Content-Type: text/html; charset=utf-8\n\n")
