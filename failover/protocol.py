@@ -35,6 +35,7 @@ WRITE_OPS = frozenset({"set", "loglevel", "lease"})
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 _TEXT_LIMIT = 256
+_NUMBER = (int, float)
 
 
 class ProtocolError(ValueError):
@@ -80,6 +81,7 @@ class Request:
         return msg
 
 
+_DECODER = json.JSONDecoder()
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: json.dumps(..., separators) builds one per call
 
 
@@ -102,7 +104,7 @@ def _loads(frame: bytes) -> dict:
     if len(frame) > MAX_MESSAGE:
         raise ProtocolError("TOOBIG", f"message of {len(frame)} bytes exceeds {MAX_MESSAGE}")
     try:
-        msg = json.loads(frame.decode("utf-8"))
+        msg = _DECODER.decode(frame.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, an integer of > 4300 digits
         raise ProtocolError("BADJSON", f"not a UTF-8 JSON message: {_short(exc)}") from None
     if not isinstance(msg, dict):
@@ -158,10 +160,10 @@ def _build(msg: dict, op: str, rid: str | int) -> Request:
         except BadState as exc:
             raise ProtocolError("BADSTATE", str(exc)) from None
     limit = msg.get("limit", 100)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 1000:
+    if type(limit) is not int or not 0 < limit <= 1000:  # type(), not isinstance(): no bool
         raise ProtocolError("BADREQUEST", "field 'limit' must be an integer 1..1000")
     ttl = msg.get("ttl", 0.0)
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 <= ttl <= 3600:
+    if type(ttl) not in _NUMBER or not 0 <= ttl <= 3600:
         raise ProtocolError("BADREQUEST", "field 'ttl' must be a number of seconds 0..3600")
     return Request(op=op, id=rid, ttl=float(ttl), community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
                    service=service, state=state, reason=_text(msg, "reason"), limit=limit,
