@@ -364,6 +364,8 @@ def test_hcmon_renders_the_page(monitored, capsys):
     assert "hc on hc-test" in page and 'class="FAIL">FAIL' in page and "connection refused" in page
     assert "RECOVER &rarr;" in page  # the history table
     assert "Content-Type" not in page
+    one = hcmon.page([monitored], check="broken")  # the same page for a dashboard
+    assert "connection refused" in one and ">web<" not in one
 
 
 def test_hcmon_as_cgi(monitored):

@@ -118,6 +118,13 @@ def render(results: list[dict], refresh: int = 0, check: str | None = None,
     return "\n".join(out) + "\n"
 
 
+def page(hosts: list[str], community: str = protocol.DEFAULT_COMMUNITY, timeout: float = 1.0,
+         history: int = 30, check: str | None = None, refresh: int = 0) -> str:
+    """The whole page for these hc monitors in one call (for a dashboard's /hc page)."""
+    results = [fetch(h, community, timeout, 0, history, DEFAULT_PORT, check) for h in hosts]
+    return render(results, refresh, check)
+
+
 def _row(host: str, s: dict, link: str | None, now: float) -> str:
     hc = s.get("hc") or {}
     name = _e(s["name"])

@@ -76,6 +76,9 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     block_on_close = False
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
 
 class _StreamFake(_Base):
     """A threaded TCP server whose handler is ``self.session(sock)``."""
@@ -230,8 +233,11 @@ class FakeHTTP(_Base):
                     for _ in range(50):
                         if fake.release.wait(0.2):
                             return
-                        self.wfile.write(b"x")
-                        self.wfile.flush()
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:  # the client gave up: that is the point
+                            return
                     return
                 code, body = (200, b"all ok\n") if mode == "ok" else (500, b"broken\n")
                 self.send_response(code)
@@ -243,6 +249,9 @@ class FakeHTTP(_Base):
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
             block_on_close = False
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # clients that time out and hang up are what these servers are for
 
         self._server = Server(("127.0.0.1", port), Handler)
         if tls is not None:
