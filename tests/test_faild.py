@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -167,6 +170,40 @@ def test_port_in_use_is_one_line_exit_5(faild: FaildProcess, faild_factory) -> N
     log = other.log()
     assert "cannot serve on 127.0.0.1 port" in log and "Traceback" not in log
     assert_serving(faild)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_user_option_drops_uid_gid_and_groups() -> None:
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    directory = Path(tempfile.mkdtemp(prefix="faild-user-"))  # pytest's tmp dirs are 0700
+    try:
+        directory.chmod(0o777)
+        f = FaildProcess(directory, extra=["-u", "nobody"]).start()
+        try:
+            status = Path(f"/proc/{f.proc.pid}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines())
+            assert fields["Uid"].split() == [str(nobody.pw_uid)] * 4
+            assert fields["Gid"].split() == [str(nobody.pw_gid)] * 4
+            assert "0" not in fields["Groups"].split()
+            with f.client() as c:
+                c.set("web", "UP")  # the state file is written as nobody
+            assert f.statefile.stat().st_uid == nobody.pw_uid
+            assert f.stop() == 0
+            assert not f.pidfile.exists()
+        finally:
+            if f.running():
+                f.kill9()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_unknown_user_is_refused_before_start(faild_factory) -> None:
+    f = faild_factory(start=False, extra=["-u", "no-such-user-here"])
+    assert f.spawn().wait(10) == 5
+    assert f.log().strip() == "faild: unknown user 'no-such-user-here'"
 
 
 # Communities -------------------------------------------------------------

@@ -54,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"faild: {exc}", file=sys.stderr)
         return common.EXIT_USAGE
     try:
+        if args.user:
+            pwd.getpwnam(args.user)  # fail now, not after binding
         rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
         args.statefile.parent.mkdir(parents=True, exist_ok=True)
         store = Store(args.statefile)
     except (community.CommunityFileError, StateFileError, OSError) as exc:
         print(f"faild: {exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
+    except KeyError:
+        print(f"faild: unknown user {args.user!r}", file=sys.stderr)
         return common.EXIT_CONFIG
     if not foreground:
         daemon.daemonize()
@@ -96,6 +101,7 @@ def drop_privileges(user: str | None) -> None:
     daemon.sd_notify("READY=1")
     if user:
         entry = pwd.getpwnam(user)
+        os.initgroups(entry.pw_name, entry.pw_gid)  # else root's supplementary groups stay
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
 
