@@ -173,7 +173,8 @@ def test_port_in_use_is_one_line_exit_5(faild: FaildProcess, faild_factory) -> N
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-def test_user_option_drops_uid_gid_and_groups() -> None:
+@pytest.mark.parametrize("by", ["name", "uid"])
+def test_user_option_drops_uid_gid_and_groups(by: str) -> None:
     try:
         nobody = pwd.getpwnam("nobody")
     except KeyError:
@@ -181,7 +182,8 @@ def test_user_option_drops_uid_gid_and_groups() -> None:
     directory = Path(tempfile.mkdtemp(prefix="faild-user-"))  # pytest's tmp dirs are 0700
     try:
         directory.chmod(0o777)
-        f = FaildProcess(directory, extra=["-u", "nobody"]).start()
+        user = "nobody" if by == "name" else str(nobody.pw_uid)
+        f = FaildProcess(directory, extra=["-u", user]).start()
         try:
             status = Path(f"/proc/{f.proc.pid}/status").read_text()
             fields = dict(line.split(":", 1) for line in status.splitlines())

@@ -39,7 +39,7 @@ def build_parser():
     p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
     p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")
     p.add_argument("-n", "--nonice", type=int, default=0, help="lower the nice value by N (root only)")
-    p.add_argument("-u", "--user", help="switch to this user after binding")
+    p.add_argument("-u", "--user", help="switch to this user (name or uid) after binding")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
     return p
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return common.EXIT_USAGE
     try:
         if args.user:
-            pwd.getpwnam(args.user)  # fail now, not after binding
+            user_entry(args.user)  # fail now, not after binding
         rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
         args.statefile.parent.mkdir(parents=True, exist_ok=True)
         store = Store(args.statefile)
@@ -97,10 +97,15 @@ def tune_process(args) -> None:
             raise OSError(ctypes.get_errno(), f"mlockall failed: {os.strerror(ctypes.get_errno())}")
 
 
+def user_entry(user: str) -> pwd.struct_passwd:
+    """-u takes a user name or, as 0.5's '-u uid', a numeric uid; KeyError if unknown."""
+    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+
+
 def drop_privileges(user: str | None) -> None:
     daemon.sd_notify("READY=1")
     if user:
-        entry = pwd.getpwnam(user)
+        entry = user_entry(user)
         os.initgroups(entry.pw_name, entry.pw_gid)  # else root's supplementary groups stay
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
