@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -56,7 +57,7 @@ examples:
   hc -d runner -f web.hc            debug output of the scheduler (implies -F)"""
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = common.parser("hc", "The failover health checker: service-level checks that trigger failover.",
                       EPILOG)
     p.add_argument("-f", "--hcfile", type=Path, default=Path("Hcfile"),
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     return serve(config, args, rules)
 
 
-def serve(config: hcfile.Config, args, rules: community.Rules) -> int:
+def serve(config: hcfile.Config, args: argparse.Namespace, rules: community.Rules) -> int:
     runner = Runner(config, workers=args.jobs or None)
     monitor = None
     if args.monitor:
@@ -137,7 +138,7 @@ def serve(config: hcfile.Config, args, rules: community.Rules) -> int:
     stop = threading.Event()
     hup = threading.Event()
 
-    def on_signal(signum: int, _frame) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         (hup if signum == signal.SIGHUP else stop).set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
