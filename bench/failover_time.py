@@ -10,15 +10,18 @@ and logging which host answered.  Each contender manages the VIP in turn:
 
 * failover: faild + failsh on each host with the samples/ipfailover-linux policy
   (ip addr add/del + arping -U), service interval 1 s ("default") or 0.1 s ("fast");
-* keepalived: VRRPv3 on the same bridge (multicast; --unicast for unicast), priorities
-  150/100, preemption on, advert_int 1 s ("default") or 0.1 s ("fast").
+* keepalived: VRRPv3 on the same bridge (multicast; the contender "keepalived-unicast" uses
+  unicast), priorities 150/100, preemption on, advert_int 1 s ("default") or 0.1 s ("fast").
 
 Per fault kind and trial: wait until the master alone holds the VIP and every reply of the
-last second came from it; inject the fault on the master; the **takeover time** is from the
-fault to the first reply the client gets from the backup.  The **outage** is the longest
+last second came from it; wait a random fraction of one interval (so the fault lands at a
+random phase of the heartbeat; --seed); inject the fault on the master.  The **takeover
+time** is from the fault to the first reply the client gets from the backup.  The **outage** is the longest
 stretch in that interval without any successful reply (after kill -9 or SIGSTOP the old
 master still holds the VIP and its vipserver still answers, so the outage can be ~0 while the
-takeover takes seconds).  Then the fault is undone and the master takes the VIP back.
+takeover takes seconds).  Then the fault is undone and the master must take the VIP back and
+serve alone within 15 s + 20 intervals (the **restore** column); if not, the trial's takeover
+still counts, the handback is reported as not done, and the contender is restarted cleanly.
 
 Fault kinds (on the master): kill -9 of failsh, kill -9 of faild, SIGSTOP (of every HA
 daemon on the host), link down (the switch port; the host loses carrier), graceful stop
@@ -55,6 +58,7 @@ PROFILES = {"default": 1.0, "fast": 0.1}
 CLIENT_INTERVAL_MS = 10.0
 CLIENT_TIMEOUT_MS = 200.0
 STABLE = 1.0  # seconds of replies only from the master before a fault is injected
+RESTORE_LIMIT = 15.0  # + 20 intervals: the handback must be complete by then, else reset
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -284,7 +288,8 @@ class Trial:
     takeover: float | None = None  # fault -> first reply from the backup (s)
     outage: float | None = None  # longest gap without a successful reply in that time (s)
     restore: float | None = None  # undo -> master alone serving again, incl. STABLE (s)
-    error: str | None = None
+    error: str | None = None  # no takeover within the limit
+    restore_error: str | None = None  # no clean handback within the limit (contender was reset)
 
 
 def wait_master_serving(tb: Testbed, tail: Tail, c: Contender, timeout: float) -> None:
@@ -318,15 +323,24 @@ def run_trial(tb: Testbed, tail: Tail, c: Contender, profile: str, fault: str, r
     t_restore = time.monotonic()
     c.restore(fault)
     try:
-        wait_master_serving(tb, tail, c, 30 + 20 * c.interval)
+        # Generous for a handback, but bounded: a client stuck on a stale ARP entry takes 30-50 s,
+        # and resetting the contender is cheaper than waiting that out every trial.
+        wait_master_serving(tb, tail, c, RESTORE_LIMIT + 20 * c.interval)
         trial.restore = time.monotonic() - t_restore
     except TestbedError as e:
-        trial.error = (trial.error + "; " if trial.error else "") + f"restore: {e}"
+        trial.restore_error = str(e)
     return trial
+
+
+def _show_logs(c: Contender) -> None:
+    for log in c.logs():
+        lines = log.read_text(errors="replace").splitlines(True)[-15:]
+        print(f"  --- {log} (tail)\n" + "".join(lines), flush=True)
 
 
 def measure(tb: Testbed, tail: Tail, cls: type[Contender], profile: str, trials: int,
             faults: list[str], verbose: bool, rng: random.Random) -> list[Trial]:
+    """All trials of one contender at one profile; a contender that cannot recover is reset."""
     c = cls(tb, PROFILES[profile])
     own = list(dict.fromkeys(c.faults[k] for k in faults if k in c.faults))
     out: list[Trial] = []
@@ -337,18 +351,22 @@ def measure(tb: Testbed, tail: Tail, cls: type[Contender], profile: str, trials:
             for i in range(trials):
                 t = run_trial(tb, tail, c, profile, fault, rng)
                 out.append(t)
-                if verbose or t.error:
+                if verbose or t.error or t.restore_error:
                     print(f"  {c.name:<10} {profile:<7} {fault:<13} #{i + 1}: takeover {_fmt(t.takeover)} "
                           f"outage {_fmt(t.outage)} restore {_fmt(t.restore)}"
-                          + (f"  ERROR {t.error}" if t.error else ""), flush=True)
-                if t.restore is None:  # start over from a clean state, or give up on this contender
-                    for log in c.logs():
-                        print(f"  --- {log} (tail)\n" + "".join(log.read_text(errors="replace")
-                                                               .splitlines(True)[-15:]), flush=True)
+                          + (f"  ERROR {t.error}" if t.error else "")
+                          + (f"  RESTORE FAILED ({t.restore_error}); resetting {c.name}" if t.restore_error else ""),
+                          flush=True)
+                if t.restore_error:  # start over from a clean state
+                    if verbose:
+                        _show_logs(c)
                     c.stop()
                     c = cls(tb, PROFILES[profile])
                     c.start()
                     wait_master_serving(tb, tail, c, 30 + 20 * c.interval)
+    except TestbedError as e:
+        print(f"  {c.name} {profile}: giving up: {e}", flush=True)
+        _show_logs(c)
     finally:
         c.stop()
     return out
@@ -363,7 +381,7 @@ def p99(xs: list[float]) -> float:
 
 
 def _fmt(x: float | None) -> str:
-    return "   -   " if x is None else f"{x:7.3f}"
+    return f"{'-':>7}" if x is None else f"{x:7.3f}"
 
 
 def summarize(trials: list[Trial]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -380,6 +398,8 @@ def summarize(trials: list[Trial]) -> dict[tuple[str, str, str], dict[str, Any]]
             "median": statistics.median(tk) if tk else None, "p99": p99(tk) if tk else None,
             "outage_median": statistics.median(og) if og else None, "outage_p99": p99(og) if og else None,
             "restore_median": statistics.median(rs) if rs else None,
+            "restore_p99": p99(rs) if rs else None,
+            "restore_failed": sum(t.restore_error is not None for t in ts),
         }
     return summary
 
@@ -387,9 +407,10 @@ def summarize(trials: list[Trial]) -> dict[tuple[str, str, str], dict[str, Any]]
 def report(summary: dict[tuple[str, str, str], dict[str, Any]], contenders: list[type[Contender]],
            profiles: list[str], faults: list[str]) -> None:
     print("\ntakeover = fault on the master -> first reply from the backup; outage = longest time "
-          "without any reply (seconds)")
-    print(f"{'contender':<19} {'profile':<13} {'fault':<13} {'n':>3} {'median':>8} {'p99':>8} "
-          f"{'outage med':>10} {'outage p99':>10} {'restore':>8}")
+          "without any reply in it;\nrestore = fault undone -> master alone serving for 1 s (seconds; "
+          "p99 is nearest-rank, i.e. the maximum below 100 trials)")
+    print(f"{'contender':<19} {'profile':<13} {'fault':<13} {'n':>3} {'median':>7} {'p99':>7} "
+          f"{'outage':>7} {'(p99)':>7} {'restore':>7} {'(p99)':>7}")
     for cls in contenders:
         for prof in profiles:
             seen = []
@@ -399,27 +420,30 @@ def report(summary: dict[tuple[str, str, str], dict[str, Any]], contenders: list
                     continue
                 seen.append(f)
                 s = summary[(cls.name, prof, f)]
+                notes = []
+                if s["failed"]:
+                    notes.append(f"{s['failed']} without takeover")
+                if s["restore_failed"]:
+                    notes.append(f"{s['restore_failed']} handbacks not done within the limit")
                 label = f"{prof} ({PROFILES[prof]:g} s)"
-                print(f"{cls.name:<19} {label:<13} {f:<13} {s['n']:>3} {_fmt(s['median']):>8} "
-                      f"{_fmt(s['p99']):>8} {_fmt(s['outage_median']):>10} {_fmt(s['outage_p99']):>10} "
-                      f"{_fmt(s['restore_median']):>8}" + (f"  ({s['failed']} failed)" if s["failed"] else ""))
-    if Failover not in contenders:
-        return
+                print(f"{cls.name:<19} {label:<13} {f:<13} {s['n']:>3} {_fmt(s['median'])} {_fmt(s['p99'])} "
+                      f"{_fmt(s['outage_median'])} {_fmt(s['outage_p99'])} {_fmt(s['restore_median'])} "
+                      f"{_fmt(s['restore_p99'])}" + (f"  ({'; '.join(notes)})" if notes else ""))
     base = next((c for c in contenders if c is not Failover), None)
-    if base is None:
+    if Failover not in contenders or base is None:
         return
-    print(f"\ntracked figure: failover / {base.name} takeover, median (p99), per fault kind")
-    print(f"{'fault kind':<13}" + "".join(f" {p + ' ' + format(PROFILES[p], 'g') + ' s':>26}" for p in profiles))
+    print(f"\ntracked figure: failover / {base.name}, median takeover per fault kind (seconds)")
+    print(f"{'fault kind':<13}" + "".join(f" {p + ' (' + format(PROFILES[p], 'g') + ' s)':>24}" for p in profiles))
     for k in faults:
         cells = []
         for prof in profiles:
             a = summary.get((Failover.name, prof, Failover.faults[k]))
             b = summary.get((base.name, prof, base.faults[k]))
             if a and b and a["median"] and b["median"]:
-                cells.append(f"{a['median'] / b['median']:.2f} ({a['p99'] / b['p99']:.2f})")
+                cells.append(f"{a['median']:.3f}/{b['median']:.3f} = {a['median'] / b['median']:.2f}")
             else:
                 cells.append("-")
-        print(f"{k:<13}" + "".join(f" {c:>26}" for c in cells))
+        print(f"{k:<13}" + "".join(f" {c:>24}" for c in cells))
 
 
 # ----- main ----------------------------------------------------------------------------------
