@@ -19,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from failover import client, monitor, protocol, server, store
+from failover import client, dashboard, metrics, monitor, protocol, server, store
 from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
@@ -50,6 +50,7 @@ class Options:
     dumpfile: Path = Path("/var/tmp/failsh.dump")
     dead_factor: float = DEAD_FACTOR
     scheduling: bool = True
+    http: str | None = None   # --http ADDR:PORT: live web page and /metrics (dashboard.py)
 
 
 class Engine:
@@ -74,6 +75,7 @@ class Engine:
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.control_store = store.Store(None)
         self.net: NetThread | None = None
+        self.dashboard: dashboard.Dashboard | None = None
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
 
@@ -110,6 +112,9 @@ class Engine:
     def start(self) -> None:
         """Take over the local states, start the network thread and the schedule."""
         self.commands.engine = self
+        if self.opts.http:
+            self.dashboard = dashboard.Dashboard(self.opts.http, self.opts.node)
+            self.dashboard.start()
         self.net = NetThread([], self._local_spec(), self._lease_ttl(), self._on_net_change,
                              self.opts.monitor, self._control, self.opts.control)
         self.net.set_peers(self._peer_specs())
@@ -117,6 +122,10 @@ class Engine:
         self.net.ready.wait(5)
         if self.net.error:
             raise OSError(f"network thread: {self.net.error}")
+        try:  # faild's persisted transitions, so failmon and the dashboard show them after a restart
+            self.history.extend(self.faild.history(limit=self.history.maxlen or 200))
+        except client.ClientError:
+            pass
         for name in self.policy.services:
             self._adopt(name)
         self.started = True
@@ -150,6 +159,8 @@ class Engine:
             self.net.release_lease()
             self.net.stop()
             self.net.join(2)
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.faild.close()
 
     # Policy changes -------------------------------------------------------
@@ -221,6 +232,7 @@ class Engine:
             self._act(name, svc, decision.action.value, decision.reason)
         elif decision.action is Action.NONE and self.local[name] is State.UP and svc.check:
             state, why = run_procedure(self.tcl, name, "check", svc.check, svc.timeout)
+            metrics.procedure(name, "check", why)
             if state is not State.UP:
                 self.set_local(name, state, why)
 
@@ -235,6 +247,7 @@ class Engine:
             why = f"no {kind} procedure"
         else:
             new, why = run_procedure(self.tcl, name, kind, script, svc.timeout)
+            metrics.procedure(name, kind, why)
         self.set_local(name, new, f"{reason}; {why}")
         return new
 
@@ -271,6 +284,7 @@ class Engine:
         self.history.append(Transition(name, old, state, now, len(self.history), reason))
         self.control_store.set(name, state, reason)
         log.info("%s: %s -> %s: %s", name, old or "-", state, reason)
+        metrics.transition(name, old, state, self.net.snapshot if self.net else None, self.opts.node)
         for trap in self.policy.traps:
             if trap.matches("state", name):
                 self._trap(trap.script, name, old.value if old else "", state.value, reason)
@@ -293,6 +307,7 @@ class Engine:
     def _trap(self, script: str, *args: str) -> None:
         result = self.tcl.callback(script, *args)
         if not result.ok:
+            metrics.policy_error(args[0] if args else "", "trap")
             tlog.error("failtrap script failed%s: %s", f" at {result.where}" if result.where else "",
                        result.value)
 
@@ -351,8 +366,12 @@ class Engine:
                 "history": [t.to_wire() for t in list(self.history)[-50:]]}
 
     def publish(self) -> None:
-        if self.net is not None and self.opts.monitor:
-            self.net.publish(monitor.encode(self.snapshot()))
+        if self.net is not None and (self.opts.monitor or self.dashboard is not None):
+            snap = self.snapshot()
+            if self.opts.monitor:
+                self.net.publish(monitor.encode(snap))
+            if self.dashboard is not None:
+                self.dashboard.update(snap)
 
     def _publish_loop(self) -> None:
         self.publish()

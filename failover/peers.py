@@ -20,7 +20,7 @@ from collections.abc import Callable
 import attrs
 import zmq
 
-from failover import protocol
+from failover import metrics, protocol
 from failover.client import configure_socket, record_from_wire
 from failover.model import ServiceRecord
 from failover.states import State
@@ -213,6 +213,7 @@ class NetThread(threading.Thread):
             return False
         now = time.monotonic()
         peer.last_ok = now
+        metrics.observe_query(peer.spec.name, now - sent)
         old = peer.view
         if not reply["ok"]:
             log.warning("%s refused %s: %s", peer.spec.name, reply.get("error"), reply["message"])

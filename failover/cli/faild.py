@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
@@ -41,6 +42,8 @@ def build_parser():
     p.add_argument("-n", "--nonice", type=int, default=0, help="lower the nice value by N (root only)")
     p.add_argument("-u", "--user", help="switch to this user (name or uid) after binding")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
+    p.add_argument("--metrics", type=listen_address, metavar="[ADDR:]PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics (default ADDR 127.0.0.1)")
     return p
 
 
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return common.EXIT_CONFIG
     server = Faild(store, rules, host_info(args.node), args.communities)
+    if args.metrics and not start_metrics(server, args.metrics):
+        daemon.remove_pidfile(args.pidfile)
+        return common.EXIT_CONFIG
     listen = f"[{args.listen}]" if ":" in args.listen else args.listen
     try:
         server.serve(f"tcp://{listen}:{args.port}", ready=lambda: drop_privileges(args.user))
@@ -86,6 +92,29 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         daemon.remove_pidfile(args.pidfile)
     return common.EXIT_OK
+
+
+def listen_address(text: str) -> str:
+    """argparse type for --metrics; prometheus_client is imported only when it is used."""
+    from failover.metrics import parse_listen
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def start_metrics(server: Faild, listen: str) -> bool:
+    """--metrics: count faild's requests and serve /metrics in a thread (metrics.py)."""
+    from failover import metrics
+    try:
+        metrics.instrument_faild(server)
+        url = metrics.serve(listen)
+    except OSError as exc:
+        log.error("cannot serve metrics on %s: %s", listen, exc)
+        return False
+    log.info("Prometheus metrics on %s", url)
+    return True
 
 
 def tune_process(args) -> None:

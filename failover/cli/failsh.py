@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from failover import daemon, protocol, repl
+from failover import daemon, metrics, protocol, repl
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.failsh import Engine, Options
@@ -61,6 +61,8 @@ def build_parser():
     p.add_argument("--interactive", action="store_true", help="open the prompt after loading -f")
     p.add_argument("--check", action="store_true", help="load the policy, print its services and exit")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
+    p.add_argument("--http", metavar="[ADDR:]PORT",
+                   help="serve the live web page, /snapshot.json and /metrics (default ADDR 127.0.0.1)")
     return p
 
 
@@ -73,10 +75,12 @@ def options(args) -> Options:
         addresses[name] = addr
     monitor = f"tcp://{args.monitor_listen}:{args.monitor_port}" if args.monitor_port else None
     control = f"tcp://127.0.0.1:{args.debug_port}" if args.debug_port else None
+    if args.http:
+        metrics.parse_listen(args.http)  # ValueError: a usage error
     return Options(node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
                    faild_community=args.faild_community, addresses=addresses, monitor=monitor,
                    control=control, control_community=args.community, dumpfile=args.dumpfile,
-                   dead_factor=args.dead_factor, scheduling=args.file is not None)
+                   dead_factor=args.dead_factor, scheduling=args.file is not None, http=args.http)
 
 
 def main(argv: list[str] | None = None) -> int:
