@@ -40,8 +40,10 @@ def set_level(facility: str, level: str) -> None:
         raise ValueError(f"unknown level {level!r}; use one of {', '.join(LEVELS)}")
     if facility != "all" and facility not in FACILITIES:
         raise ValueError(f"unknown facility {facility!r}; use 'all' or one of {', '.join(FACILITIES)}")
-    name = "failover" if facility == "all" else f"failover.{facility}"
-    logging.getLogger(name).setLevel(LEVELS[level.lower()])
+    # 'all' also resets each facility, so "all info" undoes an earlier "scheduler debug"
+    names = ["failover", *(f"failover.{f}" for f in FACILITIES)] if facility == "all" else [f"failover.{facility}"]
+    for name in names:
+        logging.getLogger(name).setLevel(LEVELS[level.lower()])
 
 
 def daemonize() -> None:

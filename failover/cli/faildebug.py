@@ -1,0 +1,69 @@
+"""faildebug: change the log level of one facility in a running failsh or faild.
+
+It sends the protocol op ``loglevel`` (docs/protocol.md) to failsh's control port
+(failsh ``-D``, default 127.0.0.1:1849) or, with ``--faild`` or ``-p 1847``, to faild.
+The community must be failsh's ``-c`` string (default ``public``) or, for faild, one
+with RW access in its community file.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from failover import client, daemon, protocol
+from failover.cli import common
+
+FAILSH_CONTROL_PORT = 1849
+
+EPILOG = f"""facilities: all, {', '.join(daemon.FACILITIES)}
+levels:     {', '.join(daemon.LEVELS)}
+
+examples:
+  faildebug scheduler debug              failsh on this host: log every decision
+  faildebug -c secret all info           back to normal (failsh -c secret)
+  faildebug --faild server debug         the local faild
+  faildebug -h www2:1849 peers debug     failsh on www2 (its control port is bound to
+                                         127.0.0.1 by default: run faildebug there)"""
+
+
+def build_parser():
+    p = common.parser("faildebug", "Change a facility's log level in a running failsh (or faild).", EPILOG)
+    p.add_argument("-h", "--host", default="127.0.0.1", metavar="HOST[:PORT]",
+                   help="where failsh (or faild) runs (default: %(default)s)")
+    p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
+                   help="community string: failsh's -c, or an RW one of faild (default: %(default)s)")
+    p.add_argument("-p", "--port", type=common.port_number, default=None,
+                   help=f"port when HOST has none (default: {FAILSH_CONTROL_PORT}, "
+                        f"with --faild {protocol.DEFAULT_PORT})")
+    p.add_argument("--faild", action="store_true", help="talk to faild instead of failsh")
+    p.add_argument("-t", "--timeout", type=float, default=2.0, help="seconds to wait (default: %(default)s)")
+    p.add_argument("facility", help="a facility (see below) or 'all'")
+    p.add_argument("level", help="debug, info, warning or error")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    level = args.level.lower()
+    if level not in daemon.LEVELS:
+        p.error(f"unknown level {args.level!r}; use one of {', '.join(daemon.LEVELS)}")
+    if args.facility != "all" and args.facility not in daemon.FACILITIES:
+        p.error(f"unknown facility {args.facility!r}; use 'all' or one of {', '.join(daemon.FACILITIES)}")
+    if not 0 < args.timeout <= 3600:
+        p.error("--timeout must be in (0, 3600] seconds")
+    port = args.port or (protocol.DEFAULT_PORT if args.faild else FAILSH_CONTROL_PORT)
+
+    def body() -> int:
+        endpoint = client.endpoint_for(args.host, port)
+        with client.Client(endpoint, args.community, timeout=args.timeout, retries=0) as c:
+            reply = c.call("loglevel", facility=args.facility, level=level)
+        who = (reply.get("host") or {}).get("name") or args.host
+        print(f"{who}: log level of {args.facility} set to {level}")
+        return common.EXIT_OK
+
+    return common.run("faildebug", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
