@@ -12,9 +12,13 @@ client side costs the same; the difference is faild's request path (decode, acce
 lookup, encode) and its poll loop.
 
 Printed per server and client count: aggregate requests/s (all requests / wall time from
-the first client's start to the last client's end), p50 and p99 round-trip latency; then
-the faild/echo throughput ratio (goal >= 0.7).  Each configuration is run ``--rounds``
+the first client's start to the last client's end), p50 and p99 round-trip latency, and
+the server process's CPU time per request (user + system, from /proc); then the
+faild/echo throughput ratio (goal >= 0.7).  Each configuration is run ``--rounds``
 times, interleaved, and the round with the median faild/echo ratio is reported.
+
+On a shared machine the throughput ratio swings with other load; the CPU time per
+request is much steadier, and echo/faild CPU per request is printed as a cross-check.
 """
 
 from __future__ import annotations
@@ -102,15 +106,24 @@ def client(endpoint: str, frame: bytes, n: int, warmup: int, barrier, results) -
         ctx.term()
 
 
-def measure(endpoint: str, frame: bytes, clients: int, n: int, warmup: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(endpoint: str, frame: bytes, clients: int, n: int, warmup: int, server_pid: int) -> dict:
     mpctx = mp.get_context("fork")
-    barrier = mpctx.Barrier(clients)
+    barrier = mpctx.Barrier(clients + 1)  # and this process
     results = mpctx.Queue()
     procs = [mpctx.Process(target=client, args=(endpoint, frame, n, warmup, barrier, results))
              for _ in range(clients)]
     for p in procs:
         p.start()
+    barrier.wait(timeout=60)  # all clients are past warm-up: the timed part starts
+    cpu0 = cpu_seconds(server_pid)
     got = [results.get(timeout=120) for _ in procs]
+    cpu1 = cpu_seconds(server_pid)
     for p in procs:
         p.join(timeout=10)
     errors = [g for g in got if isinstance(g, Exception)]
@@ -120,7 +133,8 @@ def measure(endpoint: str, frame: bytes, clients: int, n: int, warmup: int) -> d
     end = max(g[1] for g in got)
     lat = sorted(x for g in got for x in g[2])
     return {"clients": clients, "requests": len(lat), "rps": len(lat) / (end - start),
-            "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6}
+            "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6,
+            "cpu": (cpu1 - cpu0) / len(lat) * 1e6}
 
 
 def main() -> int:
@@ -165,23 +179,26 @@ def main() -> int:
         for clients in args.clients:
             rounds = []
             for _ in range(args.rounds):
-                f = measure(fendpoint, frame, clients, args.requests, args.warmup)
-                e = measure(eendpoint, frame, clients, args.requests, args.warmup)
+                f = measure(fendpoint, frame, clients, args.requests, args.warmup, faild.pid)
+                e = measure(eendpoint, frame, clients, args.requests, args.warmup, echo.pid)
                 rounds.append((f["rps"] / e["rps"], f, e))
             rounds.sort(key=lambda r: r[0])
             ratio, f, e = rounds[len(rounds) // 2]
             rows.append((clients, f, e, ratio, [r[0] for r in rounds]))
 
-        print(f"\n{'server':<7}{'clients':>8}{'requests':>10}{'req/s':>10}{'p50 µs':>9}{'p99 µs':>9}")
+        print(f"\n{'server':<7}{'clients':>8}{'requests':>10}{'req/s':>10}{'p50 µs':>9}{'p99 µs':>9}"
+              f"{'srv CPU µs/req':>16}")
         for _clients, f, e, _ratio, _all in rows:
             for name, r in (("faild", f), ("echo", e)):
                 print(f"{name:<7}{r['clients']:>8}{r['requests']:>10}{r['rps']:>10.0f}"
-                      f"{r['p50']:>9.0f}{r['p99']:>9.0f}")
+                      f"{r['p50']:>9.0f}{r['p99']:>9.0f}{r['cpu']:>16.1f}")
         print()
         worst = min(r[3] for r in rows)
-        for clients, _f, _e, ratio, every in rows:
+        for clients, f, e, ratio, every in rows:
             rounds_text = ", ".join(f"{x:.2f}" for x in every)
-            print(f"faild/echo throughput, {clients} client(s): {ratio:.2f}  (rounds: {rounds_text})")
+            cpu_ratio = e["cpu"] / max(f["cpu"], 1e-9)
+            print(f"faild/echo throughput, {clients} client(s): {ratio:.2f}  (rounds: {rounds_text});"
+                  f"  echo/faild server CPU per request: {cpu_ratio:.2f}")
         print(f"goal >= {GOAL}: {'met' if worst >= GOAL else 'NOT met'}")
         return 0 if worst >= GOAL else 1
     finally:

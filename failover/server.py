@@ -191,7 +191,7 @@ class Faild:
                 except zmq.Again:  # idle (or a malformed message libzmq discarded, tech notes §4.4)
                     pass
                 else:
-                    if sock.rcvmore:  # a reply before the last frame is read is EFSM: read them all
+                    if sock.get(zmq.RCVMORE):  # replying before the last frame is EFSM: read them all
                         parts = 1 + len(sock.recv_multipart(zmq.NOBLOCK))
                         plog.info("rejected request of %d frames", parts)
                         sock.send(protocol.encode(protocol.error_reply(
