@@ -1,17 +1,23 @@
 """Running a service's start/stop/reclaim/check script and reading the state it returns.
 
-A procedure that runs longer than its timeout has every process failsh started
-killed (with their process groups), which ends a blocking ``exec`` with an error;
-the result is then FAIL with the reason "timed out".  Tcl errors and results
-other than UP/RECOVER/FAIL also become FAIL, with the policy's file:line.
+A procedure that runs longer than its timeout is ended from a watchdog thread: the
+Tcl evaluation is cancelled (``Tcl_CancelEval``, so ``after``, ``vwait`` and busy
+loops end too) and every process started *during* this procedure is killed with its
+process group, which ends a blocking ``exec``.  Processes started earlier (a daemon
+that a start procedure left running with ``exec ... &``) are left alone.  The result
+is then FAIL with the reason "timed out".  Tcl errors and results other than
+UP/RECOVER/FAIL also become FAIL, with the policy's file:line.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import re
 import signal
 import threading
+import tkinter
 from pathlib import Path
 
 from failover.states import BadState, State, parse_state
@@ -19,20 +25,26 @@ from failover.tclhost import TclHost
 
 log = logging.getLogger("failover.procedures")
 
+_TCL_CANCEL_UNWIND = 0x100000   # tcl.h: catch cannot stop the unwinding
+
 
 def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
                   timeout: float) -> tuple[State, str]:
-    """Evaluate ``script``; return the new state and a reason for the log."""
-    fired = threading.Event()
-    timer = threading.Timer(timeout, _kill_children, args=(fired,))
-    timer.daemon = True
-    timer.start()
+    """Evaluate ``script``; return the new state and a reason for the log.
+
+    ``kind`` is start, stop, reclaim or check.  A check may also return a Tcl boolean:
+    true keeps the service UP, false makes it FAIL.
+    """
+    watchdog = _Watchdog(tcl, timeout)
     try:
         result = tcl.run(script)
     finally:
-        timer.cancel()
-    if fired.is_set():
-        return State.FAIL, f"{kind} procedure timed out after {timeout:g} s, its processes were killed"
+        fired = watchdog.finish()
+    if fired:
+        tcl.clear_cancel()
+        log.error("%s: %s procedure timed out after %g s", service, kind, timeout)
+        return State.FAIL, (f"{kind} procedure timed out after {timeout:g} s; cancelled, "
+                            f"{watchdog.killed} processes it started were killed")
     if not result.ok:
         where = f" at {result.where}" if result.where else ""
         log.error("%s: %s procedure failed%s: %s", service, kind, where, result.value)
@@ -40,37 +52,136 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
     try:
         return parse_state(result.value), f"{kind} procedure returned {result.value.strip().upper()}"
     except BadState:
-        log.error("%s: %s procedure returned %r, not UP/RECOVER/FAIL", service, kind, result.value[:80])
-        return State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL"
+        pass
+    if kind == "check":
+        truth = _boolean(tcl, result.value)
+        if truth is not None:
+            return (State.UP, "check passed") if truth else (State.FAIL, f"check returned {result.value.strip()}")
+    log.error("%s: %s procedure returned %r, not UP/RECOVER/FAIL", service, kind, result.value[:80])
+    return State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL"
 
 
-def _descendants(pid: int) -> list[int]:
-    """Child processes of ``pid`` (all threads), recursively, via /proc."""
-    found: list[int] = []
+def _boolean(tcl: TclHost, value: str) -> bool | None:
+    try:
+        return bool(tcl.interp.getboolean(value.strip()))
+    except (tkinter.TclError, ValueError):
+        return None
+
+
+class _Watchdog:
+    """Ends the running procedure after ``timeout`` seconds, from its own thread."""
+
+    def __init__(self, tcl: TclHost, timeout: float) -> None:
+        self.before = set(_children(os.getpid()))
+        self.interp_addr = tcl.interp.interpaddr()
+        self.lock = threading.Lock()
+        self.done = False
+        self.fired = False
+        self.killed = 0
+        self.timer = threading.Timer(timeout, self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def finish(self) -> bool:
+        """The procedure returned: disarm; True if the timeout had fired."""
+        self.timer.cancel()
+        with self.lock:
+            self.done = True
+            return self.fired
+
+    def _fire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            cancel_eval(self.interp_addr)  # first, so an exec that returns below stops at once
+            self.killed = _kill_new_children(self.before)
+        log.warning("procedure timeout: cancelled the Tcl evaluation, killed %d processes", self.killed)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (all its threads), via /proc."""
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return found
+        return []
+    found: list[int] = []
     for task in tasks:
         try:
-            children = (task / "children").read_text().split()
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN
+            return _children_by_scan(pid)
         except OSError:
             continue
-        for child in map(int, children):
-            found.append(child)
-            found.extend(_descendants(child))
     return found
 
 
-def _kill_children(fired: threading.Event) -> None:
-    fired.set()
-    mine = os.getpgid(0)
-    for pid in _descendants(os.getpid()):
+def _children_by_scan(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            pgid = os.getpgid(pid)
-            if pgid != mine:
-                os.killpg(pgid, signal.SIGKILL)
-            os.kill(pid, signal.SIGKILL)
+            stat = entry.joinpath("stat").read_text()
         except OSError:
-            pass
-    log.warning("procedure timeout: killed the processes it started")
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid ...
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _subtree(pid: int, limit: int = 10000) -> list[int]:
+    """``pid`` and all its descendants."""
+    found, todo = [], [pid]
+    while todo and len(found) < limit:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(_children(p))
+    return found
+
+
+def _kill_new_children(before: set[int]) -> int:
+    """Kill the children failsh started since ``before`` was taken, with their descendants."""
+    mine = os.getpgid(0)
+    killed = 0
+    for child in _children(os.getpid()):
+        if child in before:
+            continue  # e.g. a daemon an earlier start procedure left running, and its workers
+        for pid in _subtree(child):
+            try:
+                pgid = os.getpgid(pid)
+                if pgid == pid and pgid != mine:  # a group leader (setsid): take its group
+                    os.killpg(pgid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+# Tcl_CancelEval is thread-safe (Tcl manual); tkinter does not expose it, ctypes does.
+_cancel_fn = None
+
+
+def _libtcl():
+    global _cancel_fn
+    if _cancel_fn is None:
+        _cancel_fn = False
+        try:
+            maps = Path("/proc/self/maps").read_text()
+            match = re.search(r"(/\S*libtcl8\.\d+\.so\S*)", maps)
+            if match:
+                fn = ctypes.CDLL(match.group(1)).Tcl_CancelEval
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                _cancel_fn = fn
+        except (OSError, AttributeError):
+            log.warning("Tcl_CancelEval not found: a timed-out pure Tcl procedure cannot be stopped")
+    return _cancel_fn
+
+
+def cancel_eval(interp_addr: int) -> bool:
+    """Cancel the Tcl script running in the interpreter at ``interp_addr`` (any thread)."""
+    fn = _libtcl()
+    return bool(fn) and fn(interp_addr, None, None, _TCL_CANCEL_UNWIND) == 0
