@@ -10,6 +10,7 @@ errorcode starts with FAILOVER; nothing a policy does can raise a Python traceba
 from __future__ import annotations
 
 import logging
+import tkinter
 from typing import TYPE_CHECKING
 
 from failover.decide import decide
@@ -90,18 +91,26 @@ class Commands:
         if sub not in SVC_SUBCOMMANDS:
             raise TclCommandError(f"unknown failsvc subcommand \"{sub}\": must be "
                                   f"{', '.join(SVC_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
-        svc = self.policy.service(svc_name)
+        # validate first: a failing command leaves no half-made service behind
+        value: object
         if sub in ("masters", "slaves"):  # one braced list or several words: flatten both
-            hosts = [_name("host", h) for v in values for h in self.tcl.split(v)]
-            self.policy.set_hosts(svc, sub, hosts)
+            try:
+                value = [_name("host", h) for v in values for h in self.tcl.split(v)]
+            except tkinter.TclError as exc:
+                raise TclCommandError(f"invalid host list for {sub}: {exc}", "BADVALUE") from None
         elif len(values) != 1:
             raise _usage("failsvc", f"{svc_name} {sub} value")
         elif sub == "interval":
-            svc.interval = _seconds("interval", values[0], MIN_INTERVAL)
+            value = _seconds("interval", values[0], MIN_INTERVAL)
         elif sub == "timeout":
-            svc.timeout = _seconds("timeout", values[0], 0.01)
+            value = _seconds("timeout", values[0], 0.01)
         else:
-            setattr(svc, sub, values[0])
+            value = values[0]
+        svc = self.policy.service(svc_name)
+        if sub in ("masters", "slaves"):
+            self.policy.set_hosts(svc, sub, value)
+        else:
+            setattr(svc, sub, value)
         self._changed()
         return ""
 
@@ -116,25 +125,31 @@ class Commands:
     def failhost(self, *args: str) -> object:
         if len(args) != 3:
             raise _usage("failhost", "hostname port|protocol|address|community|deadtime value")
-        host = self.policy.host(_name("host", args[0]))
+        name = _name("host", args[0])
         sub, value = args[1], args[2]
+        parsed: object
         if sub == "port":
             if not value.isdigit() or not 0 < int(value) < 65536:
                 raise TclCommandError(f"invalid port \"{value}\": expected 1..65535", "BADVALUE", value)
-            host.port = int(value)
+            parsed = int(value)
         elif sub == "protocol":
             if value.lower() not in ("tcp", "udp"):
                 raise TclCommandError(f"invalid protocol \"{value}\": must be tcp or udp", "BADVALUE", value)
-            host.protocol = value.lower()  # kept for 0.5 scripts; ZeroMQ always uses TCP
+            parsed = value.lower()  # kept for 0.5 scripts; ZeroMQ always uses TCP
         elif sub == "address":
-            host.address = value
+            if not value or any(c.isspace() for c in value):
+                raise TclCommandError(f"invalid address \"{value}\"", "BADVALUE", value)
+            parsed = value
         elif sub == "community":
-            host.community = value
+            if not value or len(value) > 128:
+                raise TclCommandError("a community is 1 to 128 characters", "BADVALUE", value)
+            parsed = value
         elif sub == "deadtime":
-            host.deadtime = _seconds("deadtime", value, 0.05)
+            parsed = _seconds("deadtime", value, 0.05)
         else:
             raise TclCommandError(f"unknown failhost subcommand \"{sub}\": must be "
                                   f"{', '.join(HOST_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
+        setattr(self.policy.host(name), sub, parsed)
         self._changed()
         return ""
 
@@ -206,17 +221,31 @@ class Commands:
         return self.policy.node
 
     def whatif(self, service: str, *pairs: str) -> str:
-        """whatif SERVICE ?local STATE? ?HOST STATE ...?: the decision, without acting."""
+        """whatif SERVICE ?local STATE? ?HOST STATE ...?: the decision, without acting.
+
+        What is not given is taken as it is now: the local state, and each peer's state
+        as last polled (FAIL if unknown or unreachable).  Without a running engine those
+        defaults are RECOVER and FAIL.
+        """
         svc = self.policy.services[self._known(service)]
         if len(pairs) % 2:
             raise _usage("whatif", "service ?local STATE? ?host STATE ...?")
         given = dict(zip(pairs[::2], pairs[1::2], strict=True))
-        local = _state(given.pop("local", "RECOVER"))
         for host in given:
-            if host not in svc.peers():
+            if host != "local" and host not in svc.peers():
                 raise TclCommandError(f"host \"{host}\" is neither master nor slave of {service}", "NOPEER", host)
-        peer_state = {h: (None if given.get(h, "FAIL").upper() in ("FAIL", "DOWN") else _state(given[h]))
-                      for h in svc.peers()}
+        engine = self.engine
+        if "local" in given:
+            local = _state(given["local"])
+        else:
+            local = engine.local_state(service) if engine is not None else State.RECOVER
+        peer_state: dict[str, State | None] = {}
+        for h in svc.peers():
+            if h in given:
+                peer_state[h] = None if given[h].upper() == "DOWN" else _state(given[h])
+            else:
+                view = engine.peer_view(h) if engine is not None else None
+                peer_state[h] = view.state_of(service) if view is not None else None
         masters = {h: peer_state[h] for h in svc.masters}
         slaves = {h: peer_state[h] for h in svc.slaves}
         return str(decide(local, masters, slaves, bool(svc.reclaim)))

@@ -24,9 +24,11 @@ if {[info commands ::fo::_proc] eq ""} {
     ::fo::_proc ::proc {name arglist body} {
         uplevel 1 [list ::fo::_proc $name $arglist $body]
         set frame [info frame -1]
+        set full [uplevel 1 [list namespace origin $name]]
         if {[dict exists $frame file] && [dict exists $frame line]} {
-            set full [uplevel 1 [list namespace origin $name]]
             set ::fo::procdefs($full) [list [dict get $frame file] [dict get $frame line]]
+        } else {
+            unset -nocomplain ::fo::procdefs($full) ;# redefined at the prompt: no file line
         }
         return
     }
@@ -111,6 +113,16 @@ class TclHost:
         except tkinter.TclError as exc:
             info = str(self.interp.getvar("errorInfo"))
             return ScriptResult(False, str(exc), self.location(info), info)
+
+    def clear_cancel(self) -> None:
+        """After a cancelled evaluation (procedure timeout), make the interpreter usable:
+        Tcl fails the next evaluation or two with "eval unwound" until the flag is reset."""
+        for _ in range(5):
+            try:
+                self.interp.call("list")  # Tcl_EvalObjv resets the flag; Tcl_Eval would not
+                return
+            except tkinter.TclError:
+                continue
 
     def location(self, error_info: str) -> str:
         """The innermost file:line an errorInfo points at, via the proc definitions."""
