@@ -12,9 +12,11 @@ import os
 import queue
 import signal
 import stat
+import threading
 import time
 import tkinter
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -23,7 +25,7 @@ from failover import client, dashboard, metrics, monitor, protocol, server, stor
 from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
-from failover.peers import DOWN, UNKNOWN, NetThread, PeerSpec, PeerView, make_wakeup
+from failover.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, make_wakeup
 from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, Policy
 from failover.procedures import run_procedure
 from failover.scheduler import Scheduler
@@ -35,6 +37,9 @@ log = logging.getLogger("failover.scheduler")
 tlog = logging.getLogger("failover.policy")
 
 TCL_LIBRARY = Path(__file__).resolve().parent.parent / "tcl" / "failover.tcl"
+
+# What the control port (-D) answers: reads and log levels, never a state change
+CONTROL_OPS = frozenset({"ping", "get", "list", "history", "loglevel"})
 
 
 @attrs.define
@@ -68,12 +73,25 @@ class Engine:
         self.history: deque[Transition] = deque(maxlen=200)
         self.scheduling = opts.scheduling
         self.started = False
+        self.active = False      # holds the lease and writes faild: from the first "schedule on"
+        self.activated_at = 0.0  # monotonic time of that
+        self.stopping = False
+        self._lease_held = False  # the local faild was down: no lease until it is rewritten
+        self.fatal = ""          # why failsh must stop (the network thread died)
+        self.on_fatal: Callable[[str], None] | None = None
         self.seq = 0
         self._dump_fd: int | None = None
-        self.faild = client.Client(opts.faild, opts.faild_community, timeout=0.5, retries=1)
+        # created in start(): a ZeroMQ socket does not survive the daemon's fork
+        self.faild: client.Client | None = None
         self.scheduler = Scheduler(self.tcl, self.run_service)
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._peer_status: dict[str, str] = {}            # host -> status last reported to traps
+        self._remote: dict[tuple[str, str], str] = {}     # (host, service) -> state last reported
         self.control_store = store.Store(None)
+        self._control_lock = threading.Lock()
+        self._control_server = _ControlServer(self.control_store,
+                                              Rules({("*", opts.control_community): 2}),
+                                              server.host_info(opts.node))
         self.net: NetThread | None = None
         self.dashboard: dashboard.Dashboard | None = None
         if TCL_LIBRARY.exists():
@@ -110,30 +128,43 @@ class Engine:
 
     # Start and stop --------------------------------------------------------
     def start(self) -> None:
-        """Take over the local states, start the network thread and the schedule."""
+        """Start the network thread, then (with scheduling on) take over the local states,
+        the lease and the schedule.  Raises OSError if a port cannot be bound."""
         self.commands.engine = self
+        self.faild = client.Client(self.opts.faild, self.opts.faild_community, timeout=0.5, retries=1)
         if self.opts.http:
             self.dashboard = dashboard.Dashboard(self.opts.http, self.opts.node)
             self.dashboard.start()
-        self.net = NetThread([], self._local_spec(), self._lease_ttl(), self._on_net_change,
+        self.net = NetThread(self._peer_specs(), self._local_spec(), 0.0, self._on_net_change,
                              self.opts.monitor, self._control, self.opts.control)
-        self.net.set_peers(self._peer_specs())
         self.net.start()
         self.net.ready.wait(5)
         if self.net.error:
-            raise OSError(f"network thread: {self.net.error}")
+            raise OSError(self.net.error)
         try:  # faild's persisted transitions, so failmon and the dashboard show them after a restart
             self.history.extend(self.faild.history(limit=self.history.maxlen or 200))
         except client.ClientError:
             pass
-        for name in self.policy.services:
-            self._adopt(name)
         self.started = True
         self.policy_changed()
         self._publish_loop()
 
+    def _activate(self) -> None:
+        """First "schedule on": stop what a dead failsh left UP, then take the lease.
+
+        In this order, peers never see this host's lease together with a stale UP.
+        """
+        self.active = True
+        self.activated_at = time.monotonic()
+        for name in self.policy.services:
+            if name not in self.local:
+                self._adopt(name)
+        if self.net is not None:
+            self.net.set_lease(self._lease_ttl())
+
     def _adopt(self, name: str) -> None:
         """Initial state of a service from the local faild (docs/failsh.md, "start-up")."""
+        assert self.faild is not None
         try:
             rec = self.faild.get(name)
             state = rec.state
@@ -150,32 +181,44 @@ class Engine:
             self._write(name, self.local[name], "failsh started")
 
     def shutdown(self) -> None:
-        """SIGTERM: stop every UP service, then give up the lease so peers take over."""
+        """SIGTERM: stop every UP service, then give up the lease so peers take over.
+
+        A prompt that never had scheduling on only leaves: it owns nothing.
+        """
+        self.stopping = True
         self.scheduler.stop()
-        for name, state in list(self.local.items()):
-            if state is State.UP and name in self.policy.services:
-                self._act(name, self.policy.services[name], "stop", "failsh stopping")
+        if self.active:
+            for name, state in list(self.local.items()):
+                if state is State.UP and name in self.policy.services:
+                    self._act(name, self.policy.services[name], "stop", "failsh stopping")
         if self.net is not None:
             self.net.release_lease()
             self.net.stop()
             self.net.join(2)
         if self.dashboard is not None:
             self.dashboard.stop()
-        self.faild.close()
+        if self.faild is not None:
+            self.faild.close()
 
     # Policy changes -------------------------------------------------------
     def policy_changed(self) -> None:
+        """A failsvc/failhost at run time (prompt, trap) or a reload: follow the new model."""
         if not self.started:
             return
-        for name in self.policy.services:
-            if name not in self.local:
-                self._adopt(name)
         if self.net is not None:
-            self.net.set_peers(self._peer_specs())
+            self.net.set_peers(self._peer_specs(), self._local_spec())
+        if self.active:
+            for name in self.policy.services:
+                if name not in self.local:
+                    self._adopt(name)
+            if self.net is not None and not self._lease_held:
+                self.net.set_lease(self._lease_ttl())
         self.set_scheduling(self.scheduling)
 
     def set_scheduling(self, on: bool) -> None:
         self.scheduling = on
+        if on and self.started and not self.active:
+            self._activate()
         self.scheduler.sync({n: s.interval for n, s in self.policy.services.items()} if on else {})
 
     def _endpoint(self, name: str) -> tuple[str, str]:
@@ -194,6 +237,11 @@ class Engine:
                                   host.deadtime or self.opts.dead_factor * interval, community))
         return specs
 
+    def _deadtime(self, name: str) -> float:
+        host = self.policy.hosts.get(name)
+        return (host.deadtime if host and host.deadtime else
+                self.opts.dead_factor * self.policy.interval_for(name))
+
     def _min_interval(self) -> float:
         return min((s.interval for s in self.policy.services.values()), default=DEFAULT_INTERVAL)
 
@@ -208,22 +256,38 @@ class Engine:
     # One run of one service -------------------------------------------------
     def run_service(self, name: str) -> None:
         svc = self.policy.services.get(name)
-        if svc is None or self.net is None:
+        if svc is None or self.net is None or name not in self.local:
+            return
+        if not self.net.is_alive():
+            self._net_died()
             return
         self.last_check[name] = time.time()
-        self._retry_writes()
         local_view = self.net.snapshot.get(self.opts.node)
         if local_view is not None and local_view.status == DOWN:
+            self._local_down()
             self._note(name, "local faild does not answer: peers will count this host as FAIL")
             if self.local[name] is State.UP:
                 self._act(name, svc, "stop", "local faild unreachable, peers will take over")
             return
+        if self._lease_held:
+            self._local_back()
+        elif self.dirty:
+            self._retry_writes()
         self._follow_external(name, local_view)
         views = {h: self.net.snapshot.get(h) for h in svc.peers()}
         unknown = sorted(h for h, v in views.items() if v is None or v.status == UNKNOWN)
         if unknown:
             self._note(name, f"wait: no answer yet from {', '.join(unknown)}")
             return
+        if self.local[name] is not State.UP:
+            # start-up grace: a master whose faild answers but whose failsh has no lease
+            # yet may be starting with us (a cluster boot); give it one dead time
+            young = sorted(h for h in svc.masters if views[h].status == UP and views[h].lease is None
+                           and time.monotonic() - self.activated_at < self._deadtime(h))
+            if young:
+                self._note(name, f"wait: start-up grace for master {', '.join(young)} "
+                                 "(faild answers, no failsh lease yet)")
+                return
         masters = {h: views[h].state_of(name) for h in svc.masters}
         slaves = {h: views[h].state_of(name) for h in svc.slaves}
         decision = decide(self.local[name], masters, slaves, bool(svc.reclaim))
@@ -260,7 +324,7 @@ class Engine:
     def _follow_external(self, name: str, view: PeerView | None) -> None:
         """A change made with failc in the local faild wins over failsh's memory."""
         rec = view.services.get(name) if view else None
-        if rec and rec.counter > self.written.get(name, 0) and rec.state is not self.local[name] \
+        if rec and rec.counter > self.written.get(name, 0) and rec.state is not self.local.get(name) \
                 and name not in self.dirty:
             log.warning("%s: changed outside failsh to %s", name, rec.state)
             self._record(name, rec.state, "changed outside failsh (failc)")
@@ -282,7 +346,7 @@ class Engine:
         now = time.time()
         self.last_change[name] = now
         self.history.append(Transition(name, old, state, now, len(self.history), reason))
-        self.control_store.set(name, state, reason)
+        self._control_set(name, state, reason)
         log.info("%s: %s -> %s: %s", name, old or "-", state, reason)
         metrics.transition(name, old, state, self.net.snapshot if self.net else None, self.opts.node)
         for trap in self.policy.traps:
@@ -291,6 +355,15 @@ class Engine:
         self.publish()
 
     def _write(self, name: str, state: State, reason: str) -> None:
+        if not self.active or self.faild is None:
+            return  # a prompt without scheduling keeps its states to itself
+        if self._lease_held:  # faild is known down: write when it is back, don't block now
+            self.dirty.add(name)
+            return
+        self._store(name, state, reason)
+
+    def _store(self, name: str, state: State, reason: str) -> None:
+        assert self.faild is not None
         try:
             rec = self.faild.set(name, state, reason[:250])
             self.written[name] = rec.counter
@@ -300,9 +373,27 @@ class Engine:
                 log.error("%s: cannot write %s to the local faild: %s", name, state, exc)
             self.dirty.add(name)
 
+    def _local_down(self) -> None:
+        """The local faild stopped answering: renew no lease until it has our states again,
+        so that a restarted faild never shows peers a stale UP together with a lease."""
+        if not self._lease_held and self.net is not None:
+            self._lease_held = True
+            self.net.set_lease(0.0)
+            self.dirty.update(self.local)  # a restarted faild may have lost them: write all
+
+    def _local_back(self) -> None:
+        self._retry_writes()
+        if self._lease_held and not self.dirty and self.net is not None and self.active:
+            self._lease_held = False
+            self.net.set_lease(self._lease_ttl())
+            log.info("local faild answers again and has this host's states: lease renewed")
+
     def _retry_writes(self) -> None:
         for name in list(self.dirty):
-            self._write(name, self.local[name], "failsh retry after faild was unreachable")
+            if name in self.local:
+                self._store(name, self.local[name], "failsh retry after faild was unreachable")
+            else:
+                self.dirty.discard(name)
 
     def _trap(self, script: str, *args: str) -> None:
         result = self.tcl.callback(script, *args)
@@ -326,18 +417,53 @@ class Engine:
         names: list[str] = []
         while not self._events.empty():
             names.append(self._events.get_nowait())
+        if self.net is not None and not self.net.is_alive():
+            self._net_died()
+            return
         due: set[str] = set()
         for name in dict.fromkeys(names):
             view = self.peer_view(name)
-            if view is None or name == self.opts.node:
+            if view is None:
                 continue
-            for trap in self.policy.traps:
-                if trap.matches("peer", name):
-                    self._trap(trap.script, name, view.status)
+            if name == self.opts.node:  # the local faild is back: write what it missed
+                if view.status == UP and (self.dirty or self._lease_held):
+                    self._local_back()
+                continue
+            self._peer_traps(name, view)
             due.update(self.policy.services_of(name))
         if self.scheduling:
             for svc in sorted(due):
                 self.run_service(svc)
+
+    def _peer_traps(self, name: str, view: PeerView) -> None:
+        """failtrap peer HOST (args: host old new) and remote SERVICE (service host old new)."""
+        old = self._peer_status.get(name, UNKNOWN)
+        if view.status != old:
+            self._peer_status[name] = view.status
+            for trap in self.policy.traps:
+                if trap.matches("peer", name):
+                    self._trap(trap.script, name, old, view.status)
+        if view.status == UNKNOWN:
+            return
+        for service in self.policy.services_of(name):
+            state = view.state_of(service)
+            new = state.value if state else State.FAIL.value
+            before = self._remote.get((name, service), "")
+            if new != before:
+                self._remote[(name, service)] = new
+                for trap in self.policy.traps:
+                    if trap.matches("remote", service):
+                        self._trap(trap.script, service, name, before, new)
+
+    def _net_died(self) -> None:
+        if self.fatal or self.stopping:
+            return
+        self.fatal = f"the network thread stopped ({self.net.error if self.net else '?'}): " \
+                     "peers' states are no longer known"
+        log.critical("%s; failsh stops", self.fatal)
+        self.scheduler.stop()
+        if self.on_fatal is not None:
+            self.on_fatal(self.fatal)
 
     # Monitor, control port, dump ------------------------------------------------
     def snapshot(self) -> dict:
@@ -374,15 +500,28 @@ class Engine:
                 self.dashboard.update(snap)
 
     def _publish_loop(self) -> None:
+        self.tcl.interp.after(1000, self._publish_loop)  # first: a failing publish keeps the chain
         self.publish()
-        self.tcl.interp.after(1000, self._publish_loop)
 
     def _control(self, frame: bytes) -> bytes:
-        """Network thread: the control port speaks the faild protocol (faildebug, failstat)."""
-        if not hasattr(self, "_control_server"):
-            rules = Rules({("*", self.opts.control_community): 2})
-            self._control_server = server.Faild(self.control_store, rules, server.host_info(self.opts.node))
-        return self._control_server.handle(frame)
+        """Network thread: the control port speaks the faild protocol (faildebug, failstat):
+        ping, get, list and history of failsh's own transitions, and loglevel."""
+        try:
+            req = protocol.decode_request(frame)
+        except protocol.ProtocolError:
+            pass  # the server answers with the right error
+        else:
+            if req.op not in CONTROL_OPS:
+                return protocol.encode(protocol.error_reply(
+                    req.id, "BADOP", f"failsh's control port does not serve {req.op!r}; "
+                    f"it serves {', '.join(sorted(CONTROL_OPS))} (change states in faild)"))
+        with self._control_lock:
+            return self._control_server.handle(frame)
+
+    def _control_set(self, name: str, state: State, reason: str) -> None:
+        """Mirror a transition into the control port's store (the network thread reads it)."""
+        with self._control_lock:
+            self._control_server.record(name, state, reason)
 
     def dump(self) -> None:
         """SIGINT: write the state dump; a FIFO stays open for the next dump."""
@@ -416,7 +555,10 @@ class Engine:
                 os.read(fd, 4096)
             except BlockingIOError:
                 pass
-            self.on_events()
+            try:
+                self.on_events()
+            except Exception:  # an exception here would end mainloop (tkinter keeps it)
+                log.exception("handling peer events failed")
         self.tcl.interp.createfilehandler(r, tkinter.READABLE, drain)
         sr, sw = os.pipe()
         os.set_blocking(sr, False)
@@ -426,6 +568,14 @@ class Engine:
 
     def _poke(self) -> None:  # replaced by install_loop_hooks
         pass
+
+
+class _ControlServer(server.Faild):
+    """faild's request handling over failsh's own transitions (the -D control port)."""
+
+    def record(self, name: str, state: State, reason: str) -> None:
+        self.store.set(name, state, reason)
+        self._services_json.clear()  # the server caches encoded replies per state change
 
 
 def _read_all(fd: int) -> None:

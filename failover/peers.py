@@ -93,7 +93,7 @@ class NetThread(threading.Thread):
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.ready = threading.Event()
         self.error: str = ""
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._ids = itertools.count(1)
         self._ctx = zmq.Context.instance()
 
@@ -101,14 +101,21 @@ class NetThread(threading.Thread):
     def publish(self, payload: bytes) -> None:
         self.commands.put(("publish", payload))
 
-    def set_peers(self, peers: list[PeerSpec]) -> None:
-        self.commands.put(("peers", peers))
+    def set_peers(self, peers: list[PeerSpec], local: PeerSpec | None = None) -> None:
+        """Poll these hosts from now on (and the local faild as ``local``, if given)."""
+        self.commands.put(("peers", (peers, local)))
+
+    def set_lease(self, ttl: float) -> None:
+        """Renew failsh's lease in the local faild every ttl/3 seconds; 0 holds none."""
+        self.commands.put(("lease", ttl))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def release_lease(self) -> None:
         """Tell the local faild this failsh is leaving (lease ttl 0); waits briefly."""
+        if not self.is_alive():
+            return
         done = threading.Event()
         self.commands.put(("release", done))
         done.wait(1.0)
@@ -117,40 +124,55 @@ class NetThread(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
+        except zmq.ZMQError as exc:  # typically a monitor or control port in use
+            log.error("network thread stopped: %s", exc)
+            self.error = str(exc)
         except Exception as exc:  # a dead net thread must be loud, failsh stops on it
             log.exception("network thread failed")
-            self.error = str(exc)
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
             self.ready.set()
+            if not self._halt.is_set():
+                self._notify([])  # wake the Tcl thread, which sees the thread is gone
 
     def _run(self) -> None:
         poller = zmq.Poller()
         pub = self._bind(zmq.PUB, self.monitor_endpoint)
-        ctl = self._bind(zmq.REP, self.control_endpoint if self.control else None)
+        try:
+            ctl = self._bind(zmq.REP, self.control_endpoint if self.control else None)
+        except zmq.ZMQError:
+            if pub is not None:
+                pub.close(linger=0)
+            raise
         if ctl is not None:
             poller.register(ctl, zmq.POLLIN)
         peers: dict[str, _Peer] = {}
         self._sync_peers(peers, list(self.specs.values()) + [self.local], poller)
         next_lease = 0.0
         self.ready.set()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             now = time.monotonic()
-            if now >= next_lease:
+            if self.lease_ttl > 0 and now >= next_lease:
                 self._send(peers[self.local.name], "lease", ttl=self.lease_ttl)
                 next_lease = now + self.lease_ttl / 3
             for peer in peers.values():
                 if now >= peer.next_due:
                     self._send(peer, "list")
                     peer.next_due = now + peer.spec.interval
-            wait = min([p.next_due for p in peers.values()] + [next_lease]) - time.monotonic()
+            dues = [p.next_due for p in peers.values()] + ([next_lease] if self.lease_ttl > 0 else [])
+            wait = min(dues) - time.monotonic()
             events = dict(poller.poll(max(0, min(wait, 0.05)) * 1000))
-            changed = [name for name, peer in peers.items() if peer.sock in events and self._drain(peer)]
+            answered = [name for name, peer in peers.items() if peer.sock in events]
+            changed = [name for name in answered if self._drain(peers[name])]
             if ctl is not None and ctl in events:
                 self._serve_control(ctl)
             changed += self._expire(peers)
-            self._commands(peers, poller, pub)
-            if changed:
+            if self._commands(peers, poller, pub):
+                next_lease = 0.0  # lease switched on or changed: renew now
+            if answered or changed:  # last_seen and rtt move on every reply
                 self.snapshot = {n: p.view for n, p in peers.items()}
-                self.on_change(sorted(set(changed)))
+            if changed:
+                self._notify(sorted(set(changed)))
         for sock in [p.sock for p in peers.values()] + [pub, ctl]:
             if sock is not None:
                 sock.close(linger=0)
@@ -160,11 +182,20 @@ class NetThread(threading.Thread):
             return None
         sock = self._ctx.socket(kind)
         configure_socket(sock)
-        sock.bind(endpoint)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc.strerror}") from None
         return sock
 
     def _sync_peers(self, peers: dict[str, _Peer], specs: list[PeerSpec], poller: zmq.Poller) -> None:
         wanted = {s.name: s for s in specs}
+        for name, peer in peers.items():  # new interval or deadtime: keep the connection and view
+            spec = wanted.get(name)
+            if spec is not None and (spec.endpoint, spec.community) == (peer.spec.endpoint, peer.spec.community):
+                peer.next_due = min(peer.next_due, time.monotonic() + spec.interval)
+                peer.spec = spec
         for name in [n for n in peers if n not in wanted or peers[n].spec != wanted[n]]:
             poller.unregister(peers[name].sock)
             peers.pop(name).sock.close(linger=0)
@@ -239,27 +270,49 @@ class NetThread(threading.Thread):
                 changed.append(name)
         return changed
 
+    def _notify(self, names: list[str]) -> None:
+        try:
+            self.on_change(names)
+        except Exception:
+            log.exception("peer change callback failed")
+
     def _serve_control(self, ctl: zmq.Socket) -> None:
         while True:
             try:
                 frame = ctl.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ctl.send(self.control(frame))
+            try:
+                reply = self.control(frame)
+            except Exception as exc:  # a REP socket must answer, and this thread must live
+                log.exception("control request failed")
+                reply = protocol.encode(protocol.error_reply(None, "INTERNAL", f"internal error: {exc}"))
+            ctl.send(reply)
 
-    def _commands(self, peers: dict[str, _Peer], poller: zmq.Poller, pub: zmq.Socket | None) -> None:
+    def _commands(self, peers: dict[str, _Peer], poller: zmq.Poller, pub: zmq.Socket | None) -> bool:
+        """Apply the Tcl thread's requests; True if the lease must be renewed now."""
+        renew = False
         while True:
             try:
                 kind, arg = self.commands.get_nowait()
             except queue.Empty:
-                return
+                return renew
             if kind == "publish" and pub is not None:
                 pub.send(arg, zmq.NOBLOCK)
             elif kind == "peers":
-                self._sync_peers(peers, arg + [self.local], poller)
+                specs, local = arg
+                if local is not None and local != self.local:
+                    self.local = local
+                    renew = True
+                self._sync_peers(peers, specs + [self.local], poller)
+            elif kind == "lease":
+                renew |= arg != self.lease_ttl
+                self.lease_ttl = arg
             elif kind == "release":
-                self._send(peers[self.local.name], "lease", ttl=0)
-                peers[self.local.name].sock.poll(500)
+                if self.lease_ttl > 0:
+                    self.lease_ttl = 0.0
+                    self._send(peers[self.local.name], "lease", ttl=0)
+                    peers[self.local.name].sock.poll(500)
                 arg.set()
 
 

@@ -1,7 +1,10 @@
 """failsh's interactive prompt: the policy interpreter with history and completion.
 
 At a terminal, tkinter runs the Tcl event loop while input() waits, so the
-scheduler and peer events keep going between commands (tech notes §1.7).
+scheduler and peer events keep going between commands (tech notes §1.7).  With
+stdin not a terminal (a pipe, a file) there is no such input hook: stdin is then
+read through the Tcl event loop itself, so timers and peer events still run while
+failsh waits for the next line, and no prompt is printed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import atexit
 import os
 import sys
 import tkinter
+from collections import deque
 from pathlib import Path
 
 from failover.failsh import Engine
@@ -67,39 +71,91 @@ def _setup_readline(engine: Engine) -> None:
         readline.read_history_file(HISTORY)
     except OSError:
         pass
-    atexit.register(_save_history)
+    atexit.register(save_history)
 
 
-def _save_history() -> None:
+def save_history() -> None:
+    if readline is None:
+        return
     try:
         readline.write_history_file(HISTORY)
     except OSError:
         pass
 
 
-def interact(engine: Engine) -> int:
-    _setup_readline(engine)
-    interp = engine.tcl.interp
-    print(BANNER.format(node=engine.opts.node, tcl=interp.eval("info patchlevel"),
-                        sched="on" if engine.scheduling else "off (type: schedule on)"))
-    buf = ""
-    while True:
+class LineReader:
+    """Lines from a stdin that is not a terminal, read while the Tcl event loop runs."""
+
+    def __init__(self, interp: tkinter.Tcl, fd: int = 0) -> None:
+        self.interp = interp
+        self.fd = fd
+        self.pending = b""
+        self.lines: deque[str] = deque()
+        self.eof = False
+        interp.createfilehandler(fd, tkinter.READABLE, self._readable)
+
+    def _readable(self, fd: int, _mask: int) -> None:
         try:
-            line = input("failsh% " if not buf else "     > ")
-        except EOFError:
-            print()
-            return 0
-        except KeyboardInterrupt:
-            print()
-            buf = ""
-            continue
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            self.interp.deletefilehandler(fd)
+            if self.pending:
+                self.lines.append(self.pending.decode(errors="replace"))
+                self.pending = b""
+            return
+        *complete, self.pending = (self.pending + data).split(b"\n")
+        self.lines.extend(line.decode(errors="replace") for line in complete)
+
+    def readline(self) -> str | None:
+        """The next line without its newline; None at end of input."""
+        while not self.lines and not self.eof:
+            self.interp.dooneevent(0)  # waits for stdin, a timer or a peer event
+        return self.lines.popleft() if self.lines else None
+
+
+def interact(engine: Engine) -> int:
+    interp = engine.tcl.interp
+    tty = sys.stdin.isatty()
+    reader = None
+    if tty:
+        _setup_readline(engine)
+        print(BANNER.format(node=engine.opts.node, tcl=interp.eval("info patchlevel"),
+                            sched="on" if engine.scheduling else "off (type: schedule on)"))
+    else:
+        reader = LineReader(interp, sys.stdin.fileno())
+    buf = ""
+    failures = 0
+    while True:
+        if reader is not None:
+            sys.stdout.flush()
+            line = reader.readline()
+            if line is None:
+                if buf.strip():
+                    print(f"error: incomplete command at end of input: {buf.strip()[:60]}", file=sys.stderr)
+                    return 1
+                return 1 if failures else 0  # piped commands: like a script, report failure
+        else:
+            try:
+                line = input("failsh% " if not buf else "     > ")
+            except EOFError:
+                print()
+                return 0
+            except KeyboardInterrupt:
+                print()
+                buf = ""
+                continue
         buf += line + "\n"
         if str(interp.call("info", "complete", buf)) == "0":
             continue
         script, buf = buf.strip(), ""
         if not script:
             continue
-        if readline is not None:
+        if readline is not None and tty:
             readline.add_history(script.replace("\n", " "))
         result = engine.tcl.run(script)
         if result.ok:
@@ -108,6 +164,8 @@ def interact(engine: Engine) -> int:
         else:
             where = f" ({result.where})" if result.where else ""
             print(f"error: {result.value}{where}", file=sys.stderr)
+            failures += 1
+        sys.stdout.flush()
         _pump(interp)
 
 

@@ -18,12 +18,19 @@ from failover.tclhost import PolicyError
 
 log = logging.getLogger("failover.scheduler")
 
+MONITOR_PORT = 1848   # 0.5's failmon port
+DEBUG_PORT = 1849
+EXIT_FAILED = 1       # failsh had to stop on an internal failure (its network thread died)
+
 EPILOG = """The policy is a Tcl script using failsvc, failhost and failtrap (failover 0.5
 scripts run unchanged) and the newer commands of docs/tcl-extension.md.
 
 signals: SIGTERM  stop every UP service, release the lease, exit (peers take over)
          SIGHUP   re-read the policy; UP services stay UP; a broken file is ignored
          SIGINT   write the state dump to -l (a FIFO stays open for the next dump)
+
+exit status of a running failsh: 0 after SIGTERM, 1 if it stopped on an internal failure
+(the peers would otherwise be judged on stale data), 5 for a policy or port it cannot use
 
 examples:
   failsh -F -f /etc/failover/web.tcl
@@ -41,13 +48,15 @@ def build_parser():
                    help="state dump written on SIGINT (default: %(default)s)")
     p.add_argument("-i", "--pidfile", type=Path, default=Path("/run/failsh.pid"),
                    help="pid file (default: %(default)s)")
-    p.add_argument("-m", "--monitor-port", type=int, default=1848,
-                   help="port of the failmon feed, 0 to disable (default: %(default)s)")
+    p.add_argument("-m", "--monitor-port", type=int, default=None,
+                   help="port of the failmon feed, 0 to disable (default: 1848; "
+                        "none at the prompt without -f)")
     p.add_argument("--monitor-listen", default="*", help="address of the failmon feed (default: all)")
     p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
                    help="community faildebug must present (default: %(default)s)")
-    p.add_argument("-D", "--debug-port", type=int, default=1849,
-                   help="control port for faildebug on 127.0.0.1, 0 to disable (default: %(default)s)")
+    p.add_argument("-D", "--debug-port", type=int, default=None,
+                   help="control port for faildebug on 127.0.0.1, 0 to disable (default: 1849; "
+                        "none at the prompt without -f)")
     p.add_argument("-N", "--node", default=os.environ.get("FO_NODE") or socket.gethostname(),
                    help="this host's name in the policy (default: $FO_NODE or the host name)")
     p.add_argument("--faild", default=f"127.0.0.1:{protocol.DEFAULT_PORT}",
@@ -73,8 +82,15 @@ def options(args) -> Options:
         if not sep or not name or not addr:
             raise ValueError(f"-P expects NAME=ADDRESS[:PORT], not {item!r}")
         addresses[name] = addr
-    monitor = f"tcp://{args.monitor_listen}:{args.monitor_port}" if args.monitor_port else None
-    control = f"tcp://127.0.0.1:{args.debug_port}" if args.debug_port else None
+    # a prompt without a policy must not take the ports of the failsh that runs the host
+    trial = args.file is None
+    monitor_port = args.monitor_port if args.monitor_port is not None else (0 if trial else MONITOR_PORT)
+    debug_port = args.debug_port if args.debug_port is not None else (0 if trial else DEBUG_PORT)
+    for what, port in (("monitor", monitor_port), ("debug", debug_port)):
+        if not 0 <= port < 65536:
+            raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")
+    monitor = f"tcp://{args.monitor_listen}:{monitor_port}" if monitor_port else None
+    control = f"tcp://127.0.0.1:{debug_port}" if debug_port else None
     if args.http:
         metrics.parse_listen(args.http)  # ValueError: a usage error
     return Options(node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
@@ -118,13 +134,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(engine: Engine, args, interactive: bool) -> int:
     interp = engine.tcl.interp
-    stopping = []
+    stopping: list[int] = []
+    failed: list[str] = []
 
     def on_term(signum: int, _frame: object) -> None:
         stopping.append(signum)
         interp.quit()
         interp.call("after", 0, "")  # wake the blocking event loop so it sees quit
 
+    def on_fatal(why: str) -> None:
+        failed.append(why)
+        if not interactive:
+            interp.quit()
+            interp.call("after", 0, "")
+
+    def terminate() -> None:
+        """SIGTERM at the prompt: input() cannot be interrupted cleanly, so finish here."""
+        try:
+            engine.shutdown()
+            daemon.remove_pidfile(args.pidfile)
+            repl.save_history()
+        finally:
+            sys.stdout.flush()
+            os._exit(common.EXIT_OK)
+
+    engine.on_fatal = on_fatal
     engine.install_loop_hooks()
     try:
         engine.start()
@@ -136,21 +170,32 @@ def run(engine: Engine, args, interactive: bool) -> int:
             daemon.write_pidfile(args.pidfile)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGQUIT, on_term)
-        signal.signal(signal.SIGHUP, lambda *_: interp.after(0, engine.reload))
+        signal.signal(signal.SIGHUP, lambda *_: interp.after(0, lambda: reload(engine)))
         signal.signal(signal.SIGINT, lambda *_: interp.after(0, engine.dump))
         daemon.sd_notify("READY=1")
         log.info("failsh %s running %s: %d services", engine.opts.node, args.file, len(engine.policy.services))
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: interp.after(0, terminate))
     try:
         if interactive:
             status = repl.interact(engine)
         else:
             interp.mainloop(-1)
-            status = common.EXIT_OK
+            status = EXIT_FAILED if failed else common.EXIT_OK
     finally:
         daemon.sd_notify("STOPPING=1")
         engine.shutdown()
         daemon.remove_pidfile(args.pidfile)
     return status
+
+
+def reload(engine: Engine) -> None:
+    """SIGHUP: re-read the policy, telling systemd (Type=notify) while it happens."""
+    daemon.sd_notify("RELOADING=1")
+    try:
+        engine.reload()
+    finally:
+        daemon.sd_notify("READY=1")
 
 
 if __name__ == "__main__":
