@@ -1,0 +1,332 @@
+"""The Tcl side of failsh with a real interpreter (TclHost + Commands), no network.
+
+Policies are loaded with ``source`` from files in tmp_path, as failsh does, so error
+locations are real file:line pairs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tkinter
+from pathlib import Path
+
+import pytest
+
+from failover.policy import MIN_INTERVAL, Policy
+from failover.procedures import _children, run_procedure
+from failover.states import State
+from failover.tclext import Commands
+from failover.tclhost import PolicyError, TclCommandError, TclHost
+
+
+@pytest.fixture
+def tcl() -> TclHost:
+    return TclHost()
+
+
+@pytest.fixture
+def cmds(tcl: TclHost) -> Commands:
+    return Commands(tcl, Policy("www1"))
+
+
+def tcl_error(tcl: TclHost, script: str) -> tuple[str, str]:
+    """(message, errorcode) of a script that must fail."""
+    out = tcl.interp.eval(f"list [catch {{{script}}} msg opts] $msg [dict get $opts -errorcode]")
+    rc, msg, code = tcl.split(out)
+    assert rc == "1", f"{script!r} did not fail"
+    return msg, code
+
+
+def write(tmp_path: Path, text: str, name: str = "policy.tcl") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# failsvc ----------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["failsvc web masters {www2 www3}", "failsvc web masters www2 www3",
+                                  "failsvc web masters {www2} www3", "failsvc web masters [list www2 www3]"])
+def test_masters_as_one_list_or_several_words(tcl: TclHost, cmds: Commands, form: str) -> None:
+    tcl.interp.eval(form)
+    assert cmds.policy.services["web"].masters == ["www2", "www3"]
+    assert set(cmds.policy.hosts) == {"www2", "www3"}
+
+
+def test_local_node_is_dropped_from_its_lists(tcl: TclHost, cmds: Commands) -> None:
+    tcl.interp.eval("failsvc web masters {www1 www0}; failsvc web slaves {www2 www1 www2}")
+    svc = cmds.policy.services["web"]
+    assert (svc.masters, svc.slaves) == (["www0"], ["www2"])
+    assert "www1" not in cmds.policy.hosts
+
+
+def test_failsvc_values_and_description(tcl: TclHost, cmds: Commands) -> None:
+    tcl.interp.eval("""
+        failsvc web interval 2.5
+        failsvc web timeout 7
+        failsvc web start {startweb now}
+        failsvc web stop stopweb
+        failsvc web reclaim reclaimweb
+        failsvc web check {fo::hasip 10.0.0.1 eth0}
+        failsvc web slaves www2
+    """)
+    svc = cmds.policy.services["web"]
+    assert (svc.interval, svc.timeout, svc.start, svc.check) == (2.5, 7.0, "startweb now", "fo::hasip 10.0.0.1 eth0")
+    desc = tcl.split(tcl.interp.eval("failsvc web"))
+    assert dict(zip(desc[::2], desc[1::2], strict=True))["slaves"] == "www2"
+    assert tcl.interp.eval("dict get [failsvc web] interval") == "2.5"
+
+
+@pytest.mark.parametrize(("script", "code", "message"), [
+    ("failsvc web flavour vanilla", "FAILOVER BADSUBCOMMAND flavour", 'unknown failsvc subcommand "flavour"'),
+    ("failsvc web interval soon", "FAILOVER BADVALUE soon", 'expected a number of seconds for interval but got "soon"'),
+    ("failsvc web interval 0", "FAILOVER BADVALUE 0", f"interval must be between {MIN_INTERVAL:g} and 86400"),
+    ("failsvc web interval -1", "FAILOVER BADVALUE -1", "interval must be between"),
+    ("failsvc web interval NaN", "FAILOVER BADVALUE NaN", "interval must be between"),
+    ("failsvc web interval 1 2", "FAILOVER USAGE", 'wrong # args: should be "failsvc web interval value"'),
+    ("failsvc web timeout 0", "FAILOVER BADVALUE 0", "timeout must be between"),
+    ("failsvc {bad name} interval 1", "FAILOVER BADNAME {bad name}", 'invalid service name "bad name"'),
+    ("failsvc web masters {ok no/slash}", "FAILOVER BADNAME no/slash", 'invalid host name "no/slash"'),
+    ('failsvc web masters "a \\{b"', "FAILOVER BADVALUE", "invalid host list for masters"),
+    ("failsvc", "FAILOVER USAGE", 'wrong # args: should be "failsvc service ?subcommand value ...?"'),
+    ("failsvc nosuch", "FAILOVER NOSERVICE nosuch", 'unknown service "nosuch"'),
+])
+def test_failsvc_errors(tcl: TclHost, cmds: Commands, script: str, code: str, message: str) -> None:
+    msg, errorcode = tcl_error(tcl, script)
+    assert message in msg
+    assert errorcode == code
+    assert cmds.policy.services == {}  # a failed command leaves no half-made service
+
+
+# failhost ---------------------------------------------------------------------------
+def test_failhost_settings(tcl: TclHost, cmds: Commands) -> None:
+    tcl.interp.eval("""
+        failhost www2 port 1900
+        failhost www2 protocol udp
+        failhost www3 protocol TCP
+        failhost www2 address 10.0.0.2
+        failhost www2 community s3cret
+        failhost www2 deadtime 4
+    """)
+    h = cmds.policy.hosts["www2"]
+    assert (h.port, h.protocol, h.address, h.community, h.deadtime) == (1900, "udp", "10.0.0.2", "s3cret", 4.0)
+    assert cmds.policy.hosts["www3"].protocol == "tcp"
+
+
+@pytest.mark.parametrize(("script", "code", "message"), [
+    ("failhost www2 port 0", "FAILOVER BADVALUE 0", 'invalid port "0": expected 1..65535'),
+    ("failhost www2 port 65536", "FAILOVER BADVALUE 65536", 'invalid port "65536"'),
+    ("failhost www2 port http", "FAILOVER BADVALUE http", 'invalid port "http"'),
+    ("failhost www2 protocol sctp", "FAILOVER BADVALUE sctp", 'invalid protocol "sctp": must be tcp or udp'),
+    ("failhost www2 colour blue", "FAILOVER BADSUBCOMMAND colour", 'unknown failhost subcommand "colour"'),
+    ("failhost www2 port", "FAILOVER USAGE", 'wrong # args: should be "failhost hostname'),
+    ("failhost www2 deadtime 0", "FAILOVER BADVALUE 0", "deadtime must be between"),
+    ("failhost www2 address {a b}", "FAILOVER BADVALUE {a b}", 'invalid address "a b"'),
+])
+def test_failhost_errors(tcl: TclHost, cmds: Commands, script: str, code: str, message: str) -> None:
+    msg, errorcode = tcl_error(tcl, script)
+    assert message in msg
+    assert errorcode == code
+    assert cmds.policy.hosts == {}
+
+
+# failtrap ---------------------------------------------------------------------------
+def test_failtrap_register_list_delete(tcl: TclHost, cmds: Commands) -> None:
+    tcl.interp.eval("failtrap state web {ontrap s}; failtrap peer * {ontrap p}; failtrap remote * {ontrap r}")
+    assert [(t.kind, t.pattern) for t in cmds.policy.traps] == [("state", "web"), ("peer", "*"), ("remote", "*")]
+    assert tcl.split(tcl.interp.eval("lindex [failtrap list] 0")) == ["state", "web", "ontrap s"]
+    tcl.interp.eval("failtrap delete peer *")
+    assert [t.kind for t in cmds.policy.traps] == ["state", "remote"]
+    msg, code = tcl_error(tcl, "failtrap reboot * {x}")
+    assert 'unknown failtrap event "reboot"' in msg and code == "FAILOVER BADSUBCOMMAND reboot"
+    msg, code = tcl_error(tcl, "failtrap state")
+    assert code == "FAILOVER USAGE"
+
+
+def test_trap_callback_gets_its_arguments_as_list_elements(tcl: TclHost) -> None:
+    tcl.interp.eval("proc rec {tag args} { set ::got [list $tag {*}$args] }")
+    r = tcl.callback("rec state", "web", "RECOVER", "UP", "master www1 down; start returned UP")
+    assert r.ok
+    assert tcl.split(tcl.interp.getvar("got")) == ["state", "web", "RECOVER", "UP",
+                                                   "master www1 down; start returned UP"]
+
+
+# Python errors become Tcl errors -------------------------------------------------------
+def test_python_exceptions_become_tcl_errors(tcl: TclHost) -> None:
+    def boom(*_args: str) -> str:
+        raise ValueError("lost message?")
+
+    def refuse(*_args: str) -> str:
+        raise TclCommandError("not today", "NOPE", "x")
+
+    def two(a: str, b: str) -> str:
+        return a + b
+
+    tcl.expose("boom", boom)
+    tcl.expose("refuse", refuse)
+    tcl.expose("two", two)
+    assert tcl_error(tcl, "boom") == ("boom: ValueError: lost message?", "PYTHON ValueError")
+    assert tcl_error(tcl, "refuse") == ("not today", "FAILOVER NOPE x")
+    assert tcl_error(tcl, "two a") == ('wrong # args for "two"', "TCL WRONGARGS")
+    assert tcl.interp.eval("two a b") == "ab"
+    # tkinter keeps no exception to raise later from the event loop
+    tcl.interp.mainloop()
+
+
+def test_engine_commands_refused_while_loading(tcl: TclHost, cmds: Commands) -> None:
+    for script in ("getstate web", "setstate web UP", "peers", "schedule on", "startservice web"):
+        msg, code = tcl_error(tcl, script)
+        assert "not available while the policy is loading" in msg and code == "FAILOVER NOTREADY"
+    assert tcl.interp.eval("node") == "www1"
+    tcl.interp.eval("failsvc web interval 1; failsvc db interval 2")
+    assert tcl.interp.eval("services") == "db web"
+
+
+def test_fo_log(tcl: TclHost, cmds: Commands, caplog: pytest.LogCaptureFixture) -> None:
+    tcl.interp.eval("fo::log warning disk almost full")
+    assert "disk almost full" in caplog.text
+    msg, code = tcl_error(tcl, "fo::log loud x")
+    assert code == "FAILOVER USAGE"
+
+
+# Policy files: errors carry file:line ---------------------------------------------------
+def test_syntax_error_names_file_and_line(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
+    p = write(tmp_path, "failsvc web interval 1\n\nproc startweb {args} {\n    return UP\n")
+    with pytest.raises(PolicyError, match=rf"^{p}:3: missing close-brace"):
+        tcl.source(p)
+
+
+def test_unknown_subcommand_in_file_names_its_line(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
+    p = write(tmp_path, "# web\nfailsvc web interval 1\nfailsvc web masters {www2}\nfailsvc web start-proc x\n")
+    with pytest.raises(PolicyError) as info:
+        tcl.source(p)
+    assert str(info.value).startswith(f"{p}:4: unknown failsvc subcommand \"start-proc\"")
+
+
+def test_missing_file(tcl: TclHost, tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="couldn't read file"):
+        tcl.source(tmp_path / "nope.tcl")
+
+
+def test_run_time_error_in_a_proc_reports_the_policy_line(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
+    p = write(tmp_path, """# line 1
+proc helper {} {
+    return [undefined_command]
+}
+
+proc startweb {args} {
+    set x 1
+    helper
+}
+namespace eval ::site {
+    proc stopweb {args} {
+        error "cannot stop"
+    }
+}
+failsvc web start startweb
+""")
+    tcl.source(p)
+    r = tcl.run("startweb")
+    assert not r.ok and r.value == 'invalid command name "undefined_command"'
+    assert r.where == f"{p}:3"
+    r = tcl.run("::site::stopweb")
+    assert (r.value, r.where) == ("cannot stop", f"{p}:12")
+    state, why = run_procedure(tcl, "web", "start", "startweb", 5)
+    assert state is State.FAIL
+    assert why == f'start procedure failed at {p}:3: invalid command name "undefined_command"'
+
+
+def test_proc_redefined_at_the_prompt_forgets_its_file_line(tcl: TclHost, tmp_path: Path) -> None:
+    p = write(tmp_path, "proc f {} {\n    error one\n}\n")
+    tcl.source(p)
+    assert tcl.run("f").where == f"{p}:2"
+    tcl.run("proc f {} {\n    error two\n}")
+    assert tcl.run("f").where == 'procedure "f" line 2'
+
+
+# Procedures ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("script", "state", "reason"), [
+    ("return UP", State.UP, "start procedure returned UP"),
+    ("return recover", State.RECOVER, "start procedure returned RECOVER"),
+    ("return { FAIL }", State.FAIL, "start procedure returned FAIL"),
+    ("return maybe", State.FAIL, "start procedure returned 'maybe', not UP, RECOVER or FAIL"),
+    ("return 1", State.FAIL, "start procedure returned '1', not UP, RECOVER or FAIL"),
+    ("return {}", State.FAIL, "start procedure returned '', not UP, RECOVER or FAIL"),
+    ("error {disk on fire}", State.FAIL, "start procedure failed: disk on fire"),
+    ("exec false", State.FAIL, "start procedure failed: child process exited abnormally"),
+])
+def test_procedure_results(tcl: TclHost, script: str, state: State, reason: str) -> None:
+    assert run_procedure(tcl, "web", "start", script, 5) == (state, reason)
+
+
+@pytest.mark.parametrize(("result", "state"), [("1", State.UP), ("yes", State.UP), ("UP", State.UP),
+                                                ("0", State.FAIL), ("false", State.FAIL),
+                                                ("RECOVER", State.RECOVER), ("perhaps", State.FAIL)])
+def test_check_accepts_states_and_booleans(tcl: TclHost, result: str, state: State) -> None:
+    assert run_procedure(tcl, "web", "check", f"return {result}", 5)[0] is state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_timeout_kills_the_exec_and_only_it(tcl: TclHost, tmp_path: Path) -> None:
+    # a daemon an earlier start procedure left running must survive a later timeout
+    older = tcl.run("exec sleep 60 &")
+    assert older.ok
+    older_pid = int(older.value)
+    pidfile = tmp_path / "pid"
+    t0 = time.monotonic()
+    state, why = run_procedure(tcl, "web", "start", f"exec sh -c {{echo $$ > {pidfile}; exec sleep 30}}", 0.5)
+    took = time.monotonic() - t0
+    assert state is State.FAIL
+    assert why.startswith("start procedure timed out after 0.5 s") and "1 processes it started were killed" in why
+    assert took < 3, took
+    assert not _alive(int(pidfile.read_text()))
+    assert _alive(older_pid)
+    assert tcl.run("set after ok").value == "ok"  # the interpreter is usable again
+    os.kill(older_pid, 9)
+    os.waitpid(older_pid, 0)
+
+
+@pytest.mark.parametrize("script", ["while 1 {}", "while 1 {catch {after 50}}", "after 30000", "vwait forever"])
+def test_timeout_cancels_pure_tcl(tcl: TclHost, script: str) -> None:
+    before = set(_children(os.getpid()))
+    t0 = time.monotonic()
+    state, why = run_procedure(tcl, "web", "reclaim", script, 0.3)
+    assert state is State.FAIL and "timed out" in why
+    assert time.monotonic() - t0 < 2.5
+    assert tcl.run("expr {6 * 7}").value == "42"
+    assert set(_children(os.getpid())) <= before
+
+
+# whatif -------------------------------------------------------------------------------
+def test_whatif(tcl: TclHost, cmds: Commands) -> None:
+    tcl.interp.eval("failsvc web masters {a b}; failsvc web slaves c; failsvc web reclaim fix")
+    ev = tcl.interp.eval
+    assert ev("whatif web") == "start: master a, b down and no slave is UP"  # defaults: RECOVER, peers FAIL
+    assert ev("whatif web a FAIL b FAIL") == "start: master a, b down and no slave is UP"
+    assert ev("whatif web a DOWN b RECOVER") == "wait: master b is RECOVER"
+    assert ev("whatif web local UP a UP") == "stop: master a is UP: handing back"
+    assert ev("whatif web c UP") == "wait: no master ready; waiting for slave c to yield"
+    assert ev("whatif web local fail") == "reclaim: service is FAIL, trying its reclaim procedure"
+    assert tcl_error(tcl, "whatif web d UP") == ('host "d" is neither master nor slave of web', "FAILOVER NOPEER d")
+    assert tcl_error(tcl, "whatif web a")[1] == "FAILOVER USAGE"
+    assert tcl_error(tcl, "whatif web a SIDEWAYS")[1] == "FAILOVER BADSTATE SIDEWAYS"
+    assert tcl_error(tcl, "whatif nosuch")[1] == "FAILOVER NOSERVICE nosuch"
+
+
+def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
+    from failover.failsh import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    assert tcl.interp.eval("fo::sh true") == "1"
+    assert tcl.interp.eval("fo::sh false") == "0"
+    assert tcl.interp.eval("fo::hasip 192.0.2.77 lo") == "0"
+
+
+def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
+    with pytest.raises(tkinter.TclError, match="unknown failsvc subcommand"):
+        tcl.interp.eval("failsvc web nope 1")
