@@ -1,0 +1,47 @@
+# 01-web-master-slave.tcl -- failover 0.5 style: Apache on www1, www2 takes over.
+#
+# The same file runs on both hosts: failsh leaves the local host out of its own
+# masters/slaves lists, so www1 sees "no masters, slave www2" and www2 sees
+# "master www1, no slaves".  Procs are declared with args (0.5 scripts did not know
+# whether failsh passes arguments) and return UP, RECOVER or FAIL.  Tcl 8.4 only.
+
+# This host's name; FO_NODE overrides it (a site convention, handy in test beds).
+if {[info exists env(FO_NODE)]} {
+    set me $env(FO_NODE)
+} else {
+    set me [info hostname]
+}
+
+set initscript /etc/init.d/apache2
+fo::log info "web policy loaded on $me"
+
+proc startweb {args} {
+    global initscript
+    if {[catch {exec $initscript start} msg]} {
+        fo::log error "apache did not start: $msg"
+        return FAIL
+    }
+    return UP
+}
+
+proc stopweb {args} {
+    global initscript
+    if {[catch {exec $initscript stop} msg]} {
+        fo::log error "apache did not stop: $msg"
+        return FAIL
+    }
+    return RECOVER
+}
+
+# A FAILed web server is given another chance once it stops cleanly.
+proc reclaimweb {args} {
+    if {[stopweb] eq "RECOVER"} { return RECOVER }
+    return FAIL
+}
+
+failsvc web interval 2
+failsvc web masters {www1}
+failsvc web slaves {www2}
+failsvc web start startweb
+failsvc web stop stopweb
+failsvc web reclaim reclaimweb
