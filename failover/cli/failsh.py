@@ -198,14 +198,5 @@ def reload(engine: Engine) -> None:
         daemon.sd_notify("READY=1")
 
 
-def reload(engine: Engine) -> None:
-    """SIGHUP: re-read the policy, telling systemd (Type=notify) while it happens."""
-    daemon.sd_notify("RELOADING=1")
-    try:
-        engine.reload()
-    finally:
-        daemon.sd_notify("READY=1")
-
-
 if __name__ == "__main__":
     sys.exit(main())
