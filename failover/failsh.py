@@ -26,8 +26,8 @@ from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
 from failover.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, make_wakeup
-from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, Policy
-from failover.procedures import run_procedure
+from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy
+from failover.procedures import run_guarded, run_procedure
 from failover.scheduler import Scheduler
 from failover.states import State
 from failover.tclext import Commands
@@ -396,8 +396,11 @@ class Engine:
                 self.dirty.discard(name)
 
     def _trap(self, script: str, *args: str) -> None:
-        result = self.tcl.callback(script, *args)
-        if not result.ok:
+        result, killed = run_guarded(self.tcl, lambda: self.tcl.callback(script, *args), TRAP_TIMEOUT)
+        if killed is not None:
+            tlog.error("failtrap script %r timed out after %g s; cancelled, %d processes killed",
+                       script[:60], TRAP_TIMEOUT, killed)
+        elif not result.ok:
             metrics.policy_error(args[0] if args else "", "trap")
             tlog.error("failtrap script failed%s: %s", f" at {result.where}" if result.where else "",
                        result.value)

@@ -10,6 +10,7 @@ DEFAULT_INTERVAL = 1.0      # seconds between runs of a service (0.5 left it uns
 MIN_INTERVAL = 0.05
 DEFAULT_TIMEOUT = 30.0      # seconds a start/stop/reclaim/check procedure may take
 DEAD_FACTOR = 2.5           # a peer silent for DEAD_FACTOR intervals counts as FAIL
+TRAP_TIMEOUT = 10.0         # seconds a failtrap script may take
 
 
 @attrs.define

@@ -18,10 +18,11 @@ import re
 import signal
 import threading
 import tkinter
+from collections.abc import Callable
 from pathlib import Path
 
 from failover.states import BadState, State, parse_state
-from failover.tclhost import TclHost
+from failover.tclhost import ScriptResult, TclHost
 
 log = logging.getLogger("failover.procedures")
 
@@ -35,16 +36,11 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
     ``kind`` is start, stop, reclaim or check.  A check may also return a Tcl boolean:
     true keeps the service UP, false makes it FAIL.
     """
-    watchdog = _Watchdog(tcl, timeout)
-    try:
-        result = tcl.run(script)
-    finally:
-        fired = watchdog.finish()
-    if fired:
-        tcl.clear_cancel()
+    result, killed = run_guarded(tcl, lambda: tcl.run(script), timeout)
+    if killed is not None:
         log.error("%s: %s procedure timed out after %g s", service, kind, timeout)
         return State.FAIL, (f"{kind} procedure timed out after {timeout:g} s; cancelled, "
-                            f"{watchdog.killed} processes it started were killed")
+                            f"{killed} processes it started were killed")
     if not result.ok:
         where = f" at {result.where}" if result.where else ""
         log.error("%s: %s procedure failed%s: %s", service, kind, where, result.value)
@@ -59,6 +55,22 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
             return (State.UP, "check passed") if truth else (State.FAIL, f"check returned {result.value.strip()}")
     log.error("%s: %s procedure returned %r, not UP/RECOVER/FAIL", service, kind, result.value[:80])
     return State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL"
+
+
+def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float) -> tuple[ScriptResult, int | None]:
+    """Call ``run`` (a Tcl evaluation on this thread) under a watchdog of ``timeout`` s.
+
+    Returns its result and, if the watchdog fired, how many processes it killed (else None).
+    """
+    watchdog = _Watchdog(tcl, timeout)
+    try:
+        result = run()
+    finally:
+        fired = watchdog.finish()
+    if fired:
+        tcl.clear_cancel()
+        return result, watchdog.killed
+    return result, None
 
 
 def _boolean(tcl: TclHost, value: str) -> bool | None:

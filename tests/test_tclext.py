@@ -330,3 +330,17 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
 def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
     with pytest.raises(tkinter.TclError, match="unknown failsvc subcommand"):
         tcl.interp.eval("failsvc web nope 1")
+
+
+def test_a_hanging_trap_is_cancelled(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import failover.failsh as failsh_module
+    from failover.failsh import Engine, Options
+
+    monkeypatch.setattr(failsh_module, "TRAP_TIMEOUT", 0.3)
+    engine = Engine(Options(node="www1"))
+    engine.tcl.interp.eval("proc slowtrap {args} { after 30000 }")
+    t0 = time.monotonic()
+    engine._trap("slowtrap", "web", "RECOVER", "UP", "why")
+    assert time.monotonic() - t0 < 2.5
+    assert "failtrap script 'slowtrap' timed out after 0.3 s" in caplog.text
+    assert engine.tcl.run("set ok 1").value == "1"
