@@ -26,7 +26,7 @@ from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
 from failover.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, make_wakeup
-from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy
+from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy, ServiceConfig
 from failover.procedures import run_guarded, run_procedure
 from failover.scheduler import Scheduler
 from failover.states import State
@@ -77,6 +77,8 @@ class Engine:
         self.activated_at = 0.0  # monotonic time of that
         self.stopping = False
         self._lease_held = False  # the local faild was down: no lease until it is rewritten
+        self._busy: set[str] = set()    # services in a run (a procedure may enter the event loop)
+        self._acting: set[str] = set()  # services whose procedure is running
         self.fatal = ""          # why failsh must stop (the network thread died)
         self.on_fatal: Callable[[str], None] | None = None
         self.seq = 0
@@ -256,8 +258,15 @@ class Engine:
     # One run of one service -------------------------------------------------
     def run_service(self, name: str) -> None:
         svc = self.policy.services.get(name)
-        if svc is None or self.net is None or name not in self.local:
-            return
+        if svc is None or self.net is None or name not in self.local or name in self._busy:
+            return  # _busy: a procedure of this service waits in vwait/update; no nested run
+        self._busy.add(name)
+        try:
+            self._run_service(name, svc)
+        finally:
+            self._busy.discard(name)
+
+    def _run_service(self, name: str, svc: ServiceConfig) -> None:
         if not self.net.is_alive():
             self._net_died()
             return
@@ -304,7 +313,17 @@ class Engine:
         """startservice / stopservice from Tcl: run the procedure now, outside the rule."""
         return self._act(name, self.policy.services[name], kind, f"{kind}service command")
 
-    def _act(self, name: str, svc, kind: str, reason: str) -> State:
+    def _act(self, name: str, svc: ServiceConfig, kind: str, reason: str) -> State:
+        if name in self._acting:
+            log.warning("%s: %s requested while a procedure of it runs: ignored", name, kind)
+            return self.local_state(name)
+        self._acting.add(name)
+        try:
+            return self._run_act(name, svc, kind, reason)
+        finally:
+            self._acting.discard(name)
+
+    def _run_act(self, name: str, svc: ServiceConfig, kind: str, reason: str) -> State:
         script = getattr(svc, kind)
         if not script:
             new = {"start": State.UP, "stop": State.RECOVER, "reclaim": State.RECOVER}[kind]

@@ -344,3 +344,38 @@ def test_a_hanging_trap_is_cancelled(monkeypatch: pytest.MonkeyPatch, caplog: py
     assert time.monotonic() - t0 < 2.5
     assert "failtrap script 'slowtrap' timed out after 0.3 s" in caplog.text
     assert engine.tcl.run("set ok 1").value == "1"
+
+
+def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop() -> None:
+    """A procedure that enters the event loop (vwait, update) must not let the scheduler
+    run the same service again inside it: that would start it twice."""
+    from failover.failsh import Engine, Options
+    from failover.peers import PeerView
+
+    engine = Engine(Options(node="www1"))
+    engine.tcl.interp.eval("""
+        set ::starts 0
+        proc startweb {args} {
+            incr ::starts
+            after 100 {set ::waited 1}
+            vwait ::waited
+            return UP
+        }
+        failsvc web interval 0.05
+        failsvc web start startweb
+    """)
+
+    class FakeNet:  # what run_service reads of the network thread
+        snapshot = {"www1": PeerView("www1", "tcp://127.0.0.1:1", status="up")}
+
+        def is_alive(self) -> bool:
+            return True
+
+    engine.net = FakeNet()  # type: ignore[assignment]
+    engine.local["web"] = State.RECOVER
+    engine.active = False  # nothing is written anywhere
+    engine.scheduler.sync({"web": 0.05})  # ticks fire while startweb waits in vwait
+    engine.run_service("web")
+    engine.scheduler.stop()
+    assert engine.tcl.interp.getvar("::starts") == 1
+    assert engine.local["web"] is State.UP
