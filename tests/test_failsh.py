@@ -11,6 +11,7 @@ import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -256,6 +257,39 @@ def test_sighup_reload_and_sigint_dump(make_cluster: Callable[..., Cluster]) -> 
     assert c.failsh["h1"].stop() == 0
     assert c.states("solo") == {"h1": "RECOVER"}
     assert "Traceback" not in c.failsh["h1"].log()
+
+
+def test_sigint_dump_to_a_fifo_stays_open(make_cluster: Callable[..., Cluster]) -> None:
+    """0.5's tracing loop: SIGINT every so often, 'cat' the FIFO; failsh keeps it open."""
+    c = make_cluster(["h1"], SOLO)
+    fifo = c.dir / "h1.dump"
+    os.mkfifo(fifo)
+    c.start()
+    c.wait_states("solo", {"h1": "UP"})
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        got = b""
+        for _ in range(2):
+            c.failsh["h1"].send(signal.SIGINT)
+            deadline = time.monotonic() + 5
+            want = got.count(b"failsh on h1") + 1
+            while got.count(b"failsh on h1") < want and time.monotonic() < deadline:
+                if select.select([reader], [], [], 0.2)[0]:
+                    got += os.read(reader, 65536)
+        assert got.count(b"failsh on h1") == 2, got
+        assert b"solo" in got
+        pid = c.failsh["h1"].proc.pid  # type: ignore[union-attr]
+        fds = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                fds.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:  # closed meanwhile
+                pass
+        assert str(fifo) in fds, "failsh closed the FIFO after the dump"
+    finally:
+        os.close(reader)
+    assert c.failsh["h1"].running()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # not replaced by a regular file
 
 
 BAD_POLICIES = {
