@@ -241,3 +241,12 @@ def test_page_in_chromium_follows_a_failover(cluster: Cluster, browser: Browser,
     assert green > 3000, f"too few UP-green pixels ({green}) in {tmp_path / 'dashboard.png'}"
     assert red > 3000, f"too few FAIL-red pixels ({red}) in {tmp_path / 'dashboard.png'}"
     assert count_colour(rows, AMBER) == 0
+
+
+def test_polling_fallback_in_chromium(cluster: Cluster, browser: Browser) -> None:
+    """/?poll uses /snapshot.json every second instead of the event stream."""
+    browser.open(url(cluster, "/?poll"))
+    wait_until(lambda: (browser.js("+(document.body.dataset.updates||0)") or 0) >= 2, 15,
+               "the polling page to render two snapshots")
+    assert browser.js("document.getElementById('conn').textContent") == "live (polling)"
+    assert browser.js(CELL.format(n=1)) == "web"

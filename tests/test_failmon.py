@@ -237,3 +237,19 @@ def test_curses_unreachable(tmux: list[str], tmp_path: Path) -> None:
     time.sleep(0.1)
     assert Path(f"{out}.rc").read_text().strip() == "3"
     assert "no snapshot from" in out.read_text() and "Traceback" not in out.read_text()
+
+
+def test_history_survives_a_failsh_restart(cluster: Cluster) -> None:
+    """faild persists the transitions; a restarted failsh shows them to failmon."""
+    name = next(n for n in ("www1", "www2") if cluster.states(cluster[n]).get("web") == "UP")
+    h = cluster[name]
+    h.failsh.terminate()  # stops web ("failsh stopping"), the transition goes to faild
+    h.failsh.wait(15)
+    cluster.start_failsh(h)
+
+    def shown() -> str | None:
+        r = failmon("-1", "-t", "3", f"127.0.0.1:{h.monitor_port}")
+        return r.stdout if r.returncode == 0 and "failsh stopping" in r.stdout else None
+    out = wait_until(shown, 15, "the transitions from before the restart")
+    line = next(x for x in out.splitlines() if "failsh stopping" in x)
+    assert f"{name}  web  UP -> RECOVER" in line
