@@ -175,6 +175,7 @@ class Engine:
         except client.ClientError as exc:
             log.warning("%s: local faild unreachable at start (%s), assuming RECOVER", name, exc)
             state = State.RECOVER
+            self._local_down()  # no lease before faild has our states (its file may say UP)
         self.local[name] = state
         self.last_change[name] = time.time()
         if state is State.UP:  # left UP by a failsh that died: stop first, then decide again

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import sys
 import tkinter
 from collections import deque
@@ -23,6 +24,7 @@ try:
 except ImportError:  # pragma: no cover - readline is part of CPython on Linux
     readline = None  # type: ignore[assignment]
 
+_EXIT = re.compile(r"exit(?:\s+(\d{1,3}))?;?")
 HISTORY = Path(os.environ.get("FAILSH_HISTORY", Path.home() / ".failsh_history"))
 BANNER = """failsh interactive shell on node {node}.  Tcl {tcl} with the failover commands.
 Try: failsvc web masters {{a b}} ; whatif web a FAIL b UP ; peers ; services ; schedule on
@@ -157,6 +159,9 @@ def interact(engine: Engine) -> int:
             continue
         if readline is not None and tty:
             readline.add_history(script.replace("\n", " "))
+        typed_exit = _EXIT.fullmatch(script)
+        if typed_exit:  # Tcl's exit would end the process without the shutdown (lease, history)
+            return int(typed_exit.group(1) or 0)
         result = engine.tcl.run(script)
         if result.ok:
             if result.value:

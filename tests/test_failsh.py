@@ -473,6 +473,10 @@ def test_repl_piped_keeps_the_event_loop_running(faild: FaildProcess) -> None:
     assert b"wait: master b is UP" in out
     assert b'error: invalid command name "nosuch"' in err
     assert proc.returncode == 1  # a failed command in piped input
+    # exit ends the prompt through failsh's own shutdown, with its status
+    r = subprocess.run([sys.executable, "-m", "failover.cli.failsh", "-N", "x", "--faild", faild.address],
+                       input=b"puts one\nexit 3\nputs two\n", capture_output=True, timeout=20)
+    assert (r.returncode, r.stdout) == (3, b"one\n")
 
 
 SAMPLES = sorted((ROOT / "samples" / "policies").glob("*.tcl"))
