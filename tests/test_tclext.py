@@ -292,6 +292,22 @@ def test_timeout_kills_the_exec_and_only_it(tcl: TclHost, tmp_path: Path) -> Non
     os.waitpid(older_pid, 0)
 
 
+def test_timeout_of_a_proc_doing_exec_sleep(tcl: TclHost) -> None:
+    tcl.interp.eval("proc slow {args} { exec sleep 30 }")
+    t0 = time.monotonic()
+    state, why = run_procedure(tcl, "web", "stop", "slow", 0.5)
+    assert (state, why.split(";")[0]) == (State.FAIL, "stop procedure timed out after 0.5 s")
+    assert time.monotonic() - t0 < 2.5
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():  # no "sleep 30" of ours is left
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        assert not (cmdline == b"sleep\x0030\x00" and ppid == me), f"sleep 30 still runs as {entry.name}"
+
+
 @pytest.mark.parametrize("script", ["while 1 {}", "while 1 {catch {after 50}}", "after 30000", "vwait forever"])
 def test_timeout_cancels_pure_tcl(tcl: TclHost, script: str) -> None:
     before = set(_children(os.getpid()))
