@@ -98,6 +98,8 @@ class Engine:
         self.dashboard: dashboard.Dashboard | None = None
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
+        else:  # installed without the source tree: fo::sh, fo::ipup ... are missing
+            tlog.warning("Tcl library %s not found: the fo:: helper procs are not available", TCL_LIBRARY)
 
     # Loading -------------------------------------------------------------
     def load(self, path: Path) -> None:
