@@ -205,7 +205,10 @@ class NetThread(threading.Thread):
                 sock = self._ctx.socket(zmq.DEALER)
                 configure_socket(sock)
                 sock.setsockopt(zmq.IMMEDIATE, 1)  # don't queue polls for a peer that is down
-                sock.connect(spec.endpoint)
+                try:
+                    sock.connect(spec.endpoint)
+                except zmq.ZMQError as exc:  # unusable address: the host stays silent, so FAIL
+                    log.error("%s: cannot use address %s: %s", name, spec.endpoint, exc.strerror)
                 poller.register(sock, zmq.POLLIN)
                 peers[name] = _Peer(spec, sock, now)
         self.snapshot = {n: p.view for n, p in peers.items()}

@@ -10,6 +10,7 @@ errorcode starts with FAILOVER; nothing a policy does can raise a Python traceba
 from __future__ import annotations
 
 import logging
+import re
 import tkinter
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ log = logging.getLogger("failover.policy")
 SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout")
 HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime")
 TRAP_KINDS = ("state", "peer", "remote")
+ADDRESS = re.compile(r"[A-Za-z0-9._%-]+(:\d{1,5})?|\[[0-9A-Fa-f:.%a-z]+\](:\d{1,5})?|[0-9A-Fa-f:]+")
 
 
 def _name(kind: str, name: str) -> str:
@@ -137,8 +139,9 @@ class Commands:
                 raise TclCommandError(f"invalid protocol \"{value}\": must be tcp or udp", "BADVALUE", value)
             parsed = value.lower()  # kept for 0.5 scripts; ZeroMQ always uses TCP
         elif sub == "address":
-            if not value or any(c.isspace() for c in value):
-                raise TclCommandError(f"invalid address \"{value}\"", "BADVALUE", value)
+            if not ADDRESS.fullmatch(value):
+                raise TclCommandError(f"invalid address \"{value}\": expected a host name or an IP address, "
+                                      "optionally with :PORT", "BADVALUE", value)
             parsed = value
         elif sub == "community":
             if not value or len(value) > 128:

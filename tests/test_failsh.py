@@ -318,6 +318,12 @@ def test_check_reports_file_and_line(tmp_path: Path, case: str) -> None:
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args", [["-P", "www2=a;b"], ["-P", "www2"], ["--dead-factor", "0.5"], ["-m", "70000"]])
+def test_bad_command_lines(tmp_path: Path, args: list[str]) -> None:
+    r = run_cli("failsh", "--check", "-N", "www1", "-f", str(ROOT / "samples/policies/01-web-master-slave.tcl"), *args)
+    assert r.returncode == 2 and r.stderr.startswith("failsh: "), r.stderr
+
+
 def test_check_good_policy_lists_services(tmp_path: Path) -> None:
     good = tmp_path / "web.tcl"
     good.write_text(WEB.replace("svc_start web", "list UP").replace("svc_stop web", "list RECOVER"))

@@ -105,6 +105,7 @@ def test_failhost_settings(tcl: TclHost, cmds: Commands) -> None:
         failhost www2 protocol udp
         failhost www3 protocol TCP
         failhost www2 address 10.0.0.2
+        failhost www4 address {[2001:db8::4]:1900}
         failhost www2 community s3cret
         failhost www2 deadtime 4
     """)
@@ -122,6 +123,8 @@ def test_failhost_settings(tcl: TclHost, cmds: Commands) -> None:
     ("failhost www2 port", "FAILOVER USAGE", 'wrong # args: should be "failhost hostname'),
     ("failhost www2 deadtime 0", "FAILOVER BADVALUE 0", "deadtime must be between"),
     ("failhost www2 address {a b}", "FAILOVER BADVALUE {a b}", 'invalid address "a b"'),
+    ("failhost www2 address {a;b}", "FAILOVER BADVALUE {a;b}", 'invalid address "a;b"'),
+    ("failhost www2 address tcp://h:1", "FAILOVER BADVALUE tcp://h:1", 'invalid address "tcp://h:1"'),
 ])
 def test_failhost_errors(tcl: TclHost, cmds: Commands, script: str, code: str, message: str) -> None:
     msg, errorcode = tcl_error(tcl, script)

@@ -14,6 +14,7 @@ from failover.cli import common
 from failover.client import endpoint_for
 from failover.failsh import Engine, Options
 from failover.policy import DEAD_FACTOR
+from failover.tclext import ADDRESS
 from failover.tclhost import PolicyError
 
 log = logging.getLogger("failover.scheduler")
@@ -79,7 +80,7 @@ def options(args) -> Options:
     addresses = {}
     for item in args.peer:
         name, sep, addr = item.partition("=")
-        if not sep or not name or not addr:
+        if not sep or not name or not ADDRESS.fullmatch(addr):
             raise ValueError(f"-P expects NAME=ADDRESS[:PORT], not {item!r}")
         addresses[name] = addr
     # a prompt without a policy must not take the ports of the failsh that runs the host
@@ -89,6 +90,8 @@ def options(args) -> Options:
     for what, port in (("monitor", monitor_port), ("debug", debug_port)):
         if not 0 <= port < 65536:
             raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")
+    if not 1 <= args.dead_factor <= 100:
+        raise ValueError(f"--dead-factor {args.dead_factor:g}: expected 1 to 100 intervals")
     monitor = f"tcp://{args.monitor_listen}:{monitor_port}" if monitor_port else None
     control = f"tcp://127.0.0.1:{debug_port}" if debug_port else None
     if args.http:
