@@ -291,6 +291,10 @@ class Engine:
         if unknown:
             self._note(name, f"wait: no answer yet from {', '.join(unknown)}")
             return
+        refused = sorted(h for h, v in views.items() if v.status == UP and v.error)
+        if refused:  # a faild that answers but refuses (community): its state is unknown, not FAIL
+            self._note(name, f"wait: {', '.join(refused)} refused our poll ({views[refused[0]].error})")
+            return
         if self.local[name] is not State.UP:
             # start-up grace: a master whose faild answers but whose failsh has no lease
             # yet may be starting with us (a cluster boot); give it one dead time

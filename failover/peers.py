@@ -249,10 +249,12 @@ class NetThread(threading.Thread):
         peer.last_ok = now
         metrics.observe_query(peer.spec.name, now - sent)
         old = peer.view
-        if not reply["ok"]:
-            log.warning("%s refused %s: %s", peer.spec.name, reply.get("error"), reply["message"])
-            peer.view = attrs.evolve(old, status=UP, error=reply["message"], last_seen=time.time())
-            return old.status != UP
+        if not reply["ok"]:  # e.g. DENIED: a community problem; failsh waits, it does not guess
+            error = f"{reply.get('error')}: {reply['message']}"
+            if error != old.error:
+                log.warning("%s refused our poll: %s", peer.spec.name, error)
+            peer.view = attrs.evolve(old, status=UP, error=error, last_seen=time.time())
+            return old.status != UP or old.error != error
         host = reply.get("host") or {}
         fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
                         "lease": host.get("lease"), "started": host.get("started")}

@@ -105,14 +105,22 @@ class FailshProcess:
 class Cluster:
     """Hosts ``names`` sharing one policy text (written to ``policy.tcl``)."""
 
-    def __init__(self, directory: Path, names: Iterable[str], policy: str) -> None:
+    def __init__(self, directory: Path, names: Iterable[str], policy: str,
+                 communities: dict[str, str] | None = None) -> None:
+        """``communities``: host -> community file text for its faild (default: none)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
         self.names = list(names)
         self.policy = directory / "policy.tcl"
         self.policy.write_text(MARKERS + policy)
         self.env = {**os.environ, "FO_DIR": str(directory)}
-        self.failds = {n: FaildProcess(directory / f"faild-{n}", node=n) for n in self.names}
+        self.failds = {}
+        for n in self.names:
+            cfile = None
+            if communities and n in communities:
+                cfile = directory / f"{n}.communities"
+                cfile.write_text(communities[n])
+            self.failds[n] = FaildProcess(directory / f"faild-{n}", node=n, communities=cfile)
         self.failsh: dict[str, FailshProcess] = {}
 
     # Processes ------------------------------------------------------------

@@ -50,8 +50,8 @@ failtrap state * {trap state}
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
-    def make(names: list[str], policy: str) -> Cluster:
-        c = Cluster(tmp_path / f"cluster{len(made)}", names, policy)
+    def make(names: list[str], policy: str, **options: object) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(made)}", names, policy, **options)  # type: ignore[arg-type]
         made.append(c)
         return c
 
@@ -215,6 +215,23 @@ def test_slave_alone_takes_over_from_master_without_failsh(make_cluster: Callabl
     c.start("www2")
     c.wait_states("web", {"www1": None, "www2": "UP"}, timeout=8)
     assert "web: RECOVER -> UP: master www1 down and no slave is UP" in c.failsh["www2"].log()
+
+
+def test_a_refused_poll_is_waited_on_not_taken_as_fail(make_cluster: Callable[..., Cluster]) -> None:
+    """www1's faild refuses community public: www2 cannot know the state, so it must not
+    start the service (that would be two UP); failhost ... community fixes it."""
+    c = make_cluster(["www1", "www2"], WEB, communities={"www1": "* secret RW\n"})
+    c.start_failds()
+    c.start_failsh("www1", extra=["--faild-community", "secret"])
+    wait_for(lambda: c.failsh["www1"].running() and "-> UP" in c.failsh["www1"].log(), 8, "www1 UP")
+    c.start_failsh("www2")
+    wait_for(lambda: "www1 refused our poll: DENIED" in c.failsh["www2"].log(), 5, "the refusal logged")
+    assert all(s["www2"] == "RECOVER" for s in c.watch("web", 1.0))
+    # the right community in the policy: www2 sees www1 UP; after www1's failsh dies, takes over
+    c.policy.write_text(c.policy.read_text() + "failhost www1 community secret\n")
+    c.failsh["www2"].send(signal.SIGHUP)
+    c.failsh["www1"].kill9()
+    c.wait_states("web", {"www2": "UP"}, timeout=8)
 
 
 SOLO = r"""
