@@ -242,6 +242,11 @@ class Engine:
                                   host.deadtime or self.opts.dead_factor * interval, community))
         return specs
 
+    def _young(self, view: PeerView, deadtime: float) -> bool:
+        now = time.monotonic()
+        return now - self.activated_at < deadtime or (view.restarted is not None
+                                                       and now - view.restarted < deadtime)
+
     def _deadtime(self, name: str) -> float:
         host = self.policy.hosts.get(name)
         return (host.deadtime if host and host.deadtime else
@@ -296,12 +301,13 @@ class Engine:
             self._note(name, f"wait: {', '.join(refused)} refused our poll ({views[refused[0]].error})")
             return
         if self.local[name] is not State.UP:
-            # start-up grace: a master whose faild answers but whose failsh has no lease
-            # yet may be starting with us (a cluster boot); give it one dead time
+            # grace: a master whose faild answers but whose failsh has no lease yet may be
+            # starting with us (a cluster boot), or its faild just restarted and its failsh
+            # has not renewed the lease yet; give it one dead time before counting it FAIL
             young = sorted(h for h in svc.masters if views[h].status == UP and views[h].lease is None
-                           and time.monotonic() - self.activated_at < self._deadtime(h))
+                           and self._young(views[h], self._deadtime(h)))
             if young:
-                self._note(name, f"wait: start-up grace for master {', '.join(young)} "
+                self._note(name, f"wait: grace for master {', '.join(young)} "
                                  "(faild answers, no failsh lease yet)")
                 return
         masters = {h: views[h].state_of(name) for h in svc.masters}

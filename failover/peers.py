@@ -52,6 +52,7 @@ class PeerView:
     last_call: float | None = None  # wall clock of the last request
     rtt: float | None = None
     started: float | None = None
+    restarted: float | None = None  # monotonic time this thread saw its faild restart
     lease: float | None = None     # seconds left of its failsh's lease; None: no failsh
     services: dict[str, ServiceRecord] = attrs.field(factory=dict)
     error: str = ""
@@ -94,6 +95,7 @@ class NetThread(threading.Thread):
         self.ready = threading.Event()
         self.error: str = ""
         self._halt = threading.Event()
+        self._renew_now = False
         self._ids = itertools.count(1)
         self._ctx = zmq.Context.instance()
 
@@ -152,6 +154,8 @@ class NetThread(threading.Thread):
         self.ready.set()
         while not self._halt.is_set():
             now = time.monotonic()
+            if self._renew_now:
+                next_lease, self._renew_now = 0.0, False
             if self.lease_ttl > 0 and now >= next_lease:
                 self._send(peers[self.local.name], "lease", ttl=self.lease_ttl)
                 next_lease = now + self.lease_ttl / 3
@@ -258,6 +262,10 @@ class NetThread(threading.Thread):
         host = reply.get("host") or {}
         fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
                         "lease": host.get("lease"), "started": host.get("started")}
+        if old.started is not None and fields["started"] != old.started:
+            fields["restarted"] = now  # a new faild process: its failsh needs a moment to renew
+            if peer.spec.name == self.local.name:
+                self._renew_now = True  # and that failsh is us
         if "services" in reply:
             fields["services"] = {s["name"]: record_from_wire(s) for s in reply["services"]}
         peer.view = attrs.evolve(old, **fields)

@@ -209,6 +209,21 @@ def test_kill9_of_master_faild(make_cluster: Callable[..., Cluster]) -> None:
     assert not any(both_up(s) for s in samples), samples
 
 
+def test_quick_restart_of_master_faild_is_not_a_failover(make_cluster: Callable[..., Cluster]) -> None:
+    """faild restarted (an upgrade): for a moment it answers without a lease.  The slave
+    gives it one dead time (3 s here) instead of taking the service; the master's failsh
+    renews its lease as soon as it sees the new faild."""
+    c = make_cluster(["www1", "www2"], WEB + "failhost www1 deadtime 3\n")
+    c.start("www1")
+    c.wait_states("web", {"www1": "UP"})
+    c.start_failsh("www2")
+    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
+    c.failds["www1"].restart()
+    samples = c.watch("web", 2.0)
+    assert all(s["www2"] == "RECOVER" for s in samples), samples
+    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, effective=True, timeout=5)
+
+
 def test_slave_alone_takes_over_from_master_without_failsh(make_cluster: Callable[..., Cluster]) -> None:
     """www1's faild answers but no failsh runs there (no lease): its services count FAIL."""
     c = make_cluster(["www1", "www2"], WEB)
