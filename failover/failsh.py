@@ -313,6 +313,10 @@ class Engine:
         masters = {h: views[h].state_of(name) for h in svc.masters}
         slaves = {h: views[h].state_of(name) for h in svc.slaves}
         decision = decide(self.local[name], masters, slaves, bool(svc.reclaim))
+        hold = self._hold(name, svc, decision.action, views)
+        if hold:
+            self._note(name, f"wait: {hold} (rule said {decision})", logging.WARNING)
+            return
         self._note(name, str(decision))
         if decision.action in (Action.START, Action.STOP, Action.RECLAIM):
             self._act(name, svc, decision.action.value, decision.reason)
@@ -321,6 +325,26 @@ class Engine:
             metrics.procedure(name, "check", why)
             if state is not State.UP:
                 self.set_local(name, state, why)
+
+    def _hold(self, name: str, svc: ServiceConfig, action: Action, views: dict[str, PeerView]) -> str:
+        """Why a START or STOP the rule wants must wait: hold-down or split-brain guard."""
+        if action is Action.STOP and svc.holddown:
+            up_for = time.time() - self.last_change.get(name, 0.0)
+            if up_for < svc.holddown:
+                return f"hold-down: handing back once UP for {svc.holddown:g} s"
+        silent = sorted(h for h in svc.masters if views[h].status == DOWN)
+        if action is not Action.START or not silent:
+            return ""  # the guard is for taking over from a master we cannot hear
+        if svc.witnesses:
+            seen = [w for w in svc.witnesses if (v := self.net.snapshot.get(w)) is not None and v.status == UP]
+            if len(seen) < svc.needed_witnesses():
+                return (f"split-brain guard: master {', '.join(silent)} silent but only {len(seen)} of "
+                        f"{len(svc.witnesses)} witnesses reachable (need {svc.needed_witnesses()})")
+        if svc.tiebreaker:
+            state, why = run_procedure(self.tcl, name, "tiebreaker", svc.tiebreaker, svc.timeout)
+            if state is not State.UP:
+                return f"split-brain guard: tie-breaker said no ({why})"
+        return ""
 
     def run_action(self, name: str, kind: str) -> State:
         """startservice / stopservice from Tcl: run the procedure now, outside the rule."""
@@ -347,9 +371,9 @@ class Engine:
         self.set_local(name, new, f"{reason}; {why}")
         return new
 
-    def _note(self, name: str, decision: str) -> None:
+    def _note(self, name: str, decision: str, level: int = logging.DEBUG) -> None:
         if self.decisions.get(name) != decision:
-            log.debug("%s: %s", name, decision)
+            log.log(level, "%s: %s", name, decision)
             self.decisions[name] = decision
             self.publish()
 

@@ -24,9 +24,21 @@ class ServiceConfig:
     reclaim: str = ""
     check: str = ""
     timeout: float = DEFAULT_TIMEOUT
+    holddown: float = 0.0           # minimum time UP before handing back (flap protection)
+    witnesses: list[str] = attrs.Factory(list)  # third hosts that must be reachable to take over
+    quorum: int = 0                 # witnesses needed; 0: a majority of them
+    tiebreaker: str = ""            # script that must return true to take over from a silent master
 
     def peers(self) -> list[str]:
+        """The hosts the decision rule looks at."""
         return self.masters + self.slaves
+
+    def polled(self) -> list[str]:
+        """Every host whose faild failsh polls for this service."""
+        return self.masters + self.slaves + [w for w in self.witnesses if w not in self.peers()]
+
+    def needed_witnesses(self) -> int:
+        return self.quorum or len(self.witnesses) // 2 + 1
 
 
 @attrs.define
@@ -70,8 +82,8 @@ class Policy:
             self.host(n)
 
     def interval_for(self, host: str) -> float:
-        intervals = [s.interval for s in self.services.values() if host in s.peers()]
+        intervals = [s.interval for s in self.services.values() if host in s.polled()]
         return min(intervals, default=DEFAULT_INTERVAL)
 
     def services_of(self, host: str) -> list[str]:
-        return [s.name for s in self.services.values() if host in s.peers()]
+        return [s.name for s in self.services.values() if host in s.polled()]

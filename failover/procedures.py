@@ -49,7 +49,7 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
         return parse_state(result.value), f"{kind} procedure returned {result.value.strip().upper()}"
     except BadState:
         pass
-    if kind == "check":
+    if kind in ("check", "tiebreaker"):
         truth = _boolean(tcl, result.value)
         if truth is not None:
             return (State.UP, "check passed") if truth else (State.FAIL, f"check returned {result.value.strip()}")

@@ -14,7 +14,9 @@ import re
 import tkinter
 from typing import TYPE_CHECKING
 
+from failover.client import ClientError, RequestFailed
 from failover.decide import decide
+from failover.hc.monitor import healthy as hc_healthy
 from failover.policy import MIN_INTERVAL, Policy, Trap
 from failover.protocol import valid_name
 from failover.states import BadState, State, parse_state
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("failover.policy")
 
-SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout")
+SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout",
+                   "holddown", "witnesses", "quorum", "tiebreaker")
+_HOST_LISTS = ("masters", "slaves", "witnesses")
 HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime")
 TRAP_KINDS = ("state", "peer", "remote")
 ADDRESS = re.compile(r"[A-Za-z0-9._%-]+(:\d{1,5})?|\[[0-9A-Fa-f:.%a-z]+\](:\d{1,5})?|[0-9A-Fa-f:]+")
@@ -70,7 +74,7 @@ class Commands:
         self.engine = engine
         for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
                      "startservice", "stopservice", "services", "hosts", "node", "whatif",
-                     "schedule", "fo::log"):
+                     "schedule", "healthy", "fo::log"):
             tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
 
     def _engine(self, cmd: str) -> Engine:
@@ -95,7 +99,7 @@ class Commands:
                                   f"{', '.join(SVC_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
         # validate first: a failing command leaves no half-made service behind
         value: object
-        if sub in ("masters", "slaves"):  # one braced list or several words: flatten both
+        if sub in _HOST_LISTS:  # one braced list or several words: flatten both
             try:
                 value = [_name("host", h) for v in values for h in self.tcl.split(v)]
             except tkinter.TclError as exc:
@@ -106,10 +110,17 @@ class Commands:
             value = _seconds("interval", values[0], MIN_INTERVAL)
         elif sub == "timeout":
             value = _seconds("timeout", values[0], 0.01)
+        elif sub == "holddown":
+            value = _seconds("holddown", values[0])
+        elif sub == "quorum":
+            if not values[0].isdigit() or int(values[0]) > 100:
+                raise TclCommandError(f"quorum must be a number of witnesses 0..100, not \"{values[0]}\"",
+                                      "BADVALUE", values[0])
+            value = int(values[0])
         else:
             value = values[0]
         svc = self.policy.service(svc_name)
-        if sub in ("masters", "slaves"):
+        if sub in _HOST_LISTS:
             self.policy.set_hosts(svc, sub, value)
         else:
             setattr(svc, sub, value)
@@ -122,7 +133,8 @@ class Commands:
             raise TclCommandError(f"unknown service \"{name}\"", "NOSERVICE", name)
         return ("interval", svc.interval, "masters", tuple(svc.masters), "slaves", tuple(svc.slaves),
                 "start", svc.start, "stop", svc.stop, "reclaim", svc.reclaim, "check", svc.check,
-                "timeout", svc.timeout)
+                "timeout", svc.timeout, "holddown", svc.holddown, "witnesses", tuple(svc.witnesses),
+                "quorum", svc.quorum, "tiebreaker", svc.tiebreaker)
 
     def failhost(self, *args: str) -> object:
         if len(args) != 3:
@@ -260,6 +272,18 @@ class Commands:
                 raise _usage("schedule", "?on|off?")
             engine.set_scheduling(mode == "on")
         return "on" if engine.scheduling else "off"
+
+    def healthy(self, check: str, where: str = "localhost", timeout: str = "1") -> int:
+        """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
+
+        An hc that does not answer counts as unhealthy; an unknown check is an error.
+        """
+        try:
+            return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
+        except RequestFailed as exc:
+            raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
+        except ClientError as exc:
+            raise TclCommandError(f"healthy {check}: {exc}", "HC") from None
 
     def cmd_log(self, level: str, *message: str) -> str:
         levels = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,

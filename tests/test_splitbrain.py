@@ -1,0 +1,90 @@
+"""Split-brain guard and hold-down on real faild/failsh processes on loopback.
+
+A slave that cannot hear its master may be the one cut off.  With witnesses or a
+tie-breaker configured it only takes over when they agree; with a hold-down it keeps a
+service it took over for a while before handing it back, so a flapping master does not
+bounce the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cluster import Cluster, both_up
+from test_failsh import WEB
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    made: list[Cluster] = []
+
+    def make(names: list[str], policy: str) -> Cluster:
+        made.append(Cluster(tmp_path / f"cluster{len(made)}", names, policy))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _master_up_slave_waiting(c: Cluster) -> None:
+    c.start_failds()
+    c.start_failsh("www1")
+    c.wait_states("web", {"www1": "UP"})
+    c.start_failsh("www2")
+    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
+
+
+def test_witness_quorum_blocks_takeover_until_a_witness_is_reachable(
+        make_cluster: Callable[..., Cluster]) -> None:
+    c = make_cluster(["www1", "www2", "wit"], WEB + "failsvc web witnesses {wit}\n")
+    _master_up_slave_waiting(c)
+    c.failds["wit"].kill9()          # the witness is gone too: www2 could be the isolated one
+    c.failsh["www1"].kill9()
+    c.failds["www1"].kill9()
+    samples = c.watch("web", 2.5)
+    assert all(s["www2"] == "RECOVER" for s in samples), samples
+    assert "split-brain guard: master www1 silent but only 0 of 1 witnesses reachable" in c.failsh["www2"].log()
+    c.failds["wit"].start()          # the witness answers: the master really is gone
+    c.wait_states("web", {"www2": "UP"}, timeout=8)
+
+
+def test_tiebreaker_saying_no_keeps_the_slave_down(make_cluster: Callable[..., Cluster]) -> None:
+    policy = WEB + ("proc tiebreak {args} { return [file exists [fo_file tiebreak ok]] }\n"
+                    "failsvc web tiebreaker tiebreak\n")
+    c = make_cluster(["www1", "www2"], policy)
+    _master_up_slave_waiting(c)
+    c.failsh["www1"].kill9()
+    c.failds["www1"].kill9()
+    samples = c.watch("web", 2.5)
+    assert all(s["www2"] == "RECOVER" for s in samples), samples
+    assert "tie-breaker said no" in c.failsh["www2"].log()
+    (c.dir / "www2.tiebreak.ok").touch()
+    c.wait_states("web", {"www2": "UP"}, timeout=8)
+
+
+def test_guard_does_not_delay_takeover_from_a_master_that_says_fail(
+        make_cluster: Callable[..., Cluster]) -> None:
+    """A master that answers FAIL is not a partition: no witness is needed."""
+    c = make_cluster(["www1", "www2", "wit"], WEB + "failsvc web witnesses {wit}\n")
+    _master_up_slave_waiting(c)
+    c.failds["wit"].kill9()
+    c.failsh["www1"].stop()          # graceful: stops web and gives up its lease
+    c.wait_states("web", {"www2": "UP"}, timeout=8)
+
+
+def test_holddown_keeps_a_taken_over_service_before_handing_back(
+        make_cluster: Callable[..., Cluster]) -> None:
+    c = make_cluster(["www1", "www2"], WEB + "failsvc web holddown 4\n")
+    _master_up_slave_waiting(c)
+    c.failsh["www1"].kill9()
+    c.wait_states("web", {"www2": "UP"}, timeout=8)
+    c.start_failsh("www1")           # the master is back at once: no bounce yet
+    c.wait_states("web", {"www1": "RECOVER"}, timeout=8)
+    samples = c.watch("web", 1.5)
+    assert all(s == {"www1": "RECOVER", "www2": "UP"} for s in samples), samples
+    assert "hold-down: handing back once UP for 4 s" in c.failsh["www2"].log()
+    samples = c.sample("web", lambda s: s == {"www1": "UP", "www2": "RECOVER"}, timeout=10, effective=True)
+    assert not any(both_up(s) for s in samples), samples
