@@ -12,6 +12,7 @@ import os
 import queue
 import signal
 import stat
+import sys
 import threading
 import time
 import tkinter
@@ -36,7 +37,10 @@ from failover.tclhost import PolicyError, TclHost
 log = logging.getLogger("failover.scheduler")
 tlog = logging.getLogger("failover.policy")
 
-TCL_LIBRARY = Path(__file__).resolve().parent.parent / "tcl" / "failover.tcl"
+# the checkout (editable install), else where pyproject's data-files put it (pip install .)
+TCL_LIBRARY = next((p for p in (Path(__file__).resolve().parent.parent / "tcl" / "failover.tcl",
+                                Path(sys.prefix) / "share" / "failover" / "tcl" / "failover.tcl") if p.exists()),
+                   Path(sys.prefix) / "share" / "failover" / "tcl" / "failover.tcl")
 
 # What the control port (-D) answers: reads and log levels, never a state change
 CONTROL_OPS = frozenset({"ping", "get", "list", "history", "loglevel"})
@@ -95,6 +99,7 @@ class Engine:
                                               Rules({("*", opts.control_community): 2}),
                                               server.host_info(opts.node))
         self.net: NetThread | None = None
+        self._curves: dict[str, keys.Curve] = {}  # host -> CURVE settings (_curve)
         self.dashboard: dashboard.Dashboard | None = None
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
