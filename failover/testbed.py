@@ -11,9 +11,10 @@ Safety: the root namespace has no route to 10.99.N.0/24, so a connection from it
 the default gateway, off the machine.  Every program that sends traffic is therefore started
 with ``ip netns exec``; the root namespace only runs ``ip``/``tc``/``nft`` configuration commands.
 
-Cleanup: ``close()`` (called by ``__exit__``, by atexit, and on SIGTERM/SIGHUP) kills every
-process group it started, then every process left in its namespaces, then deletes the
-namespaces (which destroys the veths and the bridge) and its temp dir.  A run that was killed
+Cleanup: ``close()`` (called by ``__exit__``, by atexit, and on SIGTERM/SIGHUP, after which
+the process still dies of the signal) kills every process group it started, then every
+process left in its namespaces, then deletes the namespaces (which destroys the veths and the
+bridge) and its temp dir.  A run that was killed
 with SIGKILL leaves its namespaces behind; ``stale_cleanup()`` (run by every new Testbed)
 removes those whose owner pid is gone.
 
@@ -67,6 +68,7 @@ _serial = 0
 _serial_lock = threading.Lock()
 _live: set[Testbed] = set()
 _signals_installed = False
+_pending_signal: int | None = None
 
 
 class TestbedError(RuntimeError):
@@ -179,10 +181,19 @@ def _close_all() -> None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    # Turn the signal into SystemExit so `with` blocks and finally clauses run their cleanup.
+    # Clean up, then die of the signal as the default action would (exit status and all): a
+    # SystemExit instead would be caught by pytest as one failed test and the run would go on.
+    global _pending_signal
     if any(tb._closing for tb in _live):
-        return  # already cleaning up; do not interrupt it
-    raise SystemExit(128 + signum)
+        _pending_signal = signum  # let that cleanup finish; close() delivers the signal again
+        return
+    _close_all()
+    _die(signum)
+
+
+def _die(signum: int) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _install_signal_handlers() -> None:
@@ -341,6 +352,11 @@ class Testbed:
             self._closed = True
             self._closing = False
             _live.discard(self)
+        global _pending_signal
+        if _pending_signal is not None and not any(tb._closing for tb in _live):
+            signum, _pending_signal = _pending_signal, None
+            _close_all()
+            _die(signum)
 
     def _stop_all(self) -> None:
         running = [p for p in self._procs if p.poll() is None]

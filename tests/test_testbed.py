@@ -75,7 +75,7 @@ def test_cleanup_after_signal(sig):
         nss = json.loads(p.stdout.readline())
         assert set(nss) <= set(list_namespaces())
         p.send_signal(sig)
-        p.wait(timeout=10)
+        assert p.wait(timeout=10) == -sig  # cleaned up, and still died of the signal
     finally:
         if p.poll() is None:
             p.kill()
