@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from failover import protocol
+from failover import keys, protocol
 from failover.model import HostInfo, ServiceRecord, Transition
 from failover.states import State, parse_state
 
@@ -76,7 +76,10 @@ class Client:
     _ids = itertools.count(1)
 
     def __init__(self, endpoint: str, community: str = protocol.DEFAULT_COMMUNITY,
-                 timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None) -> None:
+                 timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None,
+                 curve: keys.Curve | None = None) -> None:
+        """``curve``: authenticate and encrypt with CURVE (a faild started with --curve-secret
+        answers nothing else); a faild that refuses the key looks unreachable."""
         self.endpoint = endpoint
         self.community = community
         self.timeout = timeout
@@ -86,6 +89,9 @@ class Client:
         configure_socket(self._sock)
         self._sock.setsockopt(zmq.REQ_RELAXED, 1)
         self._sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        self._sock.sndtimeo = max(1, int(timeout * 1000))  # a send can block: see call()
+        if curve is not None:
+            keys.client_socket(self._sock, curve.identity, curve.server)
         try:
             self._sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -108,14 +114,32 @@ class Client:
         request = protocol.Request(op=op, id=rid, community=self.community, **fields)
         frame = protocol.encode(request.to_wire())
         for _attempt in range(self.retries + 1):
-            self._sock.send(frame)
-            reply = self._await(rid, time.monotonic() + self.timeout)
+            deadline = time.monotonic() + self.timeout
+            try:
+                self._sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:  # no connection left to queue on (handshake refused): see rearm()
+                self.rearm()
+                try:
+                    self._sock.send(frame)  # bounded by sndtimeo
+                except zmq.Again:
+                    continue
+            reply = self._await(rid, deadline)
             if reply is not None:
                 if not reply["ok"]:
                     raise RequestFailed(str(reply.get("error")), reply["message"])
                 return reply
         raise Unreachable(f"no reply from {self.endpoint} after {self.retries + 1} "
                           f"tries of {self.timeout:g} s")
+
+    def rearm(self) -> None:
+        """Connect again.  libzmq gives up a connection for good when the handshake is
+        refused (a CURVE key not allowed, plaintext against CURVE), so without this a
+        client would stay deaf after the server's allow-list is fixed."""
+        try:
+            self._sock.disconnect(self.endpoint)
+        except zmq.ZMQError:
+            pass
+        self._sock.connect(self.endpoint)
 
     def _await(self, rid: str, deadline: float) -> dict | None:
         while (left := deadline - time.monotonic()) > 0:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 FACILITIES = ("server", "store", "community", "protocol", "peers", "scheduler", "policy",
-              "procedures", "monitor", "hc")
+              "procedures", "monitor", "hc", "security")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 

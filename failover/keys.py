@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import attrs
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger("failover.security")
 
@@ -26,8 +29,27 @@ class KeyFileError(Exception):
 
 @attrs.frozen
 class Identity:
+    """A key pair, Z85-encoded as in the key files (40 bytes each)."""
+
     public: bytes
-    secret: bytes
+    secret: bytes = attrs.field(repr=False)  # never in a log line or a traceback
+
+
+@attrs.frozen
+class Curve:
+    """A client's CURVE settings: its own key pair and the public key of the faild it asks."""
+
+    identity: Identity
+    server: bytes
+
+
+@attrs.frozen
+class ServerKeys:
+    """faild's CURVE settings: its key pair and the allow-list directory of client keys."""
+
+    identity: Identity
+    allow_dir: Path
+    allowed: frozenset[bytes]
 
 
 def generate(directory: Path, name: str) -> tuple[Path, Path]:
@@ -75,6 +97,16 @@ def load_allowed(directory: Path) -> set[bytes]:
     return {load_public(p) for p in sorted(directory.glob("*.key"))}
 
 
+def load_curve(secret: Path, server_key: Path) -> Curve:
+    """A client's settings from its .key_secret file and the server's NAME.key file."""
+    return Curve(load_identity(secret), load_public(server_key))
+
+
+def load_server(secret: Path, allow_dir: Path) -> ServerKeys:
+    """faild's settings from its .key_secret file and its allow-list directory."""
+    return ServerKeys(load_identity(secret), allow_dir, frozenset(load_allowed(allow_dir)))
+
+
 def client_socket(sock: zmq.Socket, me: Identity, server_public: bytes) -> None:
     sock.curve_publickey = me.public
     sock.curve_secretkey = me.secret
@@ -90,11 +122,18 @@ def server_socket(sock: zmq.Socket, me: Identity) -> None:
 class AllowList:
     """ZAP credentials provider: lets in listed keys, logs every refusal once per key."""
 
-    def __init__(self, allowed: set[bytes]) -> None:
-        self.allowed = allowed
+    def __init__(self, allowed: set[bytes] | frozenset[bytes]) -> None:
+        self.allowed = frozenset(allowed)  # replaced as a whole (SIGHUP), never mutated
         self._refused: set[bytes] = set()
 
     def callback(self, domain: str, key: bytes) -> bool:
+        try:
+            return self._check(key)
+        except Exception:  # fail closed: an exception would end the ZAP thread (see serve)
+            log.exception("allow-list check failed; refusing the connection")
+            return False
+
+    def _check(self, key: bytes) -> bool:
         z85 = zmq.utils.z85.encode(key) if len(key) == 32 else key
         if z85 in self.allowed:
             return True
@@ -105,9 +144,81 @@ class AllowList:
         return False
 
 
-def start_authenticator(ctx: zmq.Context, allowed: set[bytes]) -> ThreadAuthenticator:
-    """Start ZAP for ``ctx``: only keys in ``allowed`` complete the CURVE handshake."""
+def start_authenticator(ctx: zmq.Context, allowed: set[bytes] | AllowList) -> ThreadAuthenticator:
+    """Start ZAP for ``ctx``: only keys in ``allowed`` complete the CURVE handshake.
+
+    Start it before binding, and keep it alive: libzmq lets every CURVE client in when
+    no ZAP handler is running (encryption without authentication).
+    """
+    provider = allowed if isinstance(allowed, AllowList) else AllowList(allowed)
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("failover.security.zap"))
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=AllowList(allowed))
+    auth.configure_curve_callback(domain="*", credentials_provider=provider)
     return auth
+
+
+# Handshake failures seen by a server socket's monitor -> what to tell the operator
+_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | \
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+_PROTOCOL_ERRORS = {
+    zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        "the client and this faild disagree on CURVE (a plaintext client of a CURVE faild, or the reverse)",
+    zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        "CURVE handshake failed (the client has the wrong public key for this faild?)",
+}
+
+
+class HandshakeLog(threading.Thread):
+    """Logs the refused or failed handshakes of a server socket, from its socket monitor.
+
+    One line per kind of failure at most every ``every`` seconds, with the number of
+    similar ones left out since the last line; the rest is counted in ``counts``.
+    Stop it with :meth:`stop` before closing the socket.
+    """
+
+    def __init__(self, sock: zmq.Socket, every: float = 60.0) -> None:
+        super().__init__(name="faild-handshakes", daemon=True)
+        self.sock = sock
+        self.every = every
+        self.counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+        self._mon = sock.get_monitor_socket(_EVENTS)
+
+    def run(self) -> None:
+        try:
+            while True:
+                event = recv_monitor_message(self._mon)
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    return
+                self._note(event["event"], event["value"], event["endpoint"].decode(errors="replace"))
+        except zmq.ZMQError:  # the context is being terminated
+            return
+        finally:
+            self._mon.close(linger=0)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            return
+        self.join(timeout)
+
+    def _note(self, kind: int, value: int, endpoint: str) -> None:
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            key, level, why = "auth", logging.WARNING, f"client key not in the allow-list (ZAP status {value})"
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            key, level = f"protocol-{value:x}", logging.WARNING
+            why = _PROTOCOL_ERRORS.get(value, f"ZeroMQ protocol error 0x{value:x}")
+        else:
+            key, level = "other", logging.INFO
+            why = "handshake not completed (not ZeroMQ, too slow, or the client went away)"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            self._quiet[key] = self._quiet.get(key, 0) + 1
+            return
+        self._last[key] = now
+        more = self._quiet.pop(key, 0)
+        log.log(level, "%s a connection on %s: %s%s", "dropped" if key == "other" else "refused", endpoint, why,
+                f" ({more} more like it in the last {self.every:g} s)" if more else "")

@@ -11,14 +11,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
-from failover import community, daemon, protocol
+from failover import community, daemon, keys, protocol
 from failover.client import configure_socket
 from failover.model import HostInfo
 from failover.store import Store
 
 log = logging.getLogger("failover.server")
 plog = logging.getLogger("failover.protocol")
+
+# Hostile clients (docs/security.md): at most SOCKET_HWM messages are queued per
+# connection each way (inbound: then TCP flow control holds the sender back; outbound:
+# replies to a client that does not read are dropped), so a flood costs at most about
+# SOCKET_HWM x 64 KiB per connection; a connection that has not finished the ZeroMQ
+# handshake after HANDSHAKE_IVL_MS (slow, silent or not ZeroMQ) is closed.
+SOCKET_HWM = 32
+HANDSHAKE_IVL_MS = 2000
 
 
 class Denied(Exception):
@@ -31,11 +40,14 @@ class NoService(Exception):
 
 class Faild:
     def __init__(self, store: Store, rules: community.Rules, host: HostInfo,
-                 community_file: Path | None = None) -> None:
+                 community_file: Path | None = None, curve: keys.ServerKeys | None = None) -> None:
         self.store = store
         self.rules = rules
         self.host = host
         self.community_file = community_file
+        # CURVE required on the socket: only clients whose key is in the allow-list get in
+        self.curve = curve
+        self._allow = keys.AllowList(curve.allowed) if curve is not None else None
         self._host_wire = host.to_wire()
         # the host object as JSON up to its last member, the lease, which changes every call
         self._host_json_head = protocol.dumps(self._host_wire)[:-1] + ',"lease":'
@@ -153,6 +165,7 @@ class Faild:
         return protocol.ok_reply(req.id, host=host, history=items, truncated=truncated)
 
     def reload(self) -> None:
+        self._reload_allowed()
         if self.community_file is None:
             return
         try:
@@ -161,6 +174,18 @@ class Faild:
             log.info("reloaded community file %s", self.community_file)
         except community.CommunityFileError as exc:
             log.error("%s; keeping the previous rules", exc)
+
+    def _reload_allowed(self) -> None:
+        """SIGHUP with CURVE: re-read the allow-list directory (new connections only)."""
+        if self.curve is None or self._allow is None:
+            return
+        try:
+            allowed = keys.load_allowed(self.curve.allow_dir)
+        except keys.KeyFileError as exc:
+            log.error("%s; keeping the previous allow-list", exc)
+            return
+        self._allow.allowed = frozenset(allowed)
+        keys.log.info("reloaded allow-list %s: %d keys", self.curve.allow_dir, len(allowed))
 
     # Serve loop --------------------------------------------------------
     SIGNAL_LATENCY = 0.2  # seconds: how long a signal may wait for an idle loop to notice it
@@ -177,7 +202,21 @@ class Faild:
         sock = ctx.socket(zmq.REP)
         configure_socket(sock)
         sock.rcvtimeo = int(self.SIGNAL_LATENCY * 1000)
-        bind_with_retry(sock, endpoint)
+        sock.sndhwm = sock.rcvhwm = SOCKET_HWM
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
+        auth = None
+        if self.curve is not None and self._allow is not None:
+            auth = keys.start_authenticator(ctx, self._allow)  # before bind: see its doc
+            keys.server_socket(sock, self.curve.identity)
+            keys.log.info("CURVE required: %d client keys allowed (%s)", len(self._allow.allowed),
+                          self.curve.allow_dir)
+        handshakes = keys.HandshakeLog(sock)
+        handshakes.start()
+        try:
+            bind_with_retry(sock, endpoint)
+        except zmq.ZMQError:
+            self._close(sock, auth, handshakes)
+            raise
         pending: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: pending.append(signum))
@@ -189,7 +228,8 @@ class Faild:
                 try:
                     frame = sock.recv()
                 except zmq.Again:  # idle (or a malformed message libzmq discarded, tech notes §4.4)
-                    pass
+                    if auth is not None and not auth.is_alive():  # fail closed, see start_authenticator
+                        raise RuntimeError("the CURVE authenticator thread stopped") from None
                 else:
                     if sock.get(zmq.RCVMORE):  # replying before the last frame is EFSM: read them all
                         parts = 1 + len(sock.recv_multipart(zmq.NOBLOCK))
@@ -201,8 +241,15 @@ class Faild:
                 if pending:
                     self._signals(pending)
         finally:
-            sock.close(linger=0)
+            self._close(sock, auth, handshakes)
             log.info("faild %s stopped", self.host.name)
+
+    @staticmethod
+    def _close(sock: zmq.Socket, auth: ThreadAuthenticator | None, handshakes: keys.HandshakeLog) -> None:
+        handshakes.stop()
+        sock.close(linger=0)
+        if auth is not None:
+            auth.stop()
 
     def _signals(self, pending: list[int]) -> None:
         while pending:

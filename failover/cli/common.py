@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from failover import __version__, protocol
+from failover import __version__, keys, protocol
 from failover.client import ClientError, RequestFailed, UnknownHost, Unreachable
 
 EXIT_OK = 0
@@ -77,6 +78,51 @@ def add_client_options(p: argparse.ArgumentParser) -> None:
                    help="extra tries after a timeout (default: %(default)s)")
 
 
+def add_curve_options(p: argparse.ArgumentParser) -> None:
+    """failc and failstat: talk to a faild that requires CURVE (docs/security.md)."""
+    p.add_argument("--curve-secret", type=Path, metavar="FILE",
+                   help="talk CURVE with this key pair (a .key_secret file, see failkey); "
+                        "needs --server-key or --server-keys")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--server-key", type=Path, metavar="FILE",
+                   help="public key (NAME.key) of the faild asked, with --curve-secret")
+    g.add_argument("--server-keys", type=Path, metavar="DIR",
+                   help="directory holding HOST.key for each faild HOST asked, with --curve-secret")
+
+
+def check_curve_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of the CURVE options (exit 2)."""
+    has_server = args.server_key is not None or args.server_keys is not None
+    if args.curve_secret is not None and not has_server:
+        p.error("--curve-secret needs --server-key FILE or --server-keys DIR")
+    if args.curve_secret is None and has_server:
+        p.error("--server-key/--server-keys need --curve-secret FILE (this client's key pair)")
+
+
+def load_identity(args: argparse.Namespace) -> keys.Identity | None:
+    """This client's key pair (--curve-secret), or None; KeyFileError if unreadable."""
+    return keys.load_identity(args.curve_secret) if args.curve_secret is not None else None
+
+
+def curve_for(args: argparse.Namespace, identity: keys.Identity | None, host: str) -> keys.Curve | None:
+    """CURVE settings for asking ``host`` (HOST[:PORT] or an endpoint); KeyFileError if the
+    server's key file cannot be read."""
+    if identity is None:
+        return None
+    path = args.server_key or args.server_keys / f"{host_name(host)}.key"
+    return keys.Curve(identity, keys.load_public(path))
+
+
+def host_name(host: str) -> str:
+    """The host part of HOST, HOST:PORT, [V6]:PORT or tcp://HOST:PORT (names HOST.key)."""
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    name, sep, rest = host.rpartition(":")
+    if sep and rest.isdigit() and (not name.count(":") or name.startswith("[")):
+        host = name
+    return host.strip("[]")
+
+
 def exit_code(exc: ClientError) -> int:
     if isinstance(exc, UnknownHost):
         return EXIT_UNKNOWN_HOST
@@ -94,5 +140,8 @@ def run(prog: str, body: Callable[[], int]) -> int:
     except ClientError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except keys.KeyFileError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -22,12 +22,14 @@ def main(argv: list[str] | None = None) -> int:
                       "Use it whenever a service was started or stopped outside failsh.", EPILOG)
     p.add_argument("-h", "--host", default="localhost", help="faild host[:port] (default: localhost)")
     common.add_client_options(p)
+    common.add_curve_options(p)
     p.add_argument("-m", "--reason", default="", help="reason recorded in faild's history")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print nothing; when querying, exit 0 if UP and 1 otherwise")
     p.add_argument("service", help="service name")
     p.add_argument("state", nargs="?", help="new state: UP, RECOVER or FAIL (omit to query)")
     args = p.parse_args(argv)
+    common.check_curve_options(p, args)
     if not valid_name(args.service):
         p.error(f"invalid service name {args.service!r}: use 1-64 letters, digits and _.:@+-")
     if args.state is not None:
@@ -37,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(exc))
 
     def body() -> int:
+        curve = common.curve_for(args, common.load_identity(args), args.host)
         endpoint = client.endpoint_for(args.host, args.port)
-        with client.Client(endpoint, args.community, args.timeout, args.retries) as c:
+        with client.Client(endpoint, args.community, args.timeout, args.retries, curve=curve) as c:
             if args.state is None:
                 rec = c.get(args.service)
                 if args.quiet:

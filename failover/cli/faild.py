@@ -10,7 +10,7 @@ import pwd
 import sys
 from pathlib import Path
 
-from failover import community, daemon, protocol
+from failover import community, daemon, keys, protocol
 from failover.cli import common
 from failover.server import Faild, host_info
 from failover.store import StateFileError, Store
@@ -44,11 +44,24 @@ def build_parser():
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
     p.add_argument("--metrics", type=listen_address, metavar="[ADDR:]PORT",
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics (default ADDR 127.0.0.1)")
+    p.add_argument("--curve-secret", type=Path, metavar="FILE",
+                   help="this faild's key pair (NAME.key_secret from failkey): CURVE authentication "
+                        "and encryption are required on its socket (docs/security.md)")
+    p.add_argument("--curve-allow", type=Path, metavar="DIR",
+                   help="directory of the public keys (*.key) of the clients let in; needed with "
+                        "--curve-secret; re-read on SIGHUP")
+    p.add_argument("--genkey", nargs=2, metavar=("DIR", "NAME"),
+                   help="write a new key pair DIR/NAME.key and DIR/NAME.key_secret and exit (as failkey)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.genkey:
+        return genkey(*args.genkey)
+    if (args.curve_secret is None) != (args.curve_allow is None):
+        p.error("--curve-secret and --curve-allow go together")
     foreground = args.foreground or bool(args.debug)
     try:
         for facility in args.debug:
@@ -60,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.user:
             user_entry(args.user)  # fail now, not after binding
         rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
+        curve = keys.load_server(args.curve_secret, args.curve_allow) if args.curve_secret else None
         args.statefile.parent.mkdir(parents=True, exist_ok=True)
         store = Store(args.statefile)
-    except (community.CommunityFileError, StateFileError, OSError) as exc:
+    except (community.CommunityFileError, StateFileError, OSError, keys.KeyFileError) as exc:
         print(f"faild: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
     except KeyError:
@@ -73,13 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
     if args.communities is None:
         log.warning("no community file: community 'public' may read and write every service")
+    if curve is not None and not curve.allowed:
+        keys.log.warning("allow-list %s holds no *.key file: every client will be refused", curve.allow_dir)
     try:
         tune_process(args)
         daemon.write_pidfile(args.pidfile)
     except OSError as exc:
         log.error("%s", exc)
         return common.EXIT_CONFIG
-    server = Faild(store, rules, host_info(args.node), args.communities)
+    server = Faild(store, rules, host_info(args.node), args.communities, curve=curve)
     if args.metrics and not start_metrics(server, args.metrics):
         daemon.remove_pidfile(args.pidfile)
         return common.EXIT_CONFIG
@@ -92,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         daemon.remove_pidfile(args.pidfile)
     return common.EXIT_OK
+
+
+def genkey(directory: str, name: str) -> int:
+    """faild --genkey DIR NAME: what failkey -d DIR NAME does."""
+    from failover.cli import failkey
+    return failkey.main(["-d", directory, name])
 
 
 def listen_address(text: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from failover import keys
 from failover.cli import common
+from failover.protocol import valid_name
 
 EPILOG = """examples:
   failkey -d /etc/failover/keys www1      makes www1.key (public) and www1.key_secret
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             return common.EXIT_OK
         if not args.name:
             p.error("give a NAME for the new key pair, or --show FILE")
+        if not valid_name(args.name):
+            p.error(f"invalid name {args.name!r}: use 1-64 letters, digits and _.:@+- (a host name)")
         public, secret = keys.generate(args.directory, args.name)
     except keys.KeyFileError as exc:
         print(f"failkey: {exc}", file=sys.stderr)

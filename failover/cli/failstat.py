@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from failover import client
+from failover import client, keys
 from failover.cli import common
 from failover.timefmt import age, local_time
 
@@ -18,11 +18,12 @@ EPILOG = """examples:
   failstat --history -n 100 www1  the last 100 of them"""
 
 
-def fetch(host: str, args) -> dict:
+def fetch(host: str, args, identity: keys.Identity | None = None) -> dict:
     """One host's answer as a plain dict; errors become an 'error' entry, not an exception."""
     try:
+        curve = common.curve_for(args, identity, host)
         endpoint = client.endpoint_for(host, args.port)
-        with client.Client(endpoint, args.community, args.timeout, args.retries) as c:
+        with client.Client(endpoint, args.community, args.timeout, args.retries, curve=curve) as c:
             info, records = c.list()
             result = {"host": host, "name": info.name, "started": info.started,
                       "services": [r.to_wire() for r in records]}
@@ -31,6 +32,8 @@ def fetch(host: str, args) -> dict:
             return result
     except client.ClientError as exc:
         return {"host": host, "error": str(exc), "exit": common.exit_code(exc)}
+    except keys.KeyFileError as exc:
+        return {"host": host, "error": str(exc), "exit": common.EXIT_CONFIG}
 
 
 def print_table(results: list[dict]) -> None:
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser("failstat", "Dump all service states of one or several hosts' faild "
                       "(name, state, last change as local time, age).", EPILOG)
     common.add_client_options(p)
+    common.add_curve_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     # a flag, not --history [N]: an optional value would swallow the first HOST
     p.add_argument("--history", action="store_true", help="also show the last transitions (see -n)")
@@ -73,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="transitions shown by --history, 1..1000 (default: %(default)s)")
     p.add_argument("hosts", nargs="*", default=["localhost"], metavar="HOST[:PORT]")
     args = p.parse_args(argv)
-    results = [fetch(h, args) for h in args.hosts]
+    common.check_curve_options(p, args)
+    try:
+        identity = common.load_identity(args)
+    except keys.KeyFileError as exc:
+        print(f"failstat: {exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
+    results = [fetch(h, args, identity) for h in args.hosts]
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
