@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-from failover import client, dashboard, metrics, monitor, protocol, server, store
+from failover import client, dashboard, keys, metrics, monitor, protocol, server, store
 from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
@@ -60,6 +60,8 @@ class Options:
     dead_factor: float = DEAD_FACTOR
     scheduling: bool = True
     http: str | None = None   # --http ADDR:PORT: live web page and /metrics (dashboard.py)
+    curve: keys.Identity | None = None  # --curve-secret: this failsh's key pair for every faild
+    curve_keys: Path | None = None      # --curve-keys DIR: DIR/NAME.key is host NAME's faild key
 
 
 class Engine:
@@ -127,6 +129,13 @@ class Engine:
             return False
         finally:
             self.commands.engine = self
+        old_curves, self._curves = self._curves, {}  # a reload also re-reads the CURVE keys
+        missing = self.key_errors()
+        if missing:
+            log.error("reload failed, keeping the running policy: %s", missing[0])
+            self.policy = self.commands.policy = old
+            self._curves = old_curves
+            return False
         for name in [n for n in self.local if n not in self.policy.services]:
             if self.local[name] is State.UP:
                 self._act(name, old.services[name], "stop", "service removed from the policy")
@@ -140,7 +149,8 @@ class Engine:
         """Start the network thread, then (with scheduling on) take over the local states,
         the lease and the schedule.  Raises OSError if a port cannot be bound."""
         self.commands.engine = self
-        self.faild = client.Client(self.opts.faild, self.opts.faild_community, timeout=0.5, retries=1)
+        self.faild = client.Client(self.opts.faild, self.opts.faild_community, timeout=0.5, retries=1,
+                                   curve=self._curve(self.opts.node))
         if self.opts.http:
             self.dashboard = dashboard.Dashboard(self.opts.http, self.opts.node)
             self.dashboard.start()
@@ -243,9 +253,33 @@ class Engine:
                 continue
             interval = self.policy.interval_for(name)
             endpoint, community = self._endpoint(name)
+            try:
+                curve = self._curve(name)
+            except keys.KeyFileError as exc:  # a host added at the prompt: not polled, so waited on
+                log.error("%s is not polled: %s", name, exc)
+                continue
             specs.append(PeerSpec(name, endpoint, interval,
-                                  host.deadtime or self.opts.dead_factor * interval, community))
+                                  host.deadtime or self.opts.dead_factor * interval, community, curve))
         return specs
+
+    def _curve(self, name: str) -> keys.Curve | None:
+        """CURVE settings for host ``name``'s faild, None without --curve-secret;
+        KeyFileError if DIR/NAME.key cannot be read.  Cached until the next reload."""
+        if self.opts.curve is None or self.opts.curve_keys is None:
+            return None
+        if name not in self._curves:
+            self._curves[name] = keys.Curve(self.opts.curve, keys.load_public(self.opts.curve_keys / f"{name}.key"))
+        return self._curves[name]
+
+    def key_errors(self) -> list[str]:
+        """With CURVE: why the key of the local node or of a polled host cannot be read."""
+        errors = []
+        for name in [self.opts.node, *(h for h in self.policy.hosts if self.policy.services_of(h))]:
+            try:
+                self._curve(name)
+            except keys.KeyFileError as exc:
+                errors.append(str(exc))
+        return errors
 
     def _young(self, view: PeerView, deadtime: float) -> bool:
         now = time.monotonic()
@@ -266,7 +300,7 @@ class Engine:
     def _local_spec(self) -> PeerSpec:
         interval = self._min_interval()
         return PeerSpec(self.opts.node, self.opts.faild, interval, self.opts.dead_factor * interval,
-                        self.opts.faild_community)
+                        self.opts.faild_community, self._curve(self.opts.node))
 
     # One run of one service -------------------------------------------------
     def run_service(self, name: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import attrs
 import zmq
 
-from failover import metrics, protocol
+from failover import keys, metrics, protocol
 from failover.client import configure_socket, record_from_wire
 from failover.model import ServiceRecord
 from failover.states import State
@@ -39,6 +39,7 @@ class PeerSpec:
     interval: float
     deadtime: float
     community: str = protocol.DEFAULT_COMMUNITY
+    curve: keys.Curve | None = None  # CURVE identity and the host's faild key (failsh --curve-keys)
 
 
 @attrs.frozen
@@ -74,6 +75,7 @@ class _Peer:
         self.next_due = now
         self.sent: dict[str, float] = {}   # outstanding request id -> monotonic send time
         self.last_ok: float | None = None
+        self.rearmed = now                 # last _rearm() of a silent peer
 
 
 class NetThread(threading.Thread):
@@ -197,7 +199,8 @@ class NetThread(threading.Thread):
         wanted = {s.name: s for s in specs}
         for name, peer in peers.items():  # new interval or deadtime: keep the connection and view
             spec = wanted.get(name)
-            if spec is not None and (spec.endpoint, spec.community) == (peer.spec.endpoint, peer.spec.community):
+            if spec is not None and (spec.endpoint, spec.community, spec.curve) == \
+                    (peer.spec.endpoint, peer.spec.community, peer.spec.curve):
                 peer.next_due = min(peer.next_due, time.monotonic() + spec.interval)
                 peer.spec = spec
         for name in [n for n in peers if n not in wanted or peers[n].spec != wanted[n]]:
@@ -209,6 +212,8 @@ class NetThread(threading.Thread):
                 sock = self._ctx.socket(zmq.DEALER)
                 configure_socket(sock)
                 sock.setsockopt(zmq.IMMEDIATE, 1)  # don't queue polls for a peer that is down
+                if spec.curve is not None:
+                    keys.client_socket(sock, spec.curve.identity, spec.curve.server)
                 try:
                     sock.connect(spec.endpoint)
                 except zmq.ZMQError as exc:  # unusable address: the host stays silent, so FAIL
@@ -281,6 +286,9 @@ class NetThread(threading.Thread):
                 log.warning("%s did not answer for %.2f s: counting it as FAIL", name, now - since)
                 peer.view = attrs.evolve(peer.view, status=DOWN, error="no reply")
                 changed.append(name)
+            if peer.view.status == DOWN and now - peer.rearmed > peer.spec.deadtime:
+                peer.rearmed = now
+                _rearm(peer)
         return changed
 
     def _notify(self, names: list[str]) -> None:
@@ -327,6 +335,19 @@ class NetThread(threading.Thread):
                     self._send(peers[self.local.name], "lease", ttl=0)
                     peers[self.local.name].sock.poll(500)
                 arg.set()
+
+
+def _rearm(peer: _Peer) -> None:
+    """Connect a silent peer's socket again: libzmq gives up a connection for good when
+    the handshake is refused (our CURVE key not in its allow-list), even once fixed."""
+    try:
+        peer.sock.disconnect(peer.spec.endpoint)
+    except zmq.ZMQError:
+        pass
+    try:
+        peer.sock.connect(peer.spec.endpoint)
+    except zmq.ZMQError:
+        pass
 
 
 def _states(view: PeerView) -> dict[str, State]:

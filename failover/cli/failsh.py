@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from failover import daemon, metrics, protocol, repl
+from failover import daemon, keys, metrics, protocol, repl
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.failsh import Engine, Options
@@ -73,6 +73,11 @@ def build_parser():
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
     p.add_argument("--http", metavar="[ADDR:]PORT",
                    help="serve the live web page, /snapshot.json and /metrics (default ADDR 127.0.0.1)")
+    p.add_argument("--curve-secret", type=Path, metavar="FILE",
+                   help="this failsh's key pair (.key_secret from failkey): CURVE to every faild, "
+                        "local and peers (docs/security.md); needs --curve-keys")
+    p.add_argument("--curve-keys", type=Path, metavar="DIR",
+                   help="DIR/NAME.key is the public key of host NAME's faild, this host's included")
     return p
 
 
@@ -96,7 +101,10 @@ def options(args) -> Options:
     control = f"tcp://127.0.0.1:{debug_port}" if debug_port else None
     if args.http:
         metrics.parse_listen(args.http)  # ValueError: a usage error
-    return Options(node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
+    if (args.curve_secret is None) != (args.curve_keys is None):
+        raise ValueError("--curve-secret and --curve-keys go together")
+    return Options(curve_keys=args.curve_keys,
+                   node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
                    faild_community=args.faild_community, addresses=addresses, monitor=monitor,
                    control=control, control_community=args.community, dumpfile=args.dumpfile,
                    dead_factor=args.dead_factor, scheduling=args.file is not None, http=args.http)
@@ -113,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"failsh: {exc}", file=sys.stderr)
         return common.EXIT_USAGE
+    try:
+        opts.curve = keys.load_identity(args.curve_secret) if args.curve_secret else None
+    except keys.KeyFileError as exc:
+        print(f"failsh: {exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
     daemon.setup_logging("failsh", to_syslog=args.syslog or not foreground, debug=args.debug)
     if interactive:
         logging.getLogger().setLevel(logging.WARNING)
@@ -130,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         if not engine.policy.services and not interactive:
             print(f"failsh: {args.file}: the policy defines no service (use failsvc)", file=sys.stderr)
             return common.EXIT_CONFIG
+    missing = engine.key_errors()  # --curve-keys: every faild polled needs its key
+    if missing:
+        print(f"failsh: {missing[0]}", file=sys.stderr)
+        return common.EXIT_CONFIG
     if not foreground:
         daemon.daemonize()
     return run(engine, args, interactive)
