@@ -113,7 +113,7 @@ class Commands:
         elif sub == "holddown":
             value = _seconds("holddown", values[0])
         elif sub == "quorum":
-            if not values[0].isdigit() or int(values[0]) > 100:
+            if not (values[0].isascii() and values[0].isdigit()) or int(values[0]) > 100:
                 raise TclCommandError(f"quorum must be a number of witnesses 0..100, not \"{values[0]}\"",
                                       "BADVALUE", values[0])
             value = int(values[0])
@@ -143,7 +143,7 @@ class Commands:
         sub, value = args[1], args[2]
         parsed: object
         if sub == "port":
-            if not value.isdigit() or not 0 < int(value) < 65536:
+            if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:  # int('²') fails
                 raise TclCommandError(f"invalid port \"{value}\": expected 1..65535", "BADVALUE", value)
             parsed = int(value)
         elif sub == "protocol":

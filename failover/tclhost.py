@@ -100,7 +100,7 @@ class TclHost:
         try:
             self.interp.call("source", str(path))
         except tkinter.TclError as exc:
-            info = str(self.interp.getvar("errorInfo"))
+            info = str(self.interp.getvar("::errorInfo"))
             where = self.location(info) or f"{path}"
             raise PolicyError(f"{where}: {exc}") from None
 
@@ -111,7 +111,9 @@ class TclHost:
             # eval (not call) so the result comes back as Tcl's string form, not a tuple
             return ScriptResult(True, self.interp.eval("uplevel #0 $::fo::_script"))
         except tkinter.TclError as exc:
-            info = str(self.interp.getvar("errorInfo"))
+            # '::': run() is also called from inside Tcl commands (startservice), where a
+            # plain "errorInfo" would be a local variable of the command's proc
+            info = str(self.interp.getvar("::errorInfo"))
             return ScriptResult(False, str(exc), self.location(info), info)
 
     def clear_cancel(self) -> None:
