@@ -63,6 +63,7 @@ _PREFIX_RE = re.compile(r"^fo[a-z0-9]{1,11}$")
 _NODE_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # p-<name> must fit IFNAMSIZ (15)
 _SWITCH = "sw"
 _LOSS_TABLE = "fo_loss"
+_TMP_TAG = "-testbed-"  # temp dirs are <prefix>-testbed-XXXX
 
 _serial = 0
 _serial_lock = threading.Lock()
@@ -147,11 +148,18 @@ def list_namespaces() -> list[str]:
     return [line.split()[0] for line in _cmd(["ip", "netns", "list"]).stdout.splitlines() if line.strip()]
 
 
+def _owner_dead(prefix: str) -> bool:
+    """True if `prefix` is of the default fo<pid>x<n> form and that pid is gone."""
+    m = _DEFAULT_PREFIX_RE.match(prefix)
+    return m is not None and not _pid_alive(int(m.group(1)))
+
+
 def stale_cleanup(prefix: str | None = None) -> list[str]:
     """Remove test-bed leftovers of crashed runs; returns the namespaces deleted.
 
-    Without `prefix`: namespaces and temp dirs named ``fo<pid>x<n>-*`` whose pid is no longer
-    alive.  With `prefix`: everything named ``<prefix>-*`` (a fixed prefix reused by a rerun).
+    Without `prefix`: namespaces ``fo<pid>x<n>-*`` and temp dirs ``fo<pid>x<n>-testbed-*``
+    whose pid is no longer alive.  With `prefix`: every ``<prefix>-*`` namespace and
+    ``<prefix>-testbed-*`` dir (a fixed prefix reused by a rerun owns those names).
     """
     removed = []
     for ns in list_namespaces():
@@ -159,16 +167,13 @@ def stale_cleanup(prefix: str | None = None) -> list[str]:
             stale = ns.startswith(prefix + "-")
         else:
             m = _NS_RE.match(ns)
-            stale = bool(m) and not _pid_alive(int(_DEFAULT_PREFIX_RE.match(m.group(1)).group(1)))  # type: ignore[union-attr]
+            stale = m is not None and _owner_dead(m.group(1))
         if stale:
             _delete_ns(ns)
             removed.append(ns)
-    tmp = Path(tempfile.gettempdir())
-    for d in tmp.glob("fo*-*"):
-        head = d.name.split("-", 1)[0]
-        m = _DEFAULT_PREFIX_RE.match(head)
-        mine = head == prefix if prefix is not None else bool(m) and not _pid_alive(int(m.group(1)))  # type: ignore[union-attr]
-        if mine and d.is_dir() and not d.is_symlink():
+    for d in Path(tempfile.gettempdir()).glob(f"{prefix or 'fo*'}{_TMP_TAG}*"):
+        owner = d.name.split(_TMP_TAG, 1)[0]
+        if (owner == prefix or prefix is None and _owner_dead(owner)) and d.is_dir() and not d.is_symlink():
             shutil.rmtree(d, ignore_errors=True)
     if removed:
         log.warning("stale_cleanup removed %s", " ".join(removed))
@@ -305,7 +310,7 @@ class Testbed:
             self.subnet = f"10.99.{n}.0/24"
             self.vip = f"10.99.{n}.100"
             self.vip_cidr = f"{self.vip}/{self.prefixlen}"
-            self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+            self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}{_TMP_TAG}"))
             sw = self.switch_ns
             self._add_ns(sw)
             _cmd(["ip", "-n", sw, "link", "add", "br0", "type", "bridge", "stp_state", "0",

@@ -7,6 +7,7 @@ Every connection here is made inside a test-bed namespace (tb.probe / vipclient 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,7 +64,7 @@ _CHILD = textwrap.dedent("""
     from failover.testbed import Testbed
     with Testbed(hosts=["h1"]) as tb:
         tb.run("h1", ["sleep", "300"])
-        print(json.dumps([tb.host("h1").ns, tb.client.ns, tb.switch_ns]), flush=True)
+        print(json.dumps([str(tb.tmpdir), tb.host("h1").ns, tb.client.ns, tb.switch_ns]), flush=True)
         time.sleep(60)
 """)
 
@@ -72,7 +74,7 @@ def test_cleanup_after_signal(sig):
     """SIGTERM: the owner cleans up itself.  SIGKILL: stale_cleanup removes what it left."""
     p = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
     try:
-        nss = json.loads(p.stdout.readline())
+        tmpdir, *nss = json.loads(p.stdout.readline())
         assert set(nss) <= set(list_namespaces())
         p.send_signal(sig)
         assert p.wait(timeout=10) == -sig  # cleaned up, and still died of the signal
@@ -84,6 +86,19 @@ def test_cleanup_after_signal(sig):
         assert set(nss) <= set(list_namespaces())  # left behind by the killed owner
         assert set(nss) <= set(stale_cleanup())
     assert not set(nss) & set(list_namespaces())
+    assert not Path(tmpdir).exists()
+
+
+def test_fixed_prefix_removes_leftovers_of_a_previous_run():
+    prefix = f"fot{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", f"{prefix}-h9"], check=True)  # as if a crashed run left it
+    try:
+        with Testbed(hosts=["h1"], prefix=prefix) as bed:
+            assert f"{prefix}-h9" not in list_namespaces()
+            assert bed.host("h1").ns == f"{prefix}-h1"
+    finally:
+        subprocess.run(["ip", "netns", "del", f"{prefix}-h9"], capture_output=True)
+    assert not [n for n in list_namespaces() if n.startswith(prefix + "-")]
 
 
 def test_stale_cleanup_spares_live_owners(tb):
