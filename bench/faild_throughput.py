@@ -19,6 +19,10 @@ times, interleaved, and the round with the median faild/echo ratio is reported.
 
 On a shared machine the throughput ratio swings with other load; the CPU time per
 request is much steadier, and echo/faild CPU per request is printed as a cross-check.
+
+``--curve``: both servers require CURVE (faild with --curve-secret/--curve-allow, the echo
+server with the same server key and no ZAP handler) and every client socket uses it;
+compare a run with and without the flag for the cost of CURVE (docs/security.md).
 """
 
 from __future__ import annotations
@@ -35,10 +39,17 @@ from pathlib import Path
 
 import zmq
 
-from failover import protocol
+from failover import keys, protocol
 from failover.client import Client
 
 GOAL = 0.7
+CURVE: keys.Curve | None = None  # --curve: set in main(), inherited by the forked clients
+
+
+def secure(sock: zmq.Socket) -> None:
+    """Apply the client side of CURVE to a new socket, with --curve."""
+    if CURVE is not None:
+        keys.client_socket(sock, CURVE.identity, CURVE.server)
 
 
 def free_port() -> int:
@@ -56,6 +67,7 @@ def wait_ready(endpoint: str, proc: subprocess.Popen, deadline_s: float = 10.0) 
         ctx = zmq.Context.instance()
         s = ctx.socket(zmq.REQ)
         s.linger = 0
+        secure(s)
         s.connect(endpoint)
         try:
             s.send(protocol.encode({"v": 1, "id": 0, "op": "ping"}))
@@ -67,10 +79,12 @@ def wait_ready(endpoint: str, proc: subprocess.Popen, deadline_s: float = 10.0) 
     raise SystemExit(f"{endpoint} did not answer within {deadline_s} s")
 
 
-def echo_server(port: int, size: int) -> None:
+def echo_server(port: int, size: int, curve_secret: str | None = None) -> None:
     """The baseline: a bare REP loop, blocking recv, fixed reply."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REP)
+    if curve_secret:
+        keys.server_socket(sock, keys.load_identity(Path(curve_secret)))
     sock.bind(f"tcp://127.0.0.1:{port}")
     reply = b"x" * size
     while True:
@@ -83,6 +97,7 @@ def client(endpoint: str, frame: bytes, n: int, warmup: int, barrier, results) -
     sock = ctx.socket(zmq.REQ)
     sock.linger = 0
     sock.rcvtimeo = 5000
+    secure(sock)
     sock.connect(endpoint)
     try:
         for _ in range(warmup):
@@ -143,38 +158,50 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=500, help="untimed requests per client first")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
+    ap.add_argument("--curve", action="store_true", help="both servers and all clients use CURVE")
     ap.add_argument("--echo-server", nargs=2, type=int, metavar=("PORT", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument("--echo-curve", metavar="SECRET", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
-        echo_server(*args.echo_server)
+        echo_server(*args.echo_server, args.echo_curve)
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="faild-bench-"))
     fport, eport = free_port(), free_port()
     fendpoint, eendpoint = f"tcp://127.0.0.1:{fport}", f"tcp://127.0.0.1:{eport}"
+    server_curve: list[str] = []
+    if args.curve:
+        global CURVE
+        keys.generate(tmp / "keys", "bench")
+        keys.generate(tmp / "keys", "client")
+        CURVE = keys.load_curve(tmp / "keys" / "client.key_secret", tmp / "keys" / "bench.key")
+        server_curve = ["--curve-secret", str(tmp / "keys" / "bench.key_secret"), "--curve-allow", str(tmp / "keys")]
     faild = subprocess.Popen(
         [sys.executable, "-m", "failover.cli.faild", "-F", "-l", "127.0.0.1", "-p", str(fport),
-         "-s", str(tmp / "faild.state"), "-r", str(tmp / "faild.pid"), "-N", "bench"],
+         "-s", str(tmp / "faild.state"), "-r", str(tmp / "faild.pid"), "-N", "bench", *server_curve],
         stdout=subprocess.DEVNULL, stderr=open(tmp / "faild.log", "w"))  # noqa: SIM115
     echo = None
     try:
         wait_ready(fendpoint, faild)
-        with Client(fendpoint) as c:
+        with Client(fendpoint, curve=CURVE) as c:
             c.set("web", "UP", "benchmark")
         frame = protocol.encode(protocol.Request(op="get", id=f"{os.getpid()}-1", service="web").to_wire())
         with zmq.Context.instance().socket(zmq.REQ) as s:
             s.linger = 0
+            secure(s)
             s.connect(fendpoint)
             s.send(frame)
             assert s.poll(2000), "faild did not answer the sample 'get'"
             sample = s.recv()
         reply = protocol.decode_reply(sample)
         assert reply["ok"] and reply["services"][0]["state"] == "UP", reply
-        echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(eport), str(len(sample))])
+        echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(eport), str(len(sample)),
+                                 *(["--echo-curve", server_curve[1]] if args.curve else [])])
         wait_ready(eendpoint, echo)
 
         print(f"request {len(frame)} B, reply {len(sample)} B; {args.requests} requests per client "
-              f"after {args.warmup} warm-up; {args.rounds} rounds; {os.cpu_count()} CPUs")
+              f"after {args.warmup} warm-up; {args.rounds} rounds; {os.cpu_count()} CPUs"
+              f"{'; CURVE' if args.curve else ''}")
         rows = []
         for clients in args.clients:
             rounds = []
