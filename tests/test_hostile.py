@@ -389,3 +389,18 @@ def test_many_idle_connections_and_a_reconnecting_client(faild: FaildProcess) ->
         for s in conns:
             s.close()
     assert faild.running()
+
+
+@pytest.mark.xfail(strict=True, reason="known bug, reported: a procedure timeout inside a Tcl command "
+                   "(startservice at the prompt or in a trap) unwinds the whole evaluation and leaves "
+                   "the interpreter failing every later eval with 'eval unwound'")
+def test_timed_out_startservice_leaves_the_interpreter_usable() -> None:
+    e = Engine(Options(node=NODE, scheduling=False))
+    e.commands.engine = e
+    e.tcl.interp.eval("failsvc web slaves www2; failsvc web start {after 1000; return UP}; "
+                      "failsvc web timeout 0.2")
+    try:
+        assert e.tcl.interp.eval("startservice web") == "FAIL"
+    finally:
+        assert e.tcl.interp.eval("set x 1") == "1"  # the next command works
+        e.scheduler.stop()
