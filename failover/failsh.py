@@ -101,6 +101,8 @@ class Engine:
                                               Rules({("*", opts.control_community): 2}),
                                               server.host_info(opts.node))
         self.net: NetThread | None = None
+        # service -> (when, {host: (status, state)}) at its last run while UP here (_yielded)
+        self._peers_seen: dict[str, tuple[float, dict[str, tuple[str, State | None]]]] = {}
         self._curves: dict[str, keys.Curve] = {}  # host -> CURVE settings (_curve)
         self.dashboard: dashboard.Dashboard | None = None
         if TCL_LIBRARY.exists():
@@ -351,6 +353,7 @@ class Engine:
                 return
         masters = {h: views[h].state_of(name) for h in svc.masters}
         slaves = {h: views[h].state_of(name) for h in svc.slaves}
+        yielded = self._yielded(name, views, {**masters, **slaves})
         decision = decide(self.local[name], masters, slaves, bool(svc.reclaim))
         hold = self._hold(name, svc, decision.action, views)
         if hold:
@@ -364,6 +367,39 @@ class Engine:
             metrics.procedure(name, "check", why)
             if state is not State.UP:
                 self.set_local(name, state, why)
+        if yielded and svc.announce and self.local[name] is State.UP:
+            self._announce(name, svc, yielded)
+
+    def _yielded(self, name: str, views: dict[str, PeerView], states: dict[str, State | None]) -> list[str]:
+        """Why another host may have held the service while this one did: hosts seen UP
+        that no longer are, hosts we could not hear that answer again (a healed
+        partition), or this failsh itself was stalled (SIGSTOP) past its lease.
+
+        Tracked only while UP here: a host that starts now announces in its start script.
+        """
+        before = self._peers_seen.pop(name, None)
+        if self.local[name] is not State.UP:
+            return []
+        now = time.monotonic()
+        seen = {h: (views[h].status, states[h]) for h in states}
+        self._peers_seen[name] = (now, seen)
+        if before is None:
+            return []
+        then, old = before
+        if now - then > self._lease_ttl():
+            return ["(this failsh was stalled)"]
+        return sorted(h for h, (status, state) in old.items()
+                      if h in seen and ((state is State.UP and seen[h][1] is not State.UP)
+                                        or (status == DOWN and seen[h][0] == UP)))
+
+    def _announce(self, name: str, svc: ServiceConfig, yielded: list[str]) -> None:
+        """We stayed UP while another host held the service too (a partition, a frozen
+        failsh): clients may still use that host's address, so tell them again (GARP)."""
+        log.warning("%s: another host may have held it too (%s): re-announcing", name, ", ".join(yielded))
+        result, killed = run_guarded(self.tcl, lambda: self.tcl.run(svc.announce), svc.timeout)
+        if killed is not None or not result.ok:
+            why = "timed out" if killed is not None else result.value
+            log.error("%s: announce script failed%s: %s", name, f" at {result.where}" if result.where else "", why)
 
     def _hold(self, name: str, svc: ServiceConfig, action: Action, views: dict[str, PeerView]) -> str:
         """Why a START or STOP the rule wants must wait: hold-down or split-brain guard."""

@@ -28,6 +28,7 @@ class ServiceConfig:
     witnesses: list[str] = attrs.Factory(list)  # third hosts that must be reachable to take over
     quorum: int = 0                 # witnesses needed; 0: a majority of them
     tiebreaker: str = ""            # script that must return true to take over from a silent master
+    announce: str = ""              # script run when UP here and another host gave the service up
 
     def peers(self) -> list[str]:
         """The hosts the decision rule looks at."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("failover.policy")
 
 SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout",
-                   "holddown", "witnesses", "quorum", "tiebreaker")
+                   "holddown", "witnesses", "quorum", "tiebreaker", "announce")
 _HOST_LISTS = ("masters", "slaves", "witnesses")
 HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime")
 TRAP_KINDS = ("state", "peer", "remote")
@@ -134,7 +134,7 @@ class Commands:
         return ("interval", svc.interval, "masters", tuple(svc.masters), "slaves", tuple(svc.slaves),
                 "start", svc.start, "stop", svc.stop, "reclaim", svc.reclaim, "check", svc.check,
                 "timeout", svc.timeout, "holddown", svc.holddown, "witnesses", tuple(svc.witnesses),
-                "quorum", svc.quorum, "tiebreaker", svc.tiebreaker)
+                "quorum", svc.quorum, "tiebreaker", svc.tiebreaker, "announce", svc.announce)
 
     def failhost(self, *args: str) -> object:
         if len(args) != 3:

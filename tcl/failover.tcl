@@ -17,9 +17,16 @@ proc ::fo::sh {args} {
 proc ::fo::ipup {cidr dev} {
     set ip [lindex [split $cidr /] 0]
     if {![fo::hasip $ip $dev] && ![fo::sh ip addr add $cidr dev $dev]} { return FAIL }
-    # Without a gratuitous ARP, clients keep the old MAC for up to 45 s (tech notes §5).
-    fo::sh arping -q -U -c 2 -w 1 -I $dev $ip
+    fo::garp $cidr $dev
     return UP
+}
+
+# fo::garp ADDRESS/PREFIX DEVICE  -- announce that this host holds the address (gratuitous
+# ARP).  Without it, clients keep the old MAC for up to 45 s (tech notes §5).  Use it as
+# a service's announce script too: failsvc ip announce {fo::garp 10.0.0.100/24 eth0}
+proc ::fo::garp {cidr dev} {
+    fo::sh arping -q -U -c 2 -w 1 -I $dev [lindex [split $cidr /] 0]
+    return
 }
 
 # fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER when it is gone.

@@ -8,11 +8,13 @@ bounce the service.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cluster import Cluster, both_up
+from conftest import wait_for
 from test_failsh import WEB
 
 
@@ -73,6 +75,22 @@ def test_guard_does_not_delay_takeover_from_a_master_that_says_fail(
     c.failds["wit"].kill9()
     c.failsh["www1"].stop()          # graceful: stops web and gives up its lease
     c.wait_states("web", {"www2": "UP"}, timeout=8)
+
+
+def test_announce_runs_when_the_other_host_lets_go(make_cluster: Callable[..., Cluster]) -> None:
+    """A frozen master failsh: the slave takes over, the master thaws still UP, the slave
+    hands back, and the master re-announces (a VIP would need a new gratuitous ARP)."""
+    policy = WEB + ("proc announce {args} { mark web announce }\n"
+                    "failsvc web announce announce\n")
+    c = make_cluster(["www1", "www2"], policy)
+    _master_up_slave_waiting(c)
+    c.failsh["www1"].send(signal.SIGSTOP)
+    c.wait_states("web", {"www2": "UP"}, timeout=8)
+    c.failsh["www1"].send(signal.SIGCONT)
+    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, timeout=8, effective=True)
+    wait_for(lambda: "announce" in c.markers("www1", "web"), 5, "www1 to re-announce web")
+    assert "web: another host may have held it too" in c.failsh["www1"].log()
+    assert "announce" not in c.markers("www2", "web")
 
 
 def test_holddown_keeps_a_taken_over_service_before_handing_back(

@@ -29,4 +29,5 @@ foreach {service master backup} [list web $alpha $beta mail $beta $alpha] {
     failsvc $service start   [list vipstart $service]
     failsvc $service stop    [list vipstop $service]
     failsvc $service reclaim [list vipstop $service]
+    failsvc $service announce [list fo::garp $vip($service) $dev]
 }
