@@ -86,6 +86,9 @@ class _Watchdog:
     def __init__(self, tcl: TclHost, timeout: float) -> None:
         self.before = set(_children(os.getpid()))
         self.interp_addr = tcl.interp.interpaddr()
+        # Inside a Tcl command (startservice, a trap) an unwinding cancel would also end the
+        # outer evaluation and leave the interpreter cancelled; a plain cancel stops just ours
+        self.flags = _TCL_CANCEL_UNWIND if tcl.depth == 0 else 0
         self.lock = threading.Lock()
         self.done = False
         self.fired = False
@@ -106,7 +109,7 @@ class _Watchdog:
             if self.done:
                 return
             self.fired = True
-            cancel_eval(self.interp_addr)  # first, so an exec that returns below stops at once
+            cancel_eval(self.interp_addr, self.flags)  # first, so an exec that returns below stops at once
             self.killed = _kill_new_children(self.before)
         log.warning("procedure timeout: cancelled the Tcl evaluation, killed %d processes", self.killed)
 
@@ -193,7 +196,7 @@ def _libtcl():
     return _cancel_fn
 
 
-def cancel_eval(interp_addr: int) -> bool:
+def cancel_eval(interp_addr: int, flags: int = _TCL_CANCEL_UNWIND) -> bool:
     """Cancel the Tcl script running in the interpreter at ``interp_addr`` (any thread)."""
     fn = _libtcl()
-    return bool(fn) and fn(interp_addr, None, None, _TCL_CANCEL_UNWIND) == 0
+    return bool(fn) and fn(interp_addr, None, None, flags) == 0

@@ -63,11 +63,13 @@ class TclHost:
     def __init__(self) -> None:
         self.interp = tkinter.Tcl()
         self.interp.eval(_PROC_TRACKER)
+        self.depth = 0  # Python commands in progress: >0 means a run() is nested in Tcl
 
     # Commands ----------------------------------------------------------
     def expose(self, name: str, fn: Callable[..., object]) -> None:
         """Register ``fn`` as Tcl command ``name``; exceptions become Tcl errors."""
         def raw(*args: str) -> tuple:
+            self.depth += 1
             try:
                 result = fn(*args)
                 return ("ok", "" if result is None else result)
@@ -77,6 +79,8 @@ class TclHost:
                 return ("error", _arity_message(name, exc), ("TCL", "WRONGARGS"))
             except Exception as exc:  # never let tkinter swallow the message
                 return ("error", f"{name}: {type(exc).__name__}: {exc}", ("PYTHON", type(exc).__name__))
+            finally:
+                self.depth -= 1
 
         pyname = f"::fo::py::{name.lstrip(':').replace('::', '_')}"
         self.interp.createcommand(pyname, raw)

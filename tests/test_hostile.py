@@ -391,9 +391,6 @@ def test_many_idle_connections_and_a_reconnecting_client(faild: FaildProcess) ->
     assert faild.running()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported: a procedure timeout inside a Tcl command "
-                   "(startservice at the prompt or in a trap) unwinds the whole evaluation and leaves "
-                   "the interpreter failing every later eval with 'eval unwound'")
 def test_timed_out_startservice_leaves_the_interpreter_usable() -> None:
     e = Engine(Options(node=NODE, scheduling=False))
     e.commands.engine = e
