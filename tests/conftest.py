@@ -107,7 +107,7 @@ class FaildProcess:
     def start(self) -> FaildProcess:
         proc = self.spawn()
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        with Client(self.endpoint, timeout=0.2, retries=0) as c:
+        with self.client(timeout=0.2) as c:  # subclasses' client() (CURVE) is used here too
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"faild exited with {proc.returncode} during start-up:\n{self.log()}")

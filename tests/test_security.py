@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cluster import Cluster, FailshProcess
-from conftest import STARTUP_TIMEOUT, FaildProcess, run_cli, wait_for
+from conftest import FaildProcess, run_cli, wait_for
 
 from failover import keys
 from failover.client import Client, ClientError, Unreachable
@@ -55,21 +55,6 @@ class CurveFaild(FaildProcess):
         super().__init__(directory, port=port, node=node,
                          extra=["--curve-secret", str(secret), "--curve-allow", str(allow)])
         self.curve = curve(keyring, "admin", node)
-
-    def start(self) -> CurveFaild:
-        proc = self.spawn()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        with self.client(timeout=0.2) as c:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"faild exited with {proc.returncode} during start-up:\n{self.log()}")
-                try:
-                    c.ping()
-                    return self
-                except ClientError:
-                    if time.monotonic() > deadline:
-                        self.kill9()
-                        raise RuntimeError(f"faild did not answer within {STARTUP_TIMEOUT} s:\n{self.log()}") from None
 
     def client(self, community: str = "public", timeout: float = 2.0, retries: int = 0) -> Client:
         return Client(self.endpoint, community=community, timeout=timeout, retries=retries, curve=self.curve)
