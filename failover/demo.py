@@ -100,6 +100,17 @@ def wait_for(port: int, wanted: str, timeout: float) -> float | None:
     return None
 
 
+class DemoFailed(Exception):
+    pass
+
+
+def expect(port: int, wanted: str, timeout: float, failure: str) -> float:
+    took = wait_for(port, wanted, timeout)
+    if took is None:
+        raise DemoFailed(failure)
+    return took
+
+
 def states(ports: dict[str, int]) -> str:
     out = []
     for name, port in ports.items():
@@ -124,31 +135,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for h in hosts.values():
             h.start()
-        if wait_for(web_port, "www1", 15) is None:
-            say("www1 never came up; see the logs")
-            return 1
+        expect(web_port, "www1", 15, "www1 never came up")
         say(f"faild states: {states(ports)}")
         time.sleep(1)
         say("CRASH: kill -9 of www1's faild, failsh and web server")
         crashed = time.monotonic()
         hosts["www1"].crash()
-        took = wait_for(web_port, "www2", 20)
-        if took is None:
-            say("www2 did not take over; see the logs")
-            return 1
+        took = expect(web_port, "www2", 20, "www2 did not take over")
         say(f"FAILOVER: www2 serves; the client was unserved for {took - crashed:.2f} s")
         say(f"faild states: {states(ports)}")
         say("www1 comes back")
         back = time.monotonic()
         hosts["www1"].start()
-        took = wait_for(web_port, "www1", 20)
-        if took is None:
-            say("www1 did not take the service back; see the logs")
-            return 1
+        took = expect(web_port, "www1", 20, "www1 did not take the service back")
         say(f"HANDBACK: www1 serves again {took - back:.2f} s after its restart")
         time.sleep(1.5)
         say(f"faild states: {states(ports)}")
         return 0
+    except DemoFailed as exc:
+        say(f"{exc}; see the logs in {workdir} (kept)")
+        os.environ["FO_DEMO_KEEP"] = "1"
+        return 1
     finally:
         for h in hosts.values():
             h.stop()
