@@ -104,6 +104,7 @@ class Engine:
         # service -> (when, {host: (status, state)}) at its last run while UP here (_yielded)
         self._peers_seen: dict[str, tuple[float, dict[str, tuple[str, State | None]]]] = {}
         self._curves: dict[str, keys.Curve] = {}  # host -> CURVE settings (_curve)
+        self._guard_refused: dict[str, float] = {}  # service -> monotonic time the guard last said no (_hold)
         self.dashboard: dashboard.Dashboard | None = None
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
@@ -409,16 +410,28 @@ class Engine:
                 return f"hold-down: handing back once UP for {svc.holddown:g} s"
         silent = sorted(h for h in svc.masters if views[h].status == DOWN)
         if action is not Action.START or not silent:
+            self._guard_refused.pop(name, None)
             return ""  # the guard is for taking over from a master we cannot hear
+        refusal = ""
         if svc.witnesses:
             seen = [w for w in svc.witnesses if (v := self.net.snapshot.get(w)) is not None and v.status == UP]
             if len(seen) < svc.needed_witnesses():
-                return (f"split-brain guard: master {', '.join(silent)} silent but only {len(seen)} of "
-                        f"{len(svc.witnesses)} witnesses reachable (need {svc.needed_witnesses()})")
-        if svc.tiebreaker:
+                refusal = (f"split-brain guard: master {', '.join(silent)} silent but only {len(seen)} of "
+                           f"{len(svc.witnesses)} witnesses reachable (need {svc.needed_witnesses()})")
+        if not refusal and svc.tiebreaker:
             state, why = run_procedure(self.tcl, name, "tiebreaker", svc.tiebreaker, svc.timeout)
             if state is not State.UP:
-                return f"split-brain guard: tie-breaker said no ({why})"
+                refusal = f"split-brain guard: tie-breaker said no ({why})"
+        now = time.monotonic()
+        if refusal:
+            self._guard_refused[name] = now
+            return refusal
+        # A yes right after a no proves little: this host may just have come back (link up)
+        # and reach a witness or the tie-breaker's target before its master's next poll is
+        # answered.  Give the master one dead time to answer first.
+        wait = max(self._deadtime(h) for h in silent)
+        if name in self._guard_refused and now - self._guard_refused[name] < wait:
+            return f"split-brain guard: agrees again; giving master {', '.join(silent)} {wait:g} s to answer"
         return ""
 
     def run_action(self, name: str, kind: str) -> State:
