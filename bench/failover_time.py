@@ -177,8 +177,9 @@ class Failover(Contender):
 
     What the runner needs is the five methods below.  The policy is the shipped sample
     (fo::ipup = ip addr add + arping -U, fo::ipdown = ip addr del) with master h1 and slave
-    h2; failsh gets `-N host -P peer=address` because the namespaces share the machine's
-    host name and there is no DNS for them.  Change `_argv_*` if failsh/faild options change.
+    h2.  The daemons are started by the test bed (``Testbed.start_faild``/``start_failsh``:
+    `-N host -P peer=address`, because the namespaces share the machine's host name and
+    there is no DNS for them), as tests/test_samples.py starts them.
     """
 
     name = "failover"
@@ -189,7 +190,8 @@ class Failover(Contender):
         super().__init__(tb, interval)
         self.faild: dict[str, subprocess.Popen[Any]] = {}
         self.failsh: dict[str, subprocess.Popen[Any]] = {}
-        self.dir = tb.tmpdir / f"failover-{interval:g}"
+        self.tag = f"failover-{interval:g}"
+        self.dir = tb.tmpdir / self.tag
         self.dir.mkdir(exist_ok=True)
         self.policy = self.dir / "ipfailover.tcl"
 
@@ -203,23 +205,11 @@ class Failover(Contender):
             return f"{cls.template} missing"
         return None
 
-    def _argv_faild(self, host: str) -> list[str]:
-        d = self.dir / host
-        return [sys.executable, "-m", "failover.cli.faild", "-F", "-N", host,
-                "-s", str(d / "faild.state"), "-r", str(d / "faild.pid")]
-
-    def _argv_failsh(self, host: str) -> list[str]:
-        d = self.dir / host
-        peers = [f"{h.name}={h.addr}" for h in self.tb.hosts if h.name != host]
-        return [sys.executable, "-m", "failover.cli.failsh", "-F", "-N", host, "-f", str(self.policy),
-                "-i", str(d / "failsh.pid"), "-l", str(d / "failsh.dump"), "-m", "0", "-D", "0",
-                *[a for p in peers for a in ("-P", p)]]
-
     def _start_faild(self, host: str) -> None:
-        self.faild[host] = self.tb.run(host, self._argv_faild(host), log_name="faild")
+        self.faild[host] = self.tb.start_faild(host, tag=self.tag)
 
     def _start_failsh(self, host: str) -> None:
-        self.failsh[host] = self.tb.run(host, self._argv_failsh(host), log_name="failsh")
+        self.failsh[host] = self.tb.start_failsh(host, self.policy, tag=self.tag)
 
     def start(self) -> None:
         text = self.template.read_text()
@@ -228,7 +218,6 @@ class Failover(Contender):
             text = text.replace(k, v)
         self.policy.write_text(text)
         for h in (self.master, self.backup):
-            (self.dir / h).mkdir(exist_ok=True)
             self._start_faild(h)
         for h in (self.master, self.backup):
             self._start_failsh(h)

@@ -63,6 +63,7 @@ _PREFIX_RE = re.compile(r"^fo[a-z0-9]{1,11}$")
 _NODE_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # p-<name> must fit IFNAMSIZ (15)
 _SWITCH = "sw"
 _LOSS_TABLE = "fo_loss"
+_BLOCK_TABLE = "fo_block"
 _TMP_TAG = "-testbed-"  # temp dirs are <prefix>-testbed-XXXX
 
 _serial = 0
@@ -527,7 +528,7 @@ class Testbed:
             if shutil.which("nft") is None:
                 raise TestbedError("loss needs nft (apt-get install nftables)")
             pct = max(0, min(100, round(loss)))
-            rule = f"numgen random mod 100 < {pct} drop" if pct < 100 else "drop"
+            rule = f"numgen random mod 100 < {pct} counter drop" if pct < 100 else "counter drop"
             conf = (f"table netdev {_LOSS_TABLE} {{\n"
                     f"  chain in {{ type filter hook ingress device \"eth0\" priority 0; {rule}; }}\n"
                     f"  chain out {{ type filter hook egress device \"eth0\" priority 0; {rule}; }}\n}}\n")
@@ -538,6 +539,43 @@ class Testbed:
         _cmd(["tc", "-n", node.ns, "qdisc", "del", "dev", "eth0", "root"], check=False)
         if shutil.which("nft"):
             self.exec(node, ["nft", "delete", "table", "netdev", _LOSS_TABLE], check=False)
+
+    def loss_drops(self, host: Host | str) -> int:
+        """Packets ``netem(loss=...)`` has dropped on `host` so far (both directions)."""
+        r = self.exec(host, ["nft", "-j", "list", "table", "netdev", _LOSS_TABLE], check=False)
+        if r.returncode != 0:
+            return 0
+        return sum(x["counter"]["packets"] for item in json.loads(r.stdout).get("nftables", [])
+                   for x in item.get("rule", {}).get("expr", []) if "counter" in x)
+
+    def block(self, host: Host | str, peer: Host | str) -> None:
+        """Drop all IPv4 traffic between `host` and `peer`, in `host`'s namespace, both ways.
+
+        A partition of just these two: links stay up, both still reach everyone else (and
+        ARP still passes, so the client's view of the VIP is unaffected).  nftables inet
+        table ``fo_block`` with a set of blocked addresses; ``unblock`` removes them.
+        """
+        if shutil.which("nft") is None:
+            raise TestbedError("block needs nft (apt-get install nftables)")
+        t = f"inet {_BLOCK_TABLE}"
+        conf = (f"add table {t}\n"
+                f"add set {t} peers {{ type ipv4_addr; }}\n"
+                f"add chain {t} in {{ type filter hook input priority 0; }}\n"
+                f"add chain {t} out {{ type filter hook output priority 0; }}\n"
+                f"add element {t} peers {{ {self._node(peer).addr} }}\n")
+        if not self.exec(host, ["nft", "list", "chain", "inet", _BLOCK_TABLE, "in"], check=False).stdout:
+            conf += f"add rule {t} in ip saddr @peers drop\nadd rule {t} out ip daddr @peers drop\n"
+        self.exec(host, ["nft", "-f", "-"], input=conf)
+
+    def unblock(self, host: Host | str, peer: Host | str | None = None) -> None:
+        """Undo ``block(host, peer)``; without `peer`, every block of `host`."""
+        if shutil.which("nft") is None:
+            return
+        if peer is None:
+            self.exec(host, ["nft", "delete", "table", "inet", _BLOCK_TABLE], check=False)
+        else:
+            self.exec(host, ["nft", "delete", "element", "inet", _BLOCK_TABLE, "peers",
+                             f"{{ {self._node(peer).addr} }}"], check=False)
 
     # ----- the VIP -------------------------------------------------------------------------
 
@@ -615,6 +653,79 @@ class Testbed:
             return r if r.ok and (host is None or r.host == host) else None
         return wait_until(ok, timeout, interval=0.05, what=f"{addr}:{port} served by {host or 'anyone'}")
 
+    # ----- failover's own daemons ----------------------------------------------------------
+
+    def failover_dir(self, host: Host | str, tag: str = "failover") -> Path:
+        """``tmpdir/<tag>/<host>``: state, pid and dump files of `host`'s faild and failsh."""
+        d = self.tmpdir / tag / self._node(host).name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def start_faild(self, host: Host | str, *, tag: str = "failover", args: Sequence[str] = (),
+                    wait: float = 10.0) -> subprocess.Popen[Any]:
+        """faild in `host` (-F, -N host, files under ``failover_dir``), listening on all
+        addresses port 1847; waits up to `wait` s until it listens (0: do not wait)."""
+        node = self._node(host)
+        d = self.failover_dir(node, tag)
+        p = self.run(node, [sys.executable, "-m", "failover.cli.faild", "-F", "-N", node.name,
+                            "-s", str(d / "faild.state"), "-r", str(d / "faild.pid"), *args], log_name="faild")
+        if wait:
+            wait_until(lambda: p.poll() is not None or self.listening(node, 1847), wait,
+                       what=f"faild on {node.name} to listen")
+            if p.poll() is not None:
+                raise TestbedError(f"faild on {node.name} exited with {p.returncode}; see {self.log_path(p)}")
+        return p
+
+    def start_failsh(self, host: Host | str, policy: Path | str, *, env: dict[str, str] | None = None,
+                     tag: str = "failover", args: Sequence[str] = ()) -> subprocess.Popen[Any]:
+        """failsh -f `policy` in `host`: -N host, ``-P name=address`` for every other host
+        of the bed (the namespaces share one host name and have no DNS), no monitor or
+        control port, pid and dump files under ``failover_dir``."""
+        node = self._node(host)
+        d = self.failover_dir(node, tag)
+        peers = [a for h in self.hosts if h.name != node.name for a in ("-P", f"{h.name}={h.addr}")]
+        return self.run(node, [sys.executable, "-m", "failover.cli.failsh", "-F", "-N", node.name,
+                               "-f", str(policy), "-i", str(d / "failsh.pid"), "-l", str(d / "failsh.dump"),
+                               "-m", "0", "-D", "0", *peers, *args], env=env, log_name="failsh")
+
+    def start_failover(self, host: Host | str, policy: Path | str, env: dict[str, str] | None = None, *,
+                       tag: str = "failover") -> tuple[subprocess.Popen[Any], subprocess.Popen[Any]]:
+        """faild (waited for), then failsh running `policy`, in `host`; returns both."""
+        faild = self.start_faild(host, tag=tag)
+        return faild, self.start_failsh(host, policy, env=env, tag=tag)
+
+    def listening(self, host: Host | str, port: int) -> bool:
+        """Whether something in `host` listens on TCP `port` (``ss``: reads sockets, sends nothing)."""
+        r = self.exec(host, ["ss", "-Hltn", f"sport = :{port}"], check=False)
+        return bool(r.stdout.strip())
+
+    def failstat(self, hosts: Iterable[Host | str] | None = None, *, frm: Host | str | None = None,
+                 history: int = 0, timeout: float = 0.5) -> dict[str, dict[str, Any]]:
+        """``failstat --json`` run in `frm` (default: the client) against `hosts` (default: all).
+
+        Returns host name -> failstat's record for it (``services``, or ``error`` when that
+        faild did not answer); with `history`, the last that many transitions too.
+        """
+        nodes = [self._node(h) for h in (hosts if hosts is not None else self.hosts)]
+        argv = [sys.executable, "-m", "failover.cli.failstat", "--json", "-t", str(timeout), "-r", "0"]
+        if history:
+            argv += ["--history", "-n", str(history)]
+        r = self.exec(frm or self.client, [*argv, *[n.addr for n in nodes]], check=False,
+                      timeout=10 + timeout * len(nodes))
+        try:
+            out = json.loads(r.stdout)
+        except ValueError as e:
+            raise TestbedError(f"failstat: bad output {r.stdout!r} {r.stderr!r}") from e
+        return {n.name: rec for n, rec in zip(nodes, out, strict=True)}
+
+    def service_states(self, service: str, hosts: Iterable[Host | str] | None = None, *,
+                       frm: Host | str | None = None) -> dict[str, str | None]:
+        """Host name -> state of `service` in its faild (None: no answer or unknown service)."""
+        out: dict[str, str | None] = {}
+        for name, rec in self.failstat(hosts, frm=frm).items():
+            out[name] = next((s["state"] for s in rec.get("services", []) if s["name"] == service), None)
+        return out
+
     # ----- keepalived (the baseline the benchmark compares against) -------------------------
 
     def start_keepalived(self, host: Host | str, *, priority: int, advert_int: float = 1.0,
@@ -645,6 +756,61 @@ class Testbed:
 
     def __repr__(self) -> str:
         return f"Testbed({self.prefix}, {self.subnet}, {list(self._nodes)})"
+
+
+class HolderSampler:
+    """Background thread: every `period` s, which hosts have each address (``ip addr``, sends nothing).
+
+    ``with HolderSampler(tb, [tb.vip]) as s: ...``; then ``s.samples`` is a list of
+    (monotonic time, {address: (host, ...)}).  Stops after `limit` s at the latest.
+    """
+
+    def __init__(self, tb: Testbed, addrs: Sequence[str] | None = None, period: float = 0.05,
+                 limit: float = 900.0) -> None:
+        self.tb = tb
+        self.addrs = list(addrs or [tb.vip])
+        self.period = period
+        self.limit = limit
+        self.samples: list[tuple[float, dict[str, tuple[str, ...]]]] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="holder-sampler", daemon=True)
+
+    def __enter__(self) -> HolderSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        end = time.monotonic() + self.limit
+        for _ in range(int(self.limit / max(self.period, 0.001)) + 1):
+            if self._stop.is_set() or time.monotonic() > end:
+                return
+            try:
+                t = time.monotonic()
+                have = {h.name: set(self.tb.addresses(h)) for h in self.tb.hosts}
+                self.samples.append((t, {a: tuple(n for n, s in have.items() if a in s) for a in self.addrs}))
+            except Exception as e:  # the bed is closing; keep what we have
+                self.error = e
+                return
+            self._stop.wait(self.period)
+
+    def holders(self, addr: str | None = None, start: float = 0.0,
+                end: float = float("inf")) -> list[tuple[float, tuple[str, ...]]]:
+        """(time, holders of `addr`) for the samples in [start, end]."""
+        a = addr or self.addrs[0]
+        return [(t, h[a]) for t, h in list(self.samples) if start <= t <= end]
+
+    def overlaps(self, addr: str | None = None, start: float = 0.0,
+                 end: float = float("inf")) -> list[tuple[float, tuple[str, ...]]]:
+        """The samples in [start, end] at which more than one host had `addr`."""
+        return [(t, h) for t, h in self.holders(addr, start, end) if len(h) > 1]
 
 
 
