@@ -1,0 +1,426 @@
+"""End-to-end: the shipped samples on the network-namespace test bed (issue #4).
+
+Each host runs the real faild and failsh (``Testbed.start_failover``) and vipserver; the
+client namespace runs vipclient against the virtual address all the time, so "served"
+below means "a TCP connection from the client got an answer from that host's vipserver".
+Nothing connects from the root namespace; the only root-namespace commands are ``ip``/
+``nft`` configuration and ``ip addr show`` (which hosts hold the VIP).
+
+samples/ipfailover-linux (policy generated with its setup.sh, interval 0.5 s, failsh's
+default dead factor 2.5, so a silent peer counts FAIL after DEAD = 1.25 s and a failsh's
+lease lasts as long), h1 master, h2 slave, faults on h1:
+
+============  =============================================  ====================================
+fault         may h1 still hold the VIP after h2 took it?    restore, and the overlap it ends
+============  =============================================  ====================================
+kill9-failsh  yes: nothing on h1 is left to remove it        restart failsh: at start-up it stops
+                                                             the stale UP (ip addr del) first
+kill9-faild   only in the detection window: h1's failsh      restart faild (no overlap left)
+              removes it once its faild has been silent
+              for DEAD, as h2 takes over after DEAD
+sigstop       yes: h1's failsh is frozen                     SIGCONT: h2 sees h1 UP again and
+                                                             hands back at once
+linkdown      yes: h1 cannot tell it is cut off (no           link up: as for sigstop
+              client can reach it meanwhile)
+graceful      never: h1 removes the VIP before it gives up    restart failsh (no overlap left)
+              its lease (SIGTERM)
+============  =============================================  ====================================
+
+After the restore the overlap the fault left must end within ``RESTORE_OVERLAP[fault]``;
+from then on, through the whole handback (h1 RECOVER, h2 stops, h1 starts), no sample
+(every 50 ms) may show two holders.  And the client must be served by h1 again within
+``SERVED_AFTER_RELEASE`` s of h2 letting go: where h1 kept the address (sigstop, linkdown,
+kill9-faild when h1 was slow to notice), clients still send to h2's MAC until h1
+re-announces the address (the service's ``announce`` script, fo::garp); without that they
+wait 30-50 s for their ARP entry to expire.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failover import testbed
+from failover.testbed import HolderSampler, Testbed, TestbedError, wait_until
+from failover.vipclient import Result, Tail, first_ok, longest_gap
+
+
+def _unavailable() -> str | None:
+    reason = testbed.available()
+    if reason:
+        return reason
+    if shutil.which("arping") is None:
+        return "arping not installed (apt-get install iputils-arping): the samples announce the VIP with it"
+    return None
+
+
+_reason = _unavailable()
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(_reason is not None, reason=f"netns test bed: {_reason}")]
+
+REPO = Path(__file__).resolve().parent.parent
+IPFAILOVER = REPO / "samples" / "ipfailover-linux"
+SYMMETRIC = REPO / "samples" / "symmetric" / "failover.tcl"
+
+INTERVAL = 0.5
+DEAD = 2.5 * INTERVAL       # failsh's default dead factor: silence before a peer counts FAIL; lease ttl
+STABLE = 1.0                # "serving" = every reply of the last STABLE s came from that host
+TAKEOVER_LIMIT = DEAD + 4 * INTERVAL + 4.0   # fault -> the client served by the backup
+HANDBACK_LIMIT = 15.0       # restore -> the master alone holds the VIP and serves for STABLE s
+SERVED_AFTER_RELEASE = 3.0  # the backup let go -> the client served by the master
+FAULT_HOLD = DEAD + 2 * INTERVAL  # the fault lasts this long after the takeover (lets h1 notice)
+
+FAULTS = ("kill9-failsh", "kill9-faild", "sigstop", "linkdown", "graceful")
+# How long after the restore h1 may still hold the address together with h2 (see the table above).
+RESTORE_OVERLAP = {
+    "kill9-failsh": 8.0,                  # the new failsh's start-up (Python, Tcl, the policy) + its stop
+    "kill9-faild": 0.0,
+    "sigstop": DEAD + 3 * INTERVAL + 1.0,  # h2 polls h1 again and hands back
+    "linkdown": DEAD + 3 * INTERVAL + 2.0,  # the same, plus ZeroMQ's reconnect
+    "graceful": 0.0,
+}
+# Overlap allowed while the fault lasts (from the fault until the restore), in seconds of samples.
+FAULT_OVERLAP: dict[str, float | None] = {
+    "kill9-failsh": None, "sigstop": None, "linkdown": None,  # unbounded: see the table
+    "kill9-faild": DEAD,   # both sides count the same dead time; they act within about a poll
+    "graceful": 0.0,
+}
+
+
+# ----- helpers (test_partition.py uses them too) -----------------------------------------------
+
+def gen_policy(out: Path, master: str, slave: str, vip_cidr: str, interval: float = INTERVAL) -> Path:
+    """samples/ipfailover-linux/setup.sh, as an administrator runs it (sed only, no traffic)."""
+    r = subprocess.run(["sh", str(IPFAILOVER / "setup.sh"), "-m", master, "-s", slave, "-a", vip_cidr,
+                        "-d", "eth0", "-i", f"{interval:g}", "-o", str(out)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def assert_states(tb: Testbed, service: str, expected: dict[str, str | None], timeout: float = 5.0) -> None:
+    """The hosts' faild hold `expected` for `service` within `timeout` s (None: faild does not
+    answer).  A start procedure records UP when it returns, after its arping (about 1 s
+    after the address is up), so the client may be served a moment before faild says UP."""
+    got: dict[str, str | None] = {}
+
+    def ok() -> bool:
+        got.update(tb.service_states(service, list(expected)))
+        return got == expected
+    try:
+        wait_until(ok, timeout, interval=0.2, what=f"{service} states {expected}")
+    except TestbedError:
+        pytest.fail(f"{service}: faild states {got}, want {expected}")
+
+
+def holders(tb: Testbed, addr: str) -> list[str]:
+    return [h.name for h in tb.hosts if addr in tb.addresses(h)]
+
+
+def wait_served(tail: Tail, host: str, after: float, timeout: float, what: str = "") -> Result:
+    """The first reply from `host` completed after `after` (waits up to `timeout` s from now)."""
+    return wait_until(lambda: first_ok(tail.since(after), after, host=host), timeout, interval=0.02,
+                      what=what or f"the client served by {host}")
+
+
+def wait_alone(tb: Testbed, tail: Tail, host: str, timeout: float, addr: str | None = None) -> float:
+    """Until `host` alone holds `addr` and every reply of the last STABLE s is its; returns when."""
+    addr = addr or tb.vip
+
+    def good() -> bool:
+        if holders(tb, addr) != [host]:
+            return False
+        recent = tail.since(time.monotonic() - STABLE)
+        return len(recent) >= 20 and all(r.ok and r.host == host for r in recent)
+    wait_until(good, timeout, interval=0.05, what=f"{host} alone holding {addr} and serving")
+    return time.monotonic()
+
+
+def release_time(smp: HolderSampler, host: str, start: float, addr: str | None = None) -> float:
+    """The first sample after `start` from which on `host` never held `addr` again."""
+    t_rel = start
+    for t, h in smp.holders(addr, start):
+        if host in h:
+            t_rel = t
+    later = [t for t, h in smp.holders(addr, t_rel) if t > t_rel]
+    return later[0] if later else t_rel
+
+
+def overlap_span(samples: list[tuple[float, tuple[str, ...]]]) -> float:
+    """Seconds from the first to the last sample with two holders (0 if none)."""
+    return samples[-1][0] - samples[0][0] if samples else 0.0
+
+
+def log_tails(tb: Testbed, procs: list[subprocess.Popen[Any]], lines: int = 25) -> str:
+    out = []
+    for p in procs:
+        path = tb.log_path(p)
+        if path and path.exists():
+            out.append(f"--- {path.name}\n" + "".join(path.read_text(errors="replace").splitlines(True)[-lines:]))
+    return "\n".join(out)
+
+
+class Failover:
+    """faild + failsh on some hosts of a test bed, each with its own policy file and env."""
+
+    def __init__(self, tb: Testbed, policies: dict[str, Path], env: dict[str, str] | None = None) -> None:
+        self.tb = tb
+        self.policies = policies
+        self.env = env
+        self.faild: dict[str, subprocess.Popen[Any]] = {}
+        self.failsh: dict[str, subprocess.Popen[Any]] = {}
+
+    def start_faild(self, host: str) -> None:
+        self.faild[host] = self.tb.start_faild(host)
+
+    def start_failsh(self, host: str) -> None:
+        self.failsh[host] = self.tb.start_failsh(host, self.policies[host], env=self.env)
+
+    def start(self) -> None:
+        for h in self.policies:
+            self.start_faild(h)
+        for h in self.policies:
+            self.start_failsh(h)
+
+    def kill(self, host: str, which: str) -> None:
+        """SIGKILL faild or failsh (its whole process group, as a crash would)."""
+        self.tb.signal((self.faild if which == "faild" else self.failsh)[host], signal.SIGKILL)
+
+    def restart(self, host: str, which: str) -> None:
+        procs = self.faild if which == "faild" else self.failsh
+        self.tb.stop(procs[host], timeout=10)
+        (self.start_faild if which == "faild" else self.start_failsh)(host)
+
+    def stop(self) -> None:
+        for p in [*self.failsh.values(), *self.faild.values()]:
+            self.tb.stop(p, timeout=10)
+
+    def logs(self) -> str:
+        return log_tails(self.tb, [*self.failsh.values(), *self.faild.values()])
+
+
+# ----- samples/ipfailover-linux: the five faults on h1 -------------------------------------------
+
+class IpPair(Failover):
+    master, backup = "h1", "h2"
+
+    def __init__(self, tb: Testbed, tail: Tail) -> None:
+        policy = gen_policy(tb.tmpdir / "ipfailover.tcl", self.master, self.backup, tb.vip_cidr)
+        super().__init__(tb, {self.master: policy, self.backup: policy})
+        self.tail = tail
+
+    def inject(self, fault: str) -> None:
+        m = self.master
+        if fault == "kill9-failsh":
+            self.kill(m, "failsh")
+        elif fault == "kill9-faild":
+            self.kill(m, "faild")
+        elif fault == "sigstop":
+            self.tb.signal(self.failsh[m], signal.SIGSTOP)
+        elif fault == "linkdown":
+            self.tb.link_down(m)
+        elif fault == "graceful":
+            self.tb.signal(self.failsh[m], signal.SIGTERM, group=False)
+        else:
+            raise ValueError(fault)
+
+    def restore(self, fault: str) -> None:
+        m = self.master
+        if fault in ("kill9-failsh", "graceful"):
+            self.restart(m, "failsh")
+        elif fault == "kill9-faild":
+            self.restart(m, "faild")
+        elif fault == "sigstop":
+            self.tb.signal(self.failsh[m], signal.SIGCONT)
+        elif fault == "linkdown":
+            self.tb.link_up(m)
+
+    def reset(self) -> None:
+        """Back to a clean start: every daemon restarted, links up, no VIP anywhere."""
+        self.stop()
+        for h in (self.master, self.backup):
+            self.tb.link_up(h)
+            self.tb.vip_del(h)
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def ip_pair():
+    with Testbed(hosts=["h1", "h2"]) as tb:
+        for h in tb.hosts:
+            tb.start_vipserver(h)
+        _, results = tb.start_vipclient(duration=900)
+        pair = IpPair(tb, Tail(results))
+        pair.start()
+        wait_alone(tb, pair.tail, "h1", 30)
+        yield pair
+        pair.stop()
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_ipfailover_fault_takeover_and_handback(ip_pair: IpPair, fault: str) -> None:
+    tb, tail, m, b = ip_pair.tb, ip_pair.tail, ip_pair.master, ip_pair.backup
+    try:
+        wait_alone(tb, tail, m, 20)
+    except TestbedError:  # an earlier test left a mess: start over
+        ip_pair.reset()
+        wait_alone(tb, tail, m, 30)
+    with HolderSampler(tb, [tb.vip]) as smp:
+        t_fault = time.monotonic()
+        ip_pair.inject(fault)
+        try:
+            r = wait_served(tail, b, t_fault, TAKEOVER_LIMIT, f"{b} serving after {fault}")
+            time.sleep(FAULT_HOLD)
+            t_restore = time.monotonic()
+            ip_pair.restore(fault)
+            wait_alone(tb, tail, m, HANDBACK_LIMIT)
+        except TestbedError as e:
+            pytest.fail(f"{fault}: {e}\nVIP holders now {tb.vip_holders()}\n{ip_pair.logs()}")
+    takeover = r.t1 - t_fault
+    t_release = release_time(smp, b, t_restore)
+    back = first_ok(tail.since(t_release), t_release, host=m)
+    assert back is not None
+    during = smp.overlaps(None, t_fault, t_restore)
+    after = smp.overlaps(None, t_restore)
+    reannounced = "re-announcing" in (ip_pair.tb.log_path(ip_pair.failsh[m]) or Path("/nonexistent")).read_text()
+    print(f"\n{fault}: takeover {takeover:.2f} s (outage {longest_gap(tail.since(t_fault), t_fault, r.t1):.2f} s), "
+          f"two holders in {len(during)} samples ({overlap_span(during):.2f} s) during the fault and "
+          f"{f'until {after[-1][0] - t_restore:.2f} s after' if after else 'none after'} the restore; {b} let go "
+          f"{t_release - t_restore:.2f} s after the restore, the client served by {m} {back.t1 - t_release:.2f} s "
+          f"later{' (re-announced)' if reannounced else ''}")
+
+    # During the fault: the old master keeps the VIP only where it cannot help it.
+    limit = FAULT_OVERLAP[fault]
+    if limit == 0:
+        assert not during, f"{fault}: two holders during the fault: {during[:5]}"
+    elif limit is not None:
+        assert overlap_span(during) <= limit, f"{fault}: two holders during the fault: {during[:5]}..."
+    # After the restore: the overlap the fault left ends in time, and the handback adds none.
+    if after:
+        assert after[-1][0] - t_restore <= RESTORE_OVERLAP[fault], \
+            f"{fault}: two holders {after[-1][0] - t_restore:.2f} s after the restore"
+        first_single = next(t for t, h in smp.holders(None, t_restore) if len(h) <= 1)
+        assert after[-1][0] < first_single, f"{fault}: two holders again during the handback"
+    # The client follows the handback within seconds (the re-announcement), not after ARP expiry.
+    assert back.t1 - t_release <= SERVED_AFTER_RELEASE, \
+        f"{fault}: client served by {m} only {back.t1 - t_release:.1f} s after {b} let go"
+    assert_states(tb, "ip", {m: "UP", b: "RECOVER"})
+
+
+# ----- samples/ipfailover-linux: three hosts in a chain ------------------------------------------
+
+def test_ipfailover_chain_of_three_hosts() -> None:
+    """h1 > h2 > h3: h2 takes over from h1 (h3 waits for h2), h3 only when both are gone;
+    each host that comes back takes the address back from the one below it.
+
+    setup.sh knows one master and one slave, so each host gets the file written from its own
+    point of view (the hosts before it masters, those after it slaves; failsh drops itself
+    from the lists): h1 ``-m h1 -s 'h2 h3'``, h2 ``-m h1 -s h3``, h3 ``-m 'h1 h2' -s h3``.
+    A crash is kill -9 of both daemons and the address gone (as after a reboot); the
+    crashed host's vipserver stays up, so only the VIP decides who answers.
+    """
+    with Testbed(hosts=["h1", "h2", "h3"]) as tb:
+        views = {"h1": ("h1", "h2 h3"), "h2": ("h1", "h3"), "h3": ("h1 h2", "h3")}
+        policies = {h: gen_policy(tb.tmpdir / f"ipfailover-{h}.tcl", m, s, tb.vip_cidr) for h, (m, s) in views.items()}
+        for h in tb.hosts:
+            tb.start_vipserver(h)
+        _, results = tb.start_vipclient(duration=300)
+        tail = Tail(results)
+        fo = Failover(tb, policies)
+        fo.start()
+
+        def crash(h: str) -> None:
+            fo.kill(h, "failsh")
+            fo.kill(h, "faild")
+            tb.vip_del(h)
+
+        def boot(h: str) -> None:
+            fo.restart(h, "faild")
+            fo.restart(h, "failsh")
+
+        try:
+            wait_alone(tb, tail, "h1", 30)
+            with HolderSampler(tb) as smp:
+                t1 = time.monotonic()
+                crash("h1")
+                wait_served(tail, "h2", t1, TAKEOVER_LIMIT)
+                wait_alone(tb, tail, "h2", 10)
+                time.sleep(DEAD + 2 * INTERVAL)  # h3 has had time to (wrongly) start too
+                assert holders(tb, tb.vip) == ["h2"]
+                assert_states(tb, "ip", {"h1": None, "h2": "UP", "h3": "RECOVER"})
+                t2 = time.monotonic()
+                crash("h2")
+                wait_served(tail, "h3", t2, TAKEOVER_LIMIT)
+                wait_alone(tb, tail, "h3", 10)
+                t3 = time.monotonic()
+                boot("h2")
+                wait_alone(tb, tail, "h2", HANDBACK_LIMIT)
+                t4 = time.monotonic()
+                boot("h1")
+                wait_alone(tb, tail, "h1", HANDBACK_LIMIT)
+        except TestbedError as e:
+            pytest.fail(f"chain: {e}\nVIP holders {tb.vip_holders()}\n{fo.logs()}")
+        assert not smp.overlaps(), smp.overlaps()[:5]
+        assert all("h3" not in h for t, h in smp.holders() if t < t2), "h3 took over while h2 was there"
+        assert all("h3" not in h for t, h in smp.holders() if t > t4), "h3 still held the VIP after h2 was back"
+        assert_states(tb, "ip", {"h1": "UP", "h2": "RECOVER", "h3": "RECOVER"})
+        print(f"\nchain: h3 -> h2 handback {t4 - t3:.2f} s, h2 -> h1 {time.monotonic() - t4:.2f} s")
+        fo.stop()
+
+
+# ----- samples/symmetric ---------------------------------------------------------------------------
+
+def test_symmetric_each_host_serves_its_own_and_takes_over_the_other() -> None:
+    """alpha = h1 masters web, beta = h2 masters mail; kill -9 of h2's failsh gives h1 both
+    services, restarting it gives mail back to h2.  web never moves.
+
+    After kill -9 of its failsh h2 keeps the mail address (nothing is left on h2 to remove
+    it) until the restarted failsh stops that stale UP at start-up; from then on, through
+    the handback, mail never has two holders.
+    """
+    with Testbed(hosts=["h1", "h2"]) as tb:
+        base = tb.vip.rsplit(".", 1)[0]
+        web, mail = tb.vip, f"{base}.101"
+        env = {"FO_ALPHA": "h1", "FO_BETA": "h2", "FO_DEV": "eth0", "FO_VIP_WEB": tb.vip_cidr,
+               "FO_VIP_MAIL": f"{mail}/{tb.prefixlen}", "FO_INTERVAL": f"{INTERVAL:g}"}
+        for h in tb.hosts:
+            tb.start_vipserver(h)
+        _, web_results = tb.start_vipclient(duration=300)
+        _, mail_results = tb.start_vipclient(duration=300, addr=mail)
+        web_tail, mail_tail = Tail(web_results), Tail(mail_results)
+        fo = Failover(tb, {"h1": SYMMETRIC, "h2": SYMMETRIC}, env=env)
+        fo.start()
+        try:
+            wait_alone(tb, web_tail, "h1", 30, web)
+            wait_alone(tb, mail_tail, "h2", 10, mail)
+            with HolderSampler(tb, [web, mail]) as smp:
+                t_fault = time.monotonic()
+                fo.kill("h2", "failsh")
+                r = wait_served(mail_tail, "h1", t_fault, TAKEOVER_LIMIT, "mail served by h1")
+                assert "h1" in holders(tb, mail) and holders(tb, web) == ["h1"]
+                # h1 records UP once fo::ipup returns (its arping takes about 1 s); h2's faild
+                # still says UP for mail (kill -9 left it there), but h2 holds no lease any more.
+                assert_states(tb, "mail", {"h1": "UP"})
+                assert_states(tb, "web", {"h1": "UP", "h2": "RECOVER"})
+                t_restore = time.monotonic()
+                fo.restart("h2", "failsh")
+                wait_alone(tb, mail_tail, "h2", HANDBACK_LIMIT, mail)
+                wait_alone(tb, web_tail, "h1", 1, web)
+        except TestbedError as e:
+            pytest.fail(f"symmetric: {e}\n{fo.logs()}")
+        assert all(h == ("h1",) for _, h in smp.holders(web)), "web moved"
+        after = smp.overlaps(mail, t_restore)
+        if after:
+            assert after[-1][0] - t_restore <= RESTORE_OVERLAP["kill9-failsh"]
+            first_single = next(t for t, h in smp.holders(mail, t_restore) if len(h) <= 1)
+            assert after[-1][0] < first_single, "mail on both hosts again during the handback"
+        assert_states(tb, "web", {"h1": "UP", "h2": "RECOVER"})
+        assert_states(tb, "mail", {"h1": "RECOVER", "h2": "UP"})
+        print(f"\nsymmetric: mail taken over by h1 {r.t1 - t_fault:.2f} s after the kill, back on h2 "
+              f"{time.monotonic() - t_restore:.2f} s after the restart")
+        fo.stop()
