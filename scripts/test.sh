@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=""
     python3 -c "import tkinter; tkinter.Tcl()" 2>/dev/null || need="$need tcl8.6 libtk8.6"
-    for pair in tmux:tmux ip:iproute2 arping:iputils-arping keepalived:keepalived chromium:chromium tc:iproute2; do
+    for pair in tmux:tmux ip:iproute2 arping:iputils-arping keepalived:keepalived chromium:chromium tc:iproute2 \
+            nft:nftables; do
         command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
     done
     if [ -n "$need" ]; then
