@@ -36,35 +36,25 @@ def parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentPa
     return p
 
 
-def port_number(text: str) -> int:
-    """argparse type: a TCP port 1..65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port {port} is not in 1..65535")
-    return port
+def bounded(name: str, convert: type, low: float, high: float, shown: str,
+            low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)`` within [low, high] (or (low, high] with
+    ``low_open``); errors name the option's ``name`` and the ``shown`` range."""
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{name} {text if convert is float else value} is not in {shown}")
+        return value
+    parse.__name__ = name.replace(" ", "_")  # argparse names the type in its messages
+    return parse
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"timeout {text} is not in (0, 3600] seconds")
-    return value
-
-
-def _retries(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid retry count {text!r}") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"retry count {value} is not in 0..100")
-    return value
+port_number = bounded("port", int, 1, 65535, "1..65535")
+_timeout = bounded("timeout", float, 0, 3600, "(0, 3600] seconds", low_open=True)
+_retries = bounded("retry count", int, 0, 100, "0..100")
 
 
 def add_client_options(p: argparse.ArgumentParser) -> None:

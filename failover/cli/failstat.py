@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -55,16 +54,6 @@ def print_table(results: list[dict]) -> None:
                   f"  {t['reason']}")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"count {value} is not in 1..1000")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("failstat", "Dump all service states of one or several hosts' faild "
                       "(name, state, last change as local time, age).", EPILOG)
@@ -73,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     # a flag, not --history [N]: an optional value would swallow the first HOST
     p.add_argument("--history", action="store_true", help="also show the last transitions (see -n)")
-    p.add_argument("-n", "--count", type=_count, default=20, metavar="N",
+    p.add_argument("-n", "--count", type=common.bounded("count", int, 1, 1000, "1..1000"), default=20, metavar="N",
                    help="transitions shown by --history, 1..1000 (default: %(default)s)")
     p.add_argument("hosts", nargs="*", default=["localhost"], metavar="HOST[:PORT]")
     args = p.parse_args(argv)
