@@ -102,7 +102,8 @@ class Engine:
                                               server.host_info(opts.node))
         self.net: NetThread | None = None
         # service -> (when, {host: (status, state)}) at its last run while UP here (_yielded)
-        self._peers_seen: dict[str, tuple[float, dict[str, tuple[str, State | None]]]] = {}
+        # per service: when, and each peer's (status, state, record counter) at the last run
+        self._peers_seen: dict[str, tuple[float, dict[str, tuple[str, State | None, int | None]]]] = {}
         self._curves: dict[str, keys.Curve] = {}  # host -> CURVE settings (_curve)
         self._guard_refused: dict[str, float] = {}  # service -> monotonic time the guard last said no (_hold)
         self.dashboard: dashboard.Dashboard | None = None
@@ -373,8 +374,10 @@ class Engine:
 
     def _yielded(self, name: str, views: dict[str, PeerView], states: dict[str, State | None]) -> list[str]:
         """Why another host may have held the service while this one did: hosts seen UP
-        that no longer are, hosts we could not hear that answer again (a healed
-        partition), or this failsh itself was stalled (SIGSTOP) past its lease.
+        that no longer are, hosts whose record changed between two runs and is not UP now
+        (UP and back between our polls: a short partition, healed before either side counted
+        the other FAIL), hosts we could not hear that answer again (a healed partition), or
+        this failsh itself was stalled (SIGSTOP) past its lease.
 
         Tracked only while UP here: a host that starts now announces in its start script.
         """
@@ -382,16 +385,16 @@ class Engine:
         if self.local[name] is not State.UP:
             return []
         now = time.monotonic()
-        seen = {h: (views[h].status, states[h]) for h in states}
+        seen = {h: (views[h].status, states[h], _counter(views[h], name)) for h in states}
         self._peers_seen[name] = (now, seen)
         if before is None:
             return []
         then, old = before
         if now - then > self._lease_ttl():
             return ["(this failsh was stalled)"]
-        return sorted(h for h, (status, state) in old.items()
-                      if h in seen and ((state is State.UP and seen[h][1] is not State.UP)
-                                        or (status == DOWN and seen[h][0] == UP)))
+        return sorted(h for h, (status, state, counter) in old.items() if h in seen and (
+            (seen[h][1] is not State.UP and (state is State.UP or counter != seen[h][2]))
+            or (status == DOWN and seen[h][0] == UP)))
 
     def _announce(self, name: str, svc: ServiceConfig, yielded: list[str]) -> None:
         """We stayed UP while another host held the service too (a partition, a frozen
@@ -723,6 +726,12 @@ class _ControlServer(server.Faild):
     def record(self, name: str, state: State, reason: str) -> None:
         self.store.set(name, state, reason)
         self._services_json.clear()  # the server caches encoded replies per state change
+
+
+def _counter(view: PeerView, service: str) -> int | None:
+    """The host's transition counter for ``service``: it moves on every change there."""
+    rec = view.services.get(service)
+    return rec.counter if rec else None
 
 
 def _read_all(fd: int) -> None:

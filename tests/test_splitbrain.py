@@ -9,6 +9,7 @@ bounce the service.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 from cluster import Cluster, both_up
 from conftest import wait_for
 from test_failsh import WEB
+
+from failover.client import Client
 
 
 @pytest.fixture
@@ -98,6 +101,27 @@ def test_announce_runs_when_the_other_host_lets_go(make_cluster: Callable[..., C
     if "announce" in c.markers("www1", "web"):
         assert "web: another host may have held it too" in c.failsh["www1"].log()
     assert "announce" not in c.markers("www2", "web")
+
+
+def test_announce_runs_when_the_other_host_was_up_between_two_polls(
+        make_cluster: Callable[..., Cluster]) -> None:
+    """A short partition can heal before either side counts the other FAIL: the slave took
+    over and handed back between two polls of the master, which never saw it UP.  The
+    master still re-announces, because the slave's record changed meanwhile."""
+    policy = WEB + ("proc announce {args} { mark web announce }\n"
+                    "failsvc web announce announce\n"
+                    "failsvc web interval 2\n")
+    c = make_cluster(["www1", "www2"], policy)
+    c.start_failds()
+    with Client(c.failds["www2"].endpoint) as www2:
+        www2.set("web", "RECOVER")  # the slave's record exists before the master looks
+        c.start_failsh("www1")
+        c.wait_states("web", {"www1": "UP"})
+        time.sleep(2.5)  # the master's next run notes what www2 looks like while it is UP
+        www2.set("web", "UP", "test: took over")
+        www2.set("web", "RECOVER", "test: handed back")
+    wait_for(lambda: "announce" in c.markers("www1", "web"), 6, "www1 to re-announce web")
+    assert "web: another host may have held it too (www2)" in c.failsh["www1"].log()
 
 
 def test_holddown_keeps_a_taken_over_service_before_handing_back(
