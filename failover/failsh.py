@@ -26,7 +26,7 @@ from failover import client, dashboard, keys, metrics, monitor, protocol, server
 from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
-from failover.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, make_wakeup
+from failover.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, Wakeup
 from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy, ServiceConfig
 from failover.procedures import run_guarded, run_procedure
 from failover.scheduler import Scheduler
@@ -262,8 +262,9 @@ class Engine:
             except keys.KeyFileError as exc:  # a host added at the prompt: not polled, so waited on
                 log.error("%s is not polled: %s", name, exc)
                 continue
+            hint = f"{endpoint.rpartition(':')[0]}:{host.monitor}" if host.monitor else None
             specs.append(PeerSpec(name, endpoint, interval,
-                                  host.deadtime or self.opts.dead_factor * interval, community, curve))
+                                  host.deadtime or self.opts.dead_factor * interval, community, curve, hint))
         return specs
 
     def _curve(self, name: str) -> keys.Curve | None:
@@ -346,9 +347,10 @@ class Engine:
         if self.local[name] is not State.UP:
             # grace: a master whose faild answers but whose failsh has no lease yet may be
             # starting with us (a cluster boot), or its faild just restarted and its failsh
-            # has not renewed the lease yet; give it one dead time before counting it FAIL
+            # has not renewed the lease yet; give it one dead time before counting it FAIL.
+            # Not if that faild showed a lease before: then its failsh stopped (or died).
             young = sorted(h for h in svc.masters if views[h].status == UP and views[h].lease is None
-                           and self._young(views[h], self._deadtime(h)))
+                           and not views[h].leased and self._young(views[h], self._deadtime(h)))
             if young:
                 self._note(name, f"wait: grace for master {', '.join(young)} "
                                  "(faild answers, no failsh lease yet)")
@@ -486,6 +488,8 @@ class Engine:
             return
         self._record(name, state, reason)
         self._write(name, state, reason)
+        if self.net is not None and self.active:
+            self.net.hint()  # peers poll us now, not at their next tick
 
     def _record(self, name: str, state: State, reason: str) -> None:
         old = self.local.get(name)
@@ -698,23 +702,19 @@ class Engine:
     # Event loop ------------------------------------------------------------------
     def install_loop_hooks(self) -> None:
         """Pipe from the network thread and signal wake-ups into the Tcl event loop."""
-        r, self._poke = make_wakeup()
+        wakeup = Wakeup()
+        self._poke = wakeup.poke
 
-        def drain(fd: int, _mask: int) -> None:
-            try:
-                os.read(fd, 4096)
-            except BlockingIOError:
-                pass
+        def drain(_fd: int, _mask: int) -> None:
+            wakeup.drain()
             try:
                 self.on_events()
             except Exception:  # an exception here would end mainloop (tkinter keeps it)
                 log.exception("handling peer events failed")
-        self.tcl.interp.createfilehandler(r, tkinter.READABLE, drain)
-        sr, sw = os.pipe()
-        os.set_blocking(sr, False)
-        os.set_blocking(sw, False)
-        signal.set_wakeup_fd(sw)  # lets Python signal handlers run while Tcl waits
-        self.tcl.interp.createfilehandler(sr, tkinter.READABLE, lambda fd, _m: _read_all(fd))
+        self.tcl.interp.createfilehandler(wakeup.fd, tkinter.READABLE, drain)
+        signals = Wakeup()
+        signal.set_wakeup_fd(signals.write_fd)  # lets Python signal handlers run while Tcl waits
+        self.tcl.interp.createfilehandler(signals.fd, tkinter.READABLE, lambda _fd, _m: signals.drain())
 
     def _poke(self) -> None:  # replaced by install_loop_hooks
         pass
@@ -732,10 +732,3 @@ def _counter(view: PeerView, service: str) -> int | None:
     """The host's transition counter for ``service``: it moves on every change there."""
     rec = view.services.get(service)
     return rec.counter if rec else None
-
-
-def _read_all(fd: int) -> None:
-    try:
-        os.read(fd, 512)
-    except BlockingIOError:
-        pass

@@ -7,10 +7,34 @@ import json
 from failover.timefmt import age, local_time
 
 FEED_VERSION = 1
+MONITOR_PORT = 1848  # 0.5's failmon port
+
+# The feed carries two kinds of message; a subscriber picks one by its prefix (the JSON
+# object starts with "v" then "type", as encode() and encode_change() write it):
+# snapshots for failmon, and change hints for peer failsh (docs/failsh.md, "hints").
+SNAPSHOT_TOPIC = b'{"v":%d,"type":"snapshot"' % FEED_VERSION
+CHANGE_TOPIC = b'{"v":%d,"type":"change"' % FEED_VERSION
 
 
 def encode(snapshot: dict) -> bytes:
     return json.dumps(snapshot, separators=(",", ":")).encode()
+
+
+def encode_change(node: str) -> bytes:
+    """A hint that ``node`` changed a local state: its peers poll its faild now."""
+    return encode({"v": FEED_VERSION, "type": "change", "node": node})
+
+
+def decode_change(frame: bytes) -> str:
+    """The node a change hint names; ValueError if the frame is not one."""
+    try:
+        msg = json.loads(frame)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a change hint: {exc}") from None
+    if not isinstance(msg, dict) or msg.get("v") != FEED_VERSION or msg.get("type") != "change" \
+            or not isinstance(msg.get("node"), str):
+        raise ValueError("not a version-1 change hint")
+    return msg["node"]
 
 
 def decode(frame: bytes) -> dict:

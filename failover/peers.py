@@ -15,12 +15,13 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 import attrs
 import zmq
 
-from failover import keys, metrics, protocol
+from failover import keys, metrics, monitor, protocol
 from failover.client import configure_socket, record_from_wire
 from failover.model import ServiceRecord
 from failover.states import State
@@ -28,6 +29,8 @@ from failover.states import State
 log = logging.getLogger("failover.peers")
 
 UNKNOWN, UP, DOWN = "unknown", "up", "down"
+HINT_GAP = 0.02  # s: at most one hinted poll per peer this often, however many hints come
+RETRY = 0.1  # s: next try of a poll that found no connection to send on
 
 
 @attrs.frozen
@@ -40,6 +43,7 @@ class PeerSpec:
     deadtime: float
     community: str = protocol.DEFAULT_COMMUNITY
     curve: keys.Curve | None = None  # CURVE identity and the host's faild key (failsh --curve-keys)
+    hint: str | None = None  # the host's failsh feed: a change hint there means "poll now"
 
 
 @attrs.frozen
@@ -55,6 +59,7 @@ class PeerView:
     started: float | None = None
     restarted: float | None = None  # monotonic time this thread saw its faild restart
     lease: float | None = None     # seconds left of its failsh's lease; None: no failsh
+    leased: bool = False           # a lease was seen from this faild process: its failsh ran
     services: dict[str, ServiceRecord] = attrs.field(factory=dict)
     error: str = ""
 
@@ -67,9 +72,11 @@ class PeerView:
 
 
 class _Peer:
-    def __init__(self, spec: PeerSpec, sock: zmq.Socket, now: float) -> None:
+    def __init__(self, spec: PeerSpec, sock: zmq.Socket, hints: zmq.Socket | None, now: float) -> None:
         self.spec = spec
         self.sock = sock
+        self.hints = hints                 # SUB to the peer's change hints, if it has a feed
+        self.polled = 0.0                  # monotonic time of the last poll sent
         self.view = PeerView(spec.name, spec.endpoint)
         self.born = now
         self.next_due = now
@@ -100,28 +107,42 @@ class NetThread(threading.Thread):
         self._renew_now = False
         self._ids = itertools.count(1)
         self._ctx = zmq.Context.instance()
+        self._pub: zmq.Socket | None = None
+        # commands wake the loop at once (a change hint must not wait for the poll timeout)
+        self._wakeup = Wakeup()
+        weakref.finalize(self, Wakeup.close_fds, (self._wakeup.fd, self._wakeup.write_fd))
 
     # API for the Tcl thread --------------------------------------------
     def publish(self, payload: bytes) -> None:
-        self.commands.put(("publish", payload))
+        self._put(("publish", payload))
 
     def set_peers(self, peers: list[PeerSpec], local: PeerSpec | None = None) -> None:
         """Poll these hosts from now on (and the local faild as ``local``, if given)."""
-        self.commands.put(("peers", (peers, local)))
+        self._put(("peers", (peers, local)))
+
+    def hint(self) -> None:
+        """Tell the peers a local state changed, so they poll our faild now (the feed's
+        change hint; best effort: their regular polls stay the guarantee)."""
+        self._put(("hint", None))
 
     def set_lease(self, ttl: float) -> None:
         """Renew failsh's lease in the local faild every ttl/3 seconds; 0 holds none."""
-        self.commands.put(("lease", ttl))
+        self._put(("lease", ttl))
 
     def stop(self) -> None:
         self._halt.set()
+        self._wakeup.poke()
+
+    def _put(self, command: tuple) -> None:
+        self.commands.put(command)
+        self._wakeup.poke()
 
     def release_lease(self) -> None:
         """Tell the local faild this failsh is leaving (lease ttl 0); waits briefly."""
         if not self.is_alive():
             return
         done = threading.Event()
-        self.commands.put(("release", done))
+        self._put(("release", done))
         done.wait(1.0)
 
     # Thread body ---------------------------------------------------------
@@ -141,7 +162,9 @@ class NetThread(threading.Thread):
 
     def _run(self) -> None:
         poller = zmq.Poller()
-        pub = self._bind(zmq.PUB, self.monitor_endpoint)
+        # XPUB: it also hears who subscribes, and a peer that (re)subscribes to our change
+        # hints gets one at once (it may have missed one while we restarted)
+        pub = self._pub = self._bind(zmq.XPUB, self.monitor_endpoint)
         try:
             ctl = self._bind(zmq.REP, self.control_endpoint if self.control else None)
         except zmq.ZMQError:
@@ -150,6 +173,10 @@ class NetThread(threading.Thread):
             raise
         if ctl is not None:
             poller.register(ctl, zmq.POLLIN)
+        if pub is not None:
+            pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
+            poller.register(pub, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         peers: dict[str, _Peer] = {}
         self._sync_peers(peers, list(self.specs.values()) + [self.local], poller)
         next_lease = 0.0
@@ -159,15 +186,24 @@ class NetThread(threading.Thread):
             if self._renew_now:
                 next_lease, self._renew_now = 0.0, False
             if self.lease_ttl > 0 and now >= next_lease:
-                self._send(peers[self.local.name], "lease", ttl=self.lease_ttl)
-                next_lease = now + self.lease_ttl / 3
+                sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl)
+                next_lease = now + (self.lease_ttl / 3 if sent else min(self.lease_ttl / 3, RETRY))
             for peer in peers.values():
                 if now >= peer.next_due:
-                    self._send(peer, "list")
-                    peer.next_due = now + peer.spec.interval
+                    # not connected (yet): try again soon, not an interval later, or a peer
+                    # that starts with us stays unknown for a whole (maybe 30 s) interval
+                    sent = self._send(peer, "list")
+                    peer.next_due = now + (peer.spec.interval if sent else min(peer.spec.interval, RETRY))
             dues = [p.next_due for p in peers.values()] + ([next_lease] if self.lease_ttl > 0 else [])
             wait = min(dues) - time.monotonic()
             events = dict(poller.poll(max(0, min(wait, 0.05)) * 1000))
+            if self._wakeup.fd in events:
+                self._wakeup.drain()
+            if pub is not None and pub in events:
+                self._subscriptions(pub)
+            for peer in peers.values():
+                if peer.hints is not None and peer.hints in events and _hinted(peer):
+                    peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
             answered = [name for name, peer in peers.items() if peer.sock in events]
             changed = [name for name in answered if self._drain(peers[name])]
             if ctl is not None and ctl in events:
@@ -179,9 +215,11 @@ class NetThread(threading.Thread):
                 self.snapshot = {n: p.view for n, p in peers.items()}
             if changed:
                 self._notify(sorted(set(changed)))
-        for sock in [p.sock for p in peers.values()] + [pub, ctl]:
+        for sock in [s for p in peers.values() for s in (p.sock, p.hints)] + [ctl]:
             if sock is not None:
                 sock.close(linger=0)
+        if pub is not None:
+            pub.close(linger=200)  # the last change hint (lease released) should still go out
 
     def _bind(self, kind: int, endpoint: str | None) -> zmq.Socket | None:
         if not endpoint:
@@ -204,8 +242,11 @@ class NetThread(threading.Thread):
                 peer.next_due = min(peer.next_due, time.monotonic() + spec.interval)
                 peer.spec = spec
         for name in [n for n in peers if n not in wanted or peers[n].spec != wanted[n]]:
-            poller.unregister(peers[name].sock)
-            peers.pop(name).sock.close(linger=0)
+            gone = peers.pop(name)
+            for sock in (gone.sock, gone.hints):
+                if sock is not None:
+                    poller.unregister(sock)
+                    sock.close(linger=0)
         now = time.monotonic()
         for name, spec in wanted.items():
             if name not in peers:
@@ -219,22 +260,61 @@ class NetThread(threading.Thread):
                 except zmq.ZMQError as exc:  # unusable address: the host stays silent, so FAIL
                     log.error("%s: cannot use address %s: %s", name, spec.endpoint, exc.strerror)
                 poller.register(sock, zmq.POLLIN)
-                peers[name] = _Peer(spec, sock, now)
+                hints = self._subscribe(spec)
+                if hints is not None:
+                    poller.register(hints, zmq.POLLIN)
+                peers[name] = _Peer(spec, sock, hints, now)
         self.snapshot = {n: p.view for n, p in peers.items()}
 
-    def _send(self, peer: _Peer, op: str, **fields: object) -> None:
+    def _subscribe(self, spec: PeerSpec) -> zmq.Socket | None:
+        """A SUB to the host's change hints: they only make us poll its faild sooner, so
+        the feed needs no authentication (docs/security.md)."""
+        if not spec.hint:
+            return None
+        sock = self._ctx.socket(zmq.SUB)
+        configure_socket(sock)
+        sock.rcvhwm = 16
+        sock.setsockopt(zmq.SUBSCRIBE, monitor.CHANGE_TOPIC)
+        try:
+            sock.connect(spec.hint)
+        except zmq.ZMQError as exc:
+            log.warning("%s: no change hints from %s: %s", spec.name, spec.hint, exc.strerror)
+            sock.close(linger=0)
+            return None
+        return sock
+
+    def _send(self, peer: _Peer, op: str, **fields: object) -> bool:
+        """Send a request; False if there is no connection to send it on."""
         rid = next(self._ids)
         req = protocol.Request(op=op, id=rid, community=peer.spec.community, **fields)
         try:
             peer.sock.send_multipart([b"", protocol.encode(req.to_wire())], zmq.NOBLOCK)
         except zmq.Again:
-            return  # no connection: the deadline below notices
+            return False  # no connection: the deadline in _expire notices a silent peer
         now = time.monotonic()
         peer.sent[str(rid)] = now
         if len(peer.sent) > 8:  # forget the oldest unanswered polls
             peer.sent.pop(next(iter(peer.sent)))
         if op == "list":
+            peer.polled = now
             peer.view = attrs.evolve(peer.view, last_call=time.time())
+        return True
+
+    def _subscriptions(self, pub: zmq.Socket, limit: int = 64) -> None:
+        """Read what subscribers sent; a new subscriber to the change hints gets one."""
+        joined = False
+        for _ in range(limit):
+            try:
+                frame = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            joined |= frame == b"\x01" + monitor.CHANGE_TOPIC
+        if joined:
+            self._hint()
+
+    def _hint(self) -> None:
+        if self._pub is not None:
+            self._pub.send(monitor.encode_change(self.local.name), zmq.NOBLOCK)
 
     def _drain(self, peer: _Peer) -> bool:
         changed = False
@@ -267,8 +347,12 @@ class NetThread(threading.Thread):
         host = reply.get("host") or {}
         fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
                         "lease": host.get("lease"), "started": host.get("started")}
+        if peer.spec.name == self.local.name and old.lease is None and fields["lease"] is not None:
+            self._hint()  # we hold a lease now: a slave can hand back to us
+        fields["leased"] = old.leased or fields["lease"] is not None
         if old.started is not None and fields["started"] != old.started:
             fields["restarted"] = now  # a new faild process: its failsh needs a moment to renew
+            fields["leased"] = fields["lease"] is not None
             if peer.spec.name == self.local.name:
                 self._renew_now = True  # and that failsh is us
         if "services" in reply:
@@ -320,6 +404,8 @@ class NetThread(threading.Thread):
                 return renew
             if kind == "publish" and pub is not None:
                 pub.send(arg, zmq.NOBLOCK)
+            elif kind == "hint":
+                self._hint()
             elif kind == "peers":
                 specs, local = arg
                 if local is not None and local != self.local:
@@ -334,6 +420,7 @@ class NetThread(threading.Thread):
                     self.lease_ttl = 0.0
                     self._send(peers[self.local.name], "lease", ttl=0)
                     peers[self.local.name].sock.poll(500)
+                    self._hint()  # peers may take over now: our services count FAIL
                 arg.set()
 
 
@@ -350,19 +437,48 @@ def _rearm(peer: _Peer) -> None:
         pass
 
 
+def _hinted(peer: _Peer, limit: int = 64) -> bool:
+    """Read what the peer's feed sent; True if one was a change hint from that peer."""
+    assert peer.hints is not None
+    hinted = False
+    for _ in range(limit):
+        try:
+            frame = peer.hints.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        try:
+            hinted |= monitor.decode_change(frame) == peer.spec.name
+        except ValueError as exc:
+            log.debug("%s: ignored on its feed: %s", peer.spec.name, exc)
+    return hinted
+
+
 def _states(view: PeerView) -> dict[str, State]:
     return {n: r.state for n, r in view.services.items()}
 
 
-def make_wakeup() -> tuple[int, Callable[[], None]]:
-    """A pipe whose read end the Tcl loop watches; the returned function pokes it."""
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    os.set_blocking(w, False)
+class Wakeup:
+    """A non-blocking pipe: ``poke()`` from any thread, a loop watches ``fd`` and drains it."""
 
-    def poke() -> None:
+    def __init__(self) -> None:
+        self.fd, self.write_fd = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def poke(self) -> None:
         try:
-            os.write(w, b"!")
+            os.write(self.write_fd, b"!")
         except BlockingIOError:
             pass  # already full: the reader will wake anyway
-    return r, poke
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    @staticmethod
+    def close_fds(fds: tuple[int, int]) -> None:
+        for fd in fds:
+            os.close(fd)

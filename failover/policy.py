@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from failover.monitor import MONITOR_PORT
 from failover.protocol import DEFAULT_COMMUNITY, DEFAULT_PORT
 
 DEFAULT_INTERVAL = 1.0      # seconds between runs of a service (0.5 left it unspecified)
@@ -50,6 +51,7 @@ class HostConfig:
     address: str | None = None
     community: str = DEFAULT_COMMUNITY
     deadtime: float | None = None   # default: DEAD_FACTOR x the shortest interval polling it
+    monitor: int = MONITOR_PORT     # its failsh's feed, for change hints; 0: none
 
 
 @attrs.frozen

@@ -30,7 +30,7 @@ log = logging.getLogger("failover.policy")
 SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout",
                    "holddown", "witnesses", "quorum", "tiebreaker", "announce")
 _HOST_LISTS = ("masters", "slaves", "witnesses")
-HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime")
+HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime", "monitor")
 TRAP_KINDS = ("state", "peer", "remote")
 ADDRESS = re.compile(r"[A-Za-z0-9._%-]+(:\d{1,5})?|\[[0-9A-Fa-f:.%a-z]+\](:\d{1,5})?|[0-9A-Fa-f:]+")
 
@@ -138,13 +138,14 @@ class Commands:
 
     def failhost(self, *args: str) -> object:
         if len(args) != 3:
-            raise _usage("failhost", "hostname port|protocol|address|community|deadtime value")
+            raise _usage("failhost", "hostname port|protocol|address|community|deadtime|monitor value")
         name = _name("host", args[0])
         sub, value = args[1], args[2]
         parsed: object
-        if sub == "port":
-            if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:  # int('²') fails
-                raise TclCommandError(f"invalid port \"{value}\": expected 1..65535", "BADVALUE", value)
+        if sub in ("port", "monitor"):
+            low = 0 if sub == "monitor" else 1  # monitor 0: that host's failsh sends no hints
+            if not (value.isascii() and value.isdigit()) or not low <= int(value) < 65536:  # int('²') fails
+                raise TclCommandError(f"invalid port \"{value}\": expected {low}..65535", "BADVALUE", value)
             parsed = int(value)
         elif sub == "protocol":
             if value.lower() not in ("tcp", "udp"):
@@ -164,6 +165,8 @@ class Commands:
         else:
             raise TclCommandError(f"unknown failhost subcommand \"{sub}\": must be "
                                   f"{', '.join(HOST_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
+        if name == self.policy.node:
+            return ""  # checked, not kept: one file serves all hosts, and this one is not polled
         setattr(self.policy.host(name), sub, parsed)
         self._changed()
         return ""

@@ -43,8 +43,9 @@ class FailshProcess:
     """One failsh for host ``node``; ``peers`` maps the other hosts to their faild ports."""
 
     def __init__(self, node: str, directory: Path, faild_port: int, peers: dict[str, int],
-                 policy: Path, env: dict[str, str], extra: Iterable[str] = ()) -> None:
+                 policy: Path, env: dict[str, str], extra: Iterable[str] = (), monitor_port: int = 0) -> None:
         self.node = node
+        self.monitor_port = monitor_port
         self.directory = directory
         self.faild_port = faild_port
         self.peers = peers
@@ -59,7 +60,7 @@ class FailshProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "failover.cli.failsh", "-F", "-N", self.node, "-f", str(self.policy),
-               "--faild", f"127.0.0.1:{self.faild_port}", "-m", "0", "-D", str(self.control_port),
+               "--faild", f"127.0.0.1:{self.faild_port}", "-m", str(self.monitor_port), "-D", str(self.control_port),
                "-i", str(self.pidfile), "-l", str(self.dumpfile)]
         for name, port in sorted(self.peers.items()):
             cmd += ["-P", f"{name}=127.0.0.1:{port}"]
@@ -112,7 +113,10 @@ class Cluster:
         self.dir = directory
         self.names = list(names)
         self.policy = directory / "policy.tcl"
-        self.policy.write_text(MARKERS + policy)
+        # each failsh publishes its change hints on its own port, and the policy tells the peers
+        self.monitor_ports = {n: free_port() for n in self.names}
+        hints = "".join(f"failhost {n} monitor {p}\n" for n, p in self.monitor_ports.items())
+        self.policy.write_text(MARKERS + policy + "\n" + hints)
         self.env = {**os.environ, "FO_DIR": str(directory)}
         self.failds = {}
         for n in self.names:
@@ -140,7 +144,8 @@ class Cluster:
                      peers: dict[str, int] | None = None) -> FailshProcess:
         if peers is None:
             peers = {n: f.port for n, f in self.failds.items() if n != name}
-        p = FailshProcess(name, self.dir, self.failds[name].port, peers, policy or self.policy, self.env, extra)
+        p = FailshProcess(name, self.dir, self.failds[name].port, peers, policy or self.policy, self.env, extra,
+                          self.monitor_ports[name])
         self.failsh[name] = p
         return p.start()
 

@@ -108,16 +108,29 @@ def test_failhost_settings(tcl: TclHost, cmds: Commands) -> None:
         failhost www4 address {[2001:db8::4]:1900}
         failhost www2 community s3cret
         failhost www2 deadtime 4
+        failhost www2 monitor 1900
+        failhost www3 monitor 0
     """)
     h = cmds.policy.hosts["www2"]
-    assert (h.port, h.protocol, h.address, h.community, h.deadtime) == (1900, "udp", "10.0.0.2", "s3cret", 4.0)
-    assert cmds.policy.hosts["www3"].protocol == "tcp"
+    assert (h.port, h.protocol, h.address, h.community, h.deadtime, h.monitor) == \
+        (1900, "udp", "10.0.0.2", "s3cret", 4.0, 1900)
+    assert (cmds.policy.hosts["www3"].protocol, cmds.policy.hosts["www3"].monitor) == ("tcp", 0)
+    assert cmds.policy.hosts["www4"].monitor == 1848  # the failsh feed's default port
+
+
+def test_failhost_of_the_local_node_is_checked_and_ignored(tcl: TclHost, cmds: Commands) -> None:
+    """One policy file serves all hosts: www1's own lines must load on www1."""
+    tcl.interp.eval("failhost www1 port 1900; failhost www1 monitor 0")
+    assert cmds.policy.hosts == {}
+    assert tcl_error(tcl, "failhost www1 port 0")[1] == "FAILOVER BADVALUE 0"
 
 
 @pytest.mark.parametrize(("script", "code", "message"), [
     ("failhost www2 port 0", "FAILOVER BADVALUE 0", 'invalid port "0": expected 1..65535'),
     ("failhost www2 port 65536", "FAILOVER BADVALUE 65536", 'invalid port "65536"'),
     ("failhost www2 port http", "FAILOVER BADVALUE http", 'invalid port "http"'),
+    ("failhost www2 monitor 65536", "FAILOVER BADVALUE 65536", 'invalid port "65536": expected 0..65535'),
+    ("failhost www2 monitor -1", "FAILOVER BADVALUE -1", 'invalid port "-1"'),
     ("failhost www2 protocol sctp", "FAILOVER BADVALUE sctp", 'invalid protocol "sctp": must be tcp or udp'),
     ("failhost www2 colour blue", "FAILOVER BADSUBCOMMAND colour", 'unknown failhost subcommand "colour"'),
     ("failhost www2 port", "FAILOVER USAGE", 'wrong # args: should be "failhost hostname'),

@@ -24,7 +24,7 @@ from failover.timefmt import age, local_time
 
 log = logging.getLogger("failover.monitor")
 
-DEFAULT_PORT = 1848
+DEFAULT_PORT = monitor.MONITOR_PORT
 
 EPILOG = """modes (one of):
   -c   curses screen (the default on a terminal); keys:
@@ -68,7 +68,7 @@ class Feed:
             sock.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.setsockopt(zmq.SUBSCRIBE, monitor.SNAPSHOT_TOPIC)  # not the peers' change hints
             sock.connect(endpoint)
             self.sockets[target] = sock
             self.endpoints[target] = endpoint

@@ -13,13 +13,13 @@ from failover import daemon, keys, metrics, protocol, repl
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.failsh import Engine, Options
+from failover.monitor import MONITOR_PORT
 from failover.policy import DEAD_FACTOR
 from failover.tclext import ADDRESS
 from failover.tclhost import PolicyError
 
 log = logging.getLogger("failover.scheduler")
 
-MONITOR_PORT = 1848   # 0.5's failmon port
 DEBUG_PORT = 1849
 EXIT_FAILED = 1       # failsh had to stop on an internal failure (its network thread died)
 
