@@ -24,9 +24,36 @@ proc ::fo::ipup {cidr dev} {
 # fo::garp ADDRESS/PREFIX DEVICE  -- announce that this host holds the address (gratuitous
 # ARP).  Without it, clients keep the old MAC for up to 45 s (tech notes §5).  Use it as
 # a service's announce script too: failsvc ip announce {fo::garp 10.0.0.100/24 eth0}
+# Two ARPs one second apart, sent in the background: the policy thread does not wait the
+# second for them (a SIGTERM, other services' runs would).
 proc ::fo::garp {cidr dev} {
-    fo::sh arping -q -U -c 2 -w 1 -I $dev [lindex [split $cidr /] 0]
+    fo::bg arping -q -U -c 2 -w 1 -I $dev [lindex [split $cidr /] 0]
     return
+}
+
+# fo::bg CMD ?ARG ...?  -- start a command in the background and return at once; when it
+# ends, a failure (exit status, output) is logged as fo::sh would.  Needs the event loop,
+# which failsh runs.  Returns 1 if it started, 0 if it could not be started.
+proc ::fo::bg {args} {
+    if {[catch {open |[concat $args [list 2>@1]] r} chan]} {
+        fo::log warning "command failed: $args: $chan"
+        return 0
+    }
+    fconfigure $chan -blocking 0
+    set ::fo::bgout($chan) ""
+    fileevent $chan readable [list ::fo::BgRead $chan $args]
+    return 1
+}
+
+proc ::fo::BgRead {chan cmd} {
+    append ::fo::bgout($chan) [read $chan]
+    if {![eof $chan]} { return }
+    fconfigure $chan -blocking 1
+    set out [string trim $::fo::bgout($chan)]
+    unset ::fo::bgout($chan)
+    if {[catch {close $chan} err]} {
+        fo::log warning "command failed: $cmd: [expr {$out ne {} ? $out : $err}]"
+    }
 }
 
 # fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER when it is gone.

@@ -12,6 +12,7 @@ import tkinter
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from failover.policy import MIN_INTERVAL, Policy
 from failover.procedures import _children, run_procedure
@@ -357,6 +358,27 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
     assert tcl.interp.eval("fo::sh true") == "1"
     assert tcl.interp.eval("fo::sh false") == "0"
     assert tcl.interp.eval("fo::hasip 192.0.2.77 lo") == "0"
+
+
+def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """fo::garp (in every start and announce of the VIP samples) returns while arping still
+    runs: arping takes a second, and SIGTERM or other services' runs must not wait for it.
+    A failure is still logged once the command ends."""
+    from failover.failsh import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    release, done = tmp_path / "release", tmp_path / "done"
+    arping = tmp_path / "arping"
+    arping.write_text(f"#!/bin/sh\nfor i in $(seq 100); do [ -e {release} ] && break; sleep 0.05; done\n"
+                      f"echo \"$@\" > {done}\necho no such device >&2\nexit 2\n")
+    arping.chmod(0o755)
+    tcl.interp.eval(f"set ::env(PATH) {{{tmp_path}:$::env(PATH)}}")
+    assert tcl.interp.eval("fo::garp 192.0.2.10/24 eth9") == ""
+    assert not done.exists()                       # returned while arping waits
+    release.touch()
+    assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and "command failed: arping" in caplog.text, 10)
+    assert done.read_text().split() == ["-q", "-U", "-c", "2", "-w", "1", "-I", "eth9", "192.0.2.10"]
+    assert "no such device" in caplog.text
 
 
 def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
