@@ -50,10 +50,10 @@ from typing import Any
 
 import attrs
 
-from failover.testbed import Testbed, TestbedError, available, wait_until
+from failover.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, wait_until
 from failover.vipclient import Tail, first_ok, longest_gap
 
-FAULT_KINDS = ("kill9-failsh", "kill9-faild", "sigstop", "linkdown", "graceful")
+FAULT_KINDS = FAULTS
 PROFILES = {"default": 1.0, "fast": 0.1}
 CLIENT_INTERVAL_MS = 10.0
 CLIENT_TIMEOUT_MS = 200.0
@@ -173,14 +173,9 @@ class KeepalivedUnicast(Keepalived):
 
 
 class Failover(Contender):
-    """HOOK for failover's half: faild + failsh per host running samples/ipfailover-linux.
-
-    What the runner needs is the five methods below.  The policy is the shipped sample
-    (fo::ipup = ip addr add + arping -U, fo::ipdown = ip addr del) with master h1 and slave
-    h2.  The daemons are started by the test bed (``Testbed.start_faild``/``start_failsh``:
-    `-N host -P peer=address`, because the namespaces share the machine's host name and
-    there is no DNS for them), as tests/test_samples.py starts them.
-    """
+    """faild + failsh per host running samples/ipfailover-linux (fo::ipup = ip addr add +
+    arping -U, fo::ipdown = ip addr del) with master h1 and slave h2, started and faulted by
+    the test bed's FailoverHosts, as tests/test_samples.py does."""
 
     name = "failover"
     faults = {k: k for k in FAULT_KINDS}
@@ -188,12 +183,10 @@ class Failover(Contender):
 
     def __init__(self, tb: Testbed, interval: float) -> None:
         super().__init__(tb, interval)
-        self.faild: dict[str, subprocess.Popen[Any]] = {}
-        self.failsh: dict[str, subprocess.Popen[Any]] = {}
-        self.tag = f"failover-{interval:g}"
-        self.dir = tb.tmpdir / self.tag
-        self.dir.mkdir(exist_ok=True)
-        self.policy = self.dir / "ipfailover.tcl"
+        tag = f"failover-{interval:g}"
+        self.policy = tb.tmpdir / tag / "ipfailover.tcl"
+        self.policy.parent.mkdir(exist_ok=True)
+        self.hosts = FailoverHosts(tb, {self.master: self.policy, self.backup: self.policy}, tag=tag)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -205,62 +198,28 @@ class Failover(Contender):
             return f"{cls.template} missing"
         return None
 
-    def _start_faild(self, host: str) -> None:
-        self.faild[host] = self.tb.start_faild(host, tag=self.tag)
-
-    def _start_failsh(self, host: str) -> None:
-        self.failsh[host] = self.tb.start_failsh(host, self.policy, tag=self.tag)
-
     def start(self) -> None:
         text = self.template.read_text()
         for k, v in {"@VIP@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
                      "@MASTER@": self.master, "@SLAVE@": self.backup}.items():
             text = text.replace(k, v)
         self.policy.write_text(text)
-        for h in (self.master, self.backup):
-            self._start_faild(h)
-        for h in (self.master, self.backup):
-            self._start_failsh(h)
+        self.hosts.start()
 
     def inject(self, fault: str) -> None:
-        m = self.master
-        if fault == "kill9-failsh":
-            self.tb.signal(self.failsh[m], signal.SIGKILL)
-        elif fault == "kill9-faild":
-            self.tb.signal(self.faild[m], signal.SIGKILL)
-        elif fault == "sigstop":  # the host hangs: both daemons freeze
-            self.tb.signal(self.failsh[m], signal.SIGSTOP)
-            self.tb.signal(self.faild[m], signal.SIGSTOP)
-        elif fault == "linkdown":
-            self.tb.link_down(m)
-        elif fault == "graceful":
-            self.tb.signal(self.failsh[m], signal.SIGTERM, group=False)
-        else:
-            raise ValueError(fault)
+        self.hosts.inject(self.master, fault)
 
     def restore(self, fault: str) -> None:
-        m = self.master
-        if fault in ("kill9-failsh", "graceful"):
-            self.tb.stop(self.failsh[m], timeout=10)
-            self._start_failsh(m)
-        elif fault == "kill9-faild":
-            self.tb.stop(self.faild[m], timeout=5)
-            self._start_faild(m)
-        elif fault == "sigstop":
-            self.tb.signal(self.faild[m], signal.SIGCONT)
-            self.tb.signal(self.failsh[m], signal.SIGCONT)
-        elif fault == "linkdown":
-            self.tb.link_up(m)
+        self.hosts.restore(self.master, fault)
 
     def stop(self) -> None:
-        for p in [*self.failsh.values(), *self.faild.values()]:
-            self.tb.stop(p, timeout=10)
+        self.hosts.stop()
         for h in (self.master, self.backup):
             self.tb.link_up(h)
             self.tb.vip_del(h)
 
     def logs(self) -> list[Path]:
-        return [p for p in (self.tb.log_path(x) for x in [*self.failsh.values(), *self.faild.values()]) if p]
+        return self.hosts.logs()
 
 
 CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Failover, Keepalived, KeepalivedUnicast)}

@@ -679,14 +679,15 @@ class Testbed:
     def start_failsh(self, host: Host | str, policy: Path | str, *, env: dict[str, str] | None = None,
                      tag: str = "failover", args: Sequence[str] = ()) -> subprocess.Popen[Any]:
         """failsh -f `policy` in `host`: -N host, ``-P name=address`` for every other host
-        of the bed (the namespaces share one host name and have no DNS), no monitor or
-        control port, pid and dump files under ``failover_dir``."""
+        of the bed (the namespaces share one host name and have no DNS), the monitor feed
+        on its default port (peers take change hints from it), no control port, pid and
+        dump files under ``failover_dir``."""
         node = self._node(host)
         d = self.failover_dir(node, tag)
         peers = [a for h in self.hosts if h.name != node.name for a in ("-P", f"{h.name}={h.addr}")]
         return self.run(node, [sys.executable, "-m", "failover.cli.failsh", "-F", "-N", node.name,
                                "-f", str(policy), "-i", str(d / "failsh.pid"), "-l", str(d / "failsh.dump"),
-                               "-m", "0", "-D", "0", *peers, *args], env=env, log_name="failsh")
+                               "-D", "0", *peers, *args], env=env, log_name="failsh")
 
     def start_failover(self, host: Host | str, policy: Path | str, env: dict[str, str] | None = None, *,
                        tag: str = "failover") -> tuple[subprocess.Popen[Any], subprocess.Popen[Any]]:
@@ -756,6 +757,85 @@ class Testbed:
 
     def __repr__(self) -> str:
         return f"Testbed({self.prefix}, {self.subnet}, {list(self._nodes)})"
+
+
+# The faults the tests and bench/failover_time.py inject on a host running failover.
+FAULTS = ("kill9-failsh", "kill9-faild", "sigstop", "linkdown", "graceful")
+
+
+class FailoverHosts:
+    """faild + failsh on some hosts of a test bed, each with its own policy file (and env):
+    start, crash, restart, and the faults of ``FAULTS`` with their undoing."""
+
+    def __init__(self, tb: Testbed, policies: dict[str, Path], env: dict[str, str] | None = None, *,
+                 tag: str = "failover") -> None:
+        self.tb = tb
+        self.policies = policies
+        self.env = env
+        self.tag = tag
+        self.faild: dict[str, subprocess.Popen[Any]] = {}
+        self.failsh: dict[str, subprocess.Popen[Any]] = {}
+
+    def start_faild(self, host: str) -> None:
+        self.faild[host] = self.tb.start_faild(host, tag=self.tag)
+
+    def start_failsh(self, host: str) -> None:
+        self.failsh[host] = self.tb.start_failsh(host, self.policies[host], env=self.env, tag=self.tag)
+
+    def start(self) -> None:
+        """Every faild first (each waited for), then every failsh."""
+        for h in self.policies:
+            self.start_faild(h)
+        for h in self.policies:
+            self.start_failsh(h)
+
+    def kill(self, host: str, which: str) -> None:
+        """SIGKILL faild or failsh (its whole process group, as a crash would)."""
+        self.tb.signal((self.faild if which == "faild" else self.failsh)[host], signal.SIGKILL)
+
+    def restart(self, host: str, which: str) -> None:
+        procs = self.faild if which == "faild" else self.failsh
+        self.tb.stop(procs[host], timeout=10)
+        (self.start_faild if which == "faild" else self.start_failsh)(host)
+
+    def inject(self, host: str, fault: str) -> None:
+        """Apply one of ``FAULTS`` to `host` and return at once.  sigstop is a hung host:
+        faild and failsh both freeze; graceful is a SIGTERM to failsh's main process."""
+        if fault in ("kill9-failsh", "kill9-faild"):
+            self.kill(host, fault.removeprefix("kill9-"))
+        elif fault == "sigstop":
+            self.tb.signal(self.failsh[host], signal.SIGSTOP)
+            self.tb.signal(self.faild[host], signal.SIGSTOP)
+        elif fault == "linkdown":
+            self.tb.link_down(host)
+        elif fault == "graceful":
+            self.tb.signal(self.failsh[host], signal.SIGTERM, group=False)
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
+
+    def restore(self, host: str, fault: str) -> None:
+        """Undo `fault`: restart what was killed or stopped, thaw, or plug the cable back."""
+        if fault in ("kill9-failsh", "graceful"):
+            self.restart(host, "failsh")
+        elif fault == "kill9-faild":
+            self.restart(host, "faild")
+        elif fault == "sigstop":
+            self.tb.signal(self.faild[host], signal.SIGCONT)
+            self.tb.signal(self.failsh[host], signal.SIGCONT)
+        elif fault == "linkdown":
+            self.tb.link_up(host)
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
+
+    def stop(self) -> None:
+        for p in self.procs():
+            self.tb.stop(p, timeout=10)
+
+    def procs(self) -> list[subprocess.Popen[Any]]:
+        return [*self.failsh.values(), *self.faild.values()]
+
+    def logs(self) -> list[Path]:
+        return [p for p in map(self.tb.log_path, self.procs()) if p]
 
 
 class HolderSampler:

@@ -39,18 +39,18 @@ from test_samples import (
     SERVED_AFTER_RELEASE,
     SYMMETRIC,
     TAKEOVER_LIMIT,
-    Failover,
     _unavailable,
     assert_states,
     gen_policy,
     holders,
+    log_tails,
     release_time,
     wait_alone,
     wait_served,
 )
 
 from failover.store import Store
-from failover.testbed import HolderSampler, Testbed, TestbedError, wait_until
+from failover.testbed import FailoverHosts, HolderSampler, Testbed, TestbedError, wait_until
 from failover.vipclient import Tail, first_ok
 
 
@@ -74,13 +74,13 @@ class Bed:
     def __init__(self, tb: Testbed, tail: Tail) -> None:
         self.tb = tb
         self.tail = tail
-        self.fo: Failover | None = None
+        self.fo: FailoverHosts | None = None
         self.faild = {h.name: tb.start_faild(h) for h in tb.hosts}
 
-    def start(self, extra: str = "") -> Failover:
+    def start(self, extra: str = "") -> FailoverHosts:
         policy = gen_policy(self.tb.tmpdir / f"ip-{time.monotonic_ns()}.tcl", "h1", "h2", self.tb.vip_cidr)
         policy.write_text(policy.read_text() + extra)
-        fo = Failover(self.tb, {"h1": policy, "h2": policy})
+        fo = FailoverHosts(self.tb, {"h1": policy, "h2": policy})
         fo.faild = self.faild
         for h in ("h1", "h2"):
             fo.start_failsh(h)
@@ -90,7 +90,7 @@ class Bed:
 
     def fail(self, what: str) -> None:
         assert self.fo is not None
-        pytest.fail(f"{what}\nVIP holders {self.tb.vip_holders()}\n{self.fo.logs()}")
+        pytest.fail(f"{what}\nVIP holders {self.tb.vip_holders()}\n{log_tails(self.tb, self.fo.procs())}")
 
     def cleanup(self) -> None:
         """Between tests: heal everything, stop failsh (SIGTERM: RECOVER), no VIP anywhere."""
@@ -251,7 +251,7 @@ def test_crash_soak_random_kill9() -> None:
         tails = {web: Tail(tb.start_vipclient(duration=300)[1]),
                  mail: Tail(tb.start_vipclient(duration=300, addr=mail)[1])}
         owner = {web: "h1", mail: "h2"}
-        fo = Failover(tb, {"h1": SYMMETRIC, "h2": SYMMETRIC}, env=env)
+        fo = FailoverHosts(tb, {"h1": SYMMETRIC, "h2": SYMMETRIC}, env=env)
         fo.start()
         kills: collections.Counter[str] = collections.Counter()
         try:
@@ -272,8 +272,8 @@ def test_crash_soak_random_kill9() -> None:
                 wait_alone(tb, tails[addr], h, 30, addr)
             settle = time.monotonic() - t_settle
         except TestbedError as e:
-            pytest.fail(f"soak: {e}\n{fo.logs()}")
-        assert all(p.poll() is None for p in [*fo.faild.values(), *fo.failsh.values()]), fo.logs()
+            pytest.fail(f"soak: {e}\n{log_tails(fo.tb, fo.procs())}")
+        assert all(p.poll() is None for p in [*fo.faild.values(), *fo.failsh.values()]), log_tails(fo.tb, fo.procs())
         states = {"web": {"h1": "UP", "h2": "RECOVER"}, "mail": {"h1": "RECOVER", "h2": "UP"}}
         for svc, want in states.items():
             assert_states(tb, svc, want)  # exactly one host UP per service, the one the policy says

@@ -18,7 +18,7 @@ kill9-failsh  yes: nothing on h1 is left to remove it        restart failsh: at 
 kill9-faild   only in the detection window: h1's failsh      restart faild (no overlap left)
               removes it once its faild has been silent
               for DEAD, as h2 takes over after DEAD
-sigstop       yes: h1's failsh is frozen                     SIGCONT: h2 sees h1 UP again and
+sigstop       yes: h1 hangs (faild and failsh frozen)         SIGCONT: h2 sees h1 UP again and
                                                              hands back at once
 linkdown      yes: h1 cannot tell it is cut off (no           link up: as for sigstop
               client can reach it meanwhile)
@@ -38,7 +38,6 @@ wait 30-50 s for their ARP entry to expire.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 import pytest
 
 from failover import testbed
-from failover.testbed import HolderSampler, Testbed, TestbedError, wait_until
+from failover.testbed import FAULTS, FailoverHosts, HolderSampler, Testbed, TestbedError, wait_until
 from failover.vipclient import Result, Tail, first_ok, longest_gap
 
 
@@ -75,7 +74,6 @@ HANDBACK_LIMIT = 15.0       # restore -> the master alone holds the VIP and serv
 SERVED_AFTER_RELEASE = 3.0  # the backup let go -> the client served by the master
 FAULT_HOLD = DEAD + 2 * INTERVAL  # the fault lasts this long after the takeover (lets h1 notice)
 
-FAULTS = ("kill9-failsh", "kill9-faild", "sigstop", "linkdown", "graceful")
 # How long after the restore h1 may still hold the address together with h2 (see the table above).
 RESTORE_OVERLAP = {
     "kill9-failsh": 8.0,                  # the new failsh's start-up (Python, Tcl, the policy) + its stop
@@ -165,80 +163,15 @@ def log_tails(tb: Testbed, procs: list[subprocess.Popen[Any]], lines: int = 25) 
     return "\n".join(out)
 
 
-class Failover:
-    """faild + failsh on some hosts of a test bed, each with its own policy file and env."""
-
-    def __init__(self, tb: Testbed, policies: dict[str, Path], env: dict[str, str] | None = None) -> None:
-        self.tb = tb
-        self.policies = policies
-        self.env = env
-        self.faild: dict[str, subprocess.Popen[Any]] = {}
-        self.failsh: dict[str, subprocess.Popen[Any]] = {}
-
-    def start_faild(self, host: str) -> None:
-        self.faild[host] = self.tb.start_faild(host)
-
-    def start_failsh(self, host: str) -> None:
-        self.failsh[host] = self.tb.start_failsh(host, self.policies[host], env=self.env)
-
-    def start(self) -> None:
-        for h in self.policies:
-            self.start_faild(h)
-        for h in self.policies:
-            self.start_failsh(h)
-
-    def kill(self, host: str, which: str) -> None:
-        """SIGKILL faild or failsh (its whole process group, as a crash would)."""
-        self.tb.signal((self.faild if which == "faild" else self.failsh)[host], signal.SIGKILL)
-
-    def restart(self, host: str, which: str) -> None:
-        procs = self.faild if which == "faild" else self.failsh
-        self.tb.stop(procs[host], timeout=10)
-        (self.start_faild if which == "faild" else self.start_failsh)(host)
-
-    def stop(self) -> None:
-        for p in [*self.failsh.values(), *self.faild.values()]:
-            self.tb.stop(p, timeout=10)
-
-    def logs(self) -> str:
-        return log_tails(self.tb, [*self.failsh.values(), *self.faild.values()])
-
-
 # ----- samples/ipfailover-linux: the five faults on h1 -------------------------------------------
 
-class IpPair(Failover):
+class IpPair(FailoverHosts):
     master, backup = "h1", "h2"
 
     def __init__(self, tb: Testbed, tail: Tail) -> None:
         policy = gen_policy(tb.tmpdir / "ipfailover.tcl", self.master, self.backup, tb.vip_cidr)
         super().__init__(tb, {self.master: policy, self.backup: policy})
         self.tail = tail
-
-    def inject(self, fault: str) -> None:
-        m = self.master
-        if fault == "kill9-failsh":
-            self.kill(m, "failsh")
-        elif fault == "kill9-faild":
-            self.kill(m, "faild")
-        elif fault == "sigstop":
-            self.tb.signal(self.failsh[m], signal.SIGSTOP)
-        elif fault == "linkdown":
-            self.tb.link_down(m)
-        elif fault == "graceful":
-            self.tb.signal(self.failsh[m], signal.SIGTERM, group=False)
-        else:
-            raise ValueError(fault)
-
-    def restore(self, fault: str) -> None:
-        m = self.master
-        if fault in ("kill9-failsh", "graceful"):
-            self.restart(m, "failsh")
-        elif fault == "kill9-faild":
-            self.restart(m, "faild")
-        elif fault == "sigstop":
-            self.tb.signal(self.failsh[m], signal.SIGCONT)
-        elif fault == "linkdown":
-            self.tb.link_up(m)
 
     def reset(self) -> None:
         """Back to a clean start: every daemon restarted, links up, no VIP anywhere."""
@@ -272,15 +205,15 @@ def test_ipfailover_fault_takeover_and_handback(ip_pair: IpPair, fault: str) -> 
         wait_alone(tb, tail, m, 30)
     with HolderSampler(tb, [tb.vip]) as smp:
         t_fault = time.monotonic()
-        ip_pair.inject(fault)
+        ip_pair.inject(m, fault)
         try:
             r = wait_served(tail, b, t_fault, TAKEOVER_LIMIT, f"{b} serving after {fault}")
             time.sleep(FAULT_HOLD)
             t_restore = time.monotonic()
-            ip_pair.restore(fault)
+            ip_pair.restore(m, fault)
             wait_alone(tb, tail, m, HANDBACK_LIMIT)
         except TestbedError as e:
-            pytest.fail(f"{fault}: {e}\nVIP holders now {tb.vip_holders()}\n{ip_pair.logs()}")
+            pytest.fail(f"{fault}: {e}\nVIP holders now {tb.vip_holders()}\n{log_tails(tb, ip_pair.procs())}")
     takeover = r.t1 - t_fault
     t_release = release_time(smp, b, t_restore)
     back = first_ok(tail.since(t_release), t_release, host=m)
@@ -331,7 +264,7 @@ def test_ipfailover_chain_of_three_hosts() -> None:
             tb.start_vipserver(h)
         _, results = tb.start_vipclient(duration=300)
         tail = Tail(results)
-        fo = Failover(tb, policies)
+        fo = FailoverHosts(tb, policies)
         fo.start()
 
         def crash(h: str) -> None:
@@ -364,7 +297,7 @@ def test_ipfailover_chain_of_three_hosts() -> None:
                 boot("h1")
                 wait_alone(tb, tail, "h1", HANDBACK_LIMIT)
         except TestbedError as e:
-            pytest.fail(f"chain: {e}\nVIP holders {tb.vip_holders()}\n{fo.logs()}")
+            pytest.fail(f"chain: {e}\nVIP holders {tb.vip_holders()}\n{log_tails(tb, fo.procs())}")
         assert not smp.overlaps(), smp.overlaps()[:5]
         assert all("h3" not in h for t, h in smp.holders() if t < t2), "h3 took over while h2 was there"
         assert all("h3" not in h for t, h in smp.holders() if t > t4), "h3 still held the VIP after h2 was back"
@@ -393,7 +326,7 @@ def test_symmetric_each_host_serves_its_own_and_takes_over_the_other() -> None:
         _, web_results = tb.start_vipclient(duration=300)
         _, mail_results = tb.start_vipclient(duration=300, addr=mail)
         web_tail, mail_tail = Tail(web_results), Tail(mail_results)
-        fo = Failover(tb, {"h1": SYMMETRIC, "h2": SYMMETRIC}, env=env)
+        fo = FailoverHosts(tb, {"h1": SYMMETRIC, "h2": SYMMETRIC}, env=env)
         fo.start()
         try:
             wait_alone(tb, web_tail, "h1", 30, web)
@@ -412,7 +345,7 @@ def test_symmetric_each_host_serves_its_own_and_takes_over_the_other() -> None:
                 wait_alone(tb, mail_tail, "h2", HANDBACK_LIMIT, mail)
                 wait_alone(tb, web_tail, "h1", 1, web)
         except TestbedError as e:
-            pytest.fail(f"symmetric: {e}\n{fo.logs()}")
+            pytest.fail(f"symmetric: {e}\n{log_tails(tb, fo.procs())}")
         assert all(h == ("h1",) for _, h in smp.holders(web)), "web moved"
         after = smp.overlaps(mail, t_restore)
         if after:
