@@ -21,7 +21,7 @@ from collections.abc import Callable
 import attrs
 import zmq
 
-from failover import keys, metrics, monitor, protocol
+from failover import keys, lease, metrics, monitor, protocol
 from failover.client import configure_socket, record_from_wire
 from failover.model import ServiceRecord
 from failover.states import State
@@ -108,6 +108,8 @@ class NetThread(threading.Thread):
         self._ids = itertools.count(1)
         self._ctx = zmq.Context.instance()
         self._pub: zmq.Socket | None = None
+        # name this process in the lease: faild ends it at once if we are killed
+        self._holder = {"pid": os.getpid(), "pidstart": lease.process_start(os.getpid())}
         # commands wake the loop at once (a change hint must not wait for the poll timeout)
         self._wakeup = Wakeup()
         weakref.finalize(self, Wakeup.close_fds, (self._wakeup.fd, self._wakeup.write_fd))
@@ -186,7 +188,7 @@ class NetThread(threading.Thread):
             if self._renew_now:
                 next_lease, self._renew_now = 0.0, False
             if self.lease_ttl > 0 and now >= next_lease:
-                sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl)
+                sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, **self._holder)
                 next_lease = now + (self.lease_ttl / 3 if sent else min(self.lease_ttl / 3, RETRY))
             for peer in peers.values():
                 if now >= peer.next_due:

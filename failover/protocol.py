@@ -64,6 +64,8 @@ class Request:
     facility: str | None = None
     level: str | None = None
     ttl: float = 0.0
+    pid: int | None = None       # lease: the holder's pid and start time (failover/lease.py)
+    pidstart: int | None = None
 
     def to_wire(self) -> dict:
         msg: dict[str, Any] = {"v": VERSION, "id": self.id, "op": self.op,
@@ -78,6 +80,8 @@ class Request:
             msg["limit"] = self.limit
         if self.op == "lease":
             msg["ttl"] = self.ttl
+            if self.pid is not None and self.pidstart is not None:
+                msg["pid"], msg["pidstart"] = self.pid, self.pidstart
         return msg
 
 
@@ -165,7 +169,13 @@ def _build(msg: dict, op: str, rid: str | int) -> Request:
     ttl = msg.get("ttl", 0.0)
     if type(ttl) not in _NUMBER or not 0 <= ttl <= 3600:
         raise ProtocolError("BADREQUEST", "field 'ttl' must be a number of seconds 0..3600")
-    return Request(op=op, id=rid, ttl=float(ttl), community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
+    pid, pidstart = msg.get("pid"), msg.get("pidstart")
+    if pid is not None and (type(pid) is not int or not 0 < pid < 2**31):
+        raise ProtocolError("BADREQUEST", "field 'pid' must be a process id 1..2147483647")
+    if pidstart is not None and (type(pidstart) is not int or not 0 <= pidstart < 2**63):
+        raise ProtocolError("BADREQUEST", "field 'pidstart' must be an integer 0..2**63-1")
+    return Request(op=op, id=rid, ttl=float(ttl), pid=pid, pidstart=pidstart,
+                   community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
                    service=service, state=state, reason=_text(msg, "reason"), limit=limit,
                    facility=_text(msg, "facility", "", 32) or None,
                    level=_text(msg, "level", "", 16) or None)

@@ -15,6 +15,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from failover import community, daemon, keys, protocol
 from failover.client import configure_socket
+from failover.lease import Lease
 from failover.model import HostInfo
 from failover.store import Store
 
@@ -51,7 +52,7 @@ class Faild:
         self._host_wire = host.to_wire()
         # the host object as JSON up to its last member, the lease, which changes every call
         self._host_json_head = protocol.dumps(self._host_wire)[:-1] + ',"lease":'
-        self._lease_until = 0.0  # monotonic; failsh on this host renews it
+        self.lease = Lease()  # failsh on this host renews it
         # get/list: the "services" array as JSON, per service / per community; cleared on
         # every state change and reload (the store only changes through this object)
         self._services_json: dict[str | tuple[str, str], str] = {}
@@ -86,10 +87,6 @@ class Faild:
             reply = protocol.error_reply(req.id, "INTERNAL", f"internal error: {type(exc).__name__}")
         return protocol.encode(reply)
 
-    def _lease_left(self) -> float | None:
-        left = self._lease_until - time.monotonic()
-        return round(left, 3) if left > 0 else None
-
     def _read(self, req: protocol.Request) -> bytes:
         """'get' and 'list', the peers' polling path: access is checked on every call, the
         services part of the reply is encoded once per state change."""
@@ -113,14 +110,14 @@ class Faild:
             else:
                 recs = [r.to_wire() for r in self.store.all() if rules.may_read(r.name, req.community)]
             services = self._services_json[key] = protocol.dumps(recs)
-        lease = self._lease_left()
+        lease = self.lease.left()
         host = self._host_json_head + ("null" if lease is None else protocol.dumps(lease)) + "}"
         return protocol.encode_ok(req.id, f'"host":{host},"services":{services}')
 
     def _dispatch(self, req: protocol.Request) -> dict:
         """Every op but get and list (see _read)."""
         rules = self.rules
-        host = {**self._host_wire, "lease": self._lease_left()}
+        host = {**self._host_wire, "lease": self.lease.left()}
         if req.op == "ping":
             return protocol.ok_reply(req.id, host=host)
         if req.op in protocol.WRITE_OPS and not rules.may_write(req.service, req.community):
@@ -138,7 +135,7 @@ class Faild:
                 log.info("%s -> %s (%s)", req.service, rec.state, req.reason or "failc/failsh request")
             return protocol.ok_reply(req.id, host=host, services=[rec.to_wire()], changed=changed)
         if req.op == "lease":
-            self._lease_until = time.monotonic() + req.ttl
+            self.lease.renew(req.ttl, req.pid, req.pidstart)
             host["lease"] = req.ttl or None
             return protocol.ok_reply(req.id, host=host)
         daemon.set_level(req.facility, req.level)  # op "loglevel"

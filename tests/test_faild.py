@@ -8,6 +8,7 @@ import pwd
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from conftest import FaildProcess, free_port, wait_for
 
 from failover import protocol
 from failover.client import RequestFailed, Unreachable
+from failover.lease import process_start
 from failover.states import State
 
 COMMUNITIES = """\
@@ -88,6 +90,42 @@ def test_loglevel_op(faild: FaildProcess) -> None:
         assert exc.value.code == "BADREQUEST"
     raw_request(zmq.Context.instance(), faild.endpoint, b"garbage")
     wait_for(lambda: "rejected request" in faild.log(), what="a debug line for the rejected request")
+
+
+# The lease ----------------------------------------------------------------
+
+def _lease(c, holder: subprocess.Popen[bytes] | None = None, start: int | None = None) -> float | None:
+    fields = {"pid": holder.pid, "pidstart": start} if holder is not None else {}
+    return c.call("lease", ttl=60, **fields)["host"]["lease"]
+
+
+def test_lease_of_a_named_holder_ends_when_the_holder_dies(faild: FaildProcess) -> None:
+    """failsh names itself in its lease: once it is killed, faild reports no lease at the
+    next poll, instead of for the rest of the ttl."""
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        with faild.client() as c:
+            assert _lease(c, holder, process_start(holder.pid)) == 60
+            assert 55 < c.call("ping")["host"]["lease"] <= 60   # alive: the lease runs
+            holder.kill()
+            holder.wait()
+            assert c.call("ping")["host"]["lease"] is None
+            assert "is gone: its lease ends now" in faild.log()
+    finally:
+        holder.kill()
+
+
+def test_lease_of_an_unverifiable_holder_runs_its_ttl(faild: FaildProcess) -> None:
+    """A start time that does not match (another pid namespace, a reused pid): not watched."""
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        with faild.client() as c:
+            assert _lease(c, holder, (process_start(holder.pid) or 0) + 1) == 60
+            holder.kill()
+            holder.wait()
+            assert c.call("ping")["host"]["lease"] > 55
+    finally:
+        holder.kill()
 
 
 # Persistence -------------------------------------------------------------
@@ -294,6 +332,11 @@ def test_sighup_reloads_community_file(guarded: FaildProcess) -> None:
     (json.dumps({"v": 1, "id": 1, "op": "set", "service": "web", "state": "SIDEWAYS"}).encode(), "BADSTATE"),
     (json.dumps({"v": 1, "id": 1, "op": "set", "service": None, "state": "UP"}).encode(), "BADREQUEST"),
     (b'{"v":1,"id":1,"op":"ping","x":' + b"9" * 5000 + b"}", "BADJSON"),
+    (json.dumps({"v": 1, "id": 1, "op": "lease", "ttl": 5, "pid": "1", "pidstart": 1}).encode(), "BADREQUEST"),
+    (json.dumps({"v": 1, "id": 1, "op": "lease", "ttl": 5, "pid": 0, "pidstart": 1}).encode(), "BADREQUEST"),
+    (json.dumps({"v": 1, "id": 1, "op": "lease", "ttl": 5, "pid": 2**31, "pidstart": 1}).encode(), "BADREQUEST"),
+    (json.dumps({"v": 1, "id": 1, "op": "lease", "ttl": 5, "pid": 7, "pidstart": -1}).encode(), "BADREQUEST"),
+    (json.dumps({"v": 1, "id": 1, "op": "lease", "ttl": 5, "pid": 7, "pidstart": True}).encode(), "BADREQUEST"),
 ])
 def test_bad_requests_get_error_replies(faild: FaildProcess, zctx: zmq.Context, payload: bytes, code: str) -> None:
     reply = raw_request(zctx, faild.endpoint, payload)

@@ -67,6 +67,20 @@ def trap_lines(c: Cluster, name: str) -> list[str]:
         return []
 
 
+def test_kill9_of_failsh_is_noticed_at_the_next_poll(make_cluster: Callable[..., Cluster]) -> None:
+    """failsh names its process in its lease, so faild ends the lease when failsh dies: the
+    slave takes over at its next poll (interval 3 s), not after the lease's 7.5 s."""
+    c = make_cluster(["www1", "www2"], WEB + "failsvc web interval 3\n")
+    c.start_failds()
+    c.start_failsh("www1")
+    c.wait_states("web", {"www1": "UP"})
+    c.start_failsh("www2")
+    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, effective=True)
+    c.failsh["www1"].kill9()
+    took = c.wait_states("web", {"www2": "UP"}, timeout=15)
+    assert took < 6, f"the slave took over only after {took:.1f} s: the lease ran its ttl"
+
+
 def test_master_slave_failover_and_handback(make_cluster: Callable[..., Cluster]) -> None:
     # a long deadtime for www1 makes www2's start-up grace (waiting for www1's lease) sure
     c = make_cluster(["www1", "www2"], WEB + "failhost www1 deadtime 3\n")
