@@ -11,7 +11,6 @@ Every wait here is bounded in time; ``Cluster.close()`` kills whatever is still 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
-from conftest import FaildProcess, free_port
+from conftest import Daemon, FaildProcess, free_port
 
 from failover.client import Client, ClientError
 
@@ -39,7 +38,7 @@ proc svc_reclaim {svc args} { mark $svc reclaim; return RECOVER }
 DEFAULT_WAIT = 15.0
 
 
-class FailshProcess:
+class FailshProcess(Daemon):
     """One failsh for host ``node``; ``peers`` maps the other hosts to their faild ports."""
 
     def __init__(self, node: str, directory: Path, faild_port: int, peers: dict[str, int],
@@ -71,36 +70,6 @@ class FailshProcess:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env={**self.env, "FO_NODE": self.node})
         return self
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def send(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        """Send ``signum`` and wait for the exit; SIGKILL after ``timeout``.  Returns the status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def log(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
 
 
 class Cluster:
@@ -148,6 +117,15 @@ class Cluster:
                           self.monitor_ports[name])
         self.failsh[name] = p
         return p.start()
+
+    def start_master_then_slave(self, service: str = "web", master: str = "www1", slave: str = "www2") -> None:
+        """Every faild; failsh on ``master`` until it is UP, then on ``slave`` until it waits."""
+        self.start_failds()
+        self.start_failsh(master)
+        self.wait_states(service, {master: "UP"})
+        self.start_failsh(slave)
+        self.wait_states(service, {master: "UP", slave: "RECOVER"}, effective=True)
+        time.sleep(0.5)  # the slave subscribes to the master's change hints (a PUB drops what it cannot send)
 
     def close(self) -> None:
         for p in self.failsh.values():

@@ -15,7 +15,6 @@ Helpers (import them: ``from conftest import ...``):
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -68,7 +67,44 @@ def run_cli(name: str, *args: str, timeout: float = 20.0,
                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
-class FaildProcess:
+class Daemon:
+    """A program the tests run in the background: ``proc``, output in ``logfile``."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    logfile: Path
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``signum`` and wait for the exit; SIGKILL after ``timeout``.  Returns the status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class FaildProcess(Daemon):
     """One real faild on 127.0.0.1:``port``; its files live in ``directory``.
 
     ``start()`` waits until faild answers a ping.  ``stop()`` sends SIGTERM and returns the
@@ -119,31 +155,6 @@ class FaildProcess:
                         self.kill9()
                         raise RuntimeError(f"faild did not answer within {STARTUP_TIMEOUT} s:\n{self.log()}") from None
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then wait; return the exit status (SIGKILL after ``timeout``)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(5)
-
     def restart(self) -> FaildProcess:
         if self.running():
             self.stop()
@@ -151,12 +162,6 @@ class FaildProcess:
 
     def client(self, community: str = "public", timeout: float = 2.0, retries: int = 0) -> Client:
         return Client(self.endpoint, community=community, timeout=timeout, retries=retries)
-
-    def log(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
 
 
 @pytest.fixture

@@ -300,7 +300,7 @@ def test_service_rule_beats_star(guarded: FaildProcess) -> None:
 def test_sighup_reloads_community_file(guarded: FaildProcess) -> None:
     assert denied(guarded, "ops", "list")
     guarded.communities.write_text(COMMUNITIES + "*  ops  RW\n")
-    guarded.signal(signal.SIGHUP)
+    guarded.send(signal.SIGHUP)
 
     def ops_may_list() -> bool:
         return not denied(guarded, "ops", "list")
@@ -311,7 +311,7 @@ def test_sighup_reloads_community_file(guarded: FaildProcess) -> None:
 
     # a broken file on reload: faild logs it and keeps the previous rules
     guarded.communities.write_text("this line is broken\n")
-    guarded.signal(signal.SIGHUP)
+    guarded.send(signal.SIGHUP)
     wait_for(lambda: "keeping the previous rules" in guarded.log(), timeout=5, what="the reload error")
     assert guarded.running()
     assert ops_may_list()

@@ -71,11 +71,7 @@ def test_kill9_of_failsh_is_noticed_at_the_next_poll(make_cluster: Callable[...,
     """failsh names its process in its lease, so faild ends the lease when failsh dies: the
     slave takes over at its next poll (interval 3 s), not after the lease's 7.5 s."""
     c = make_cluster(["www1", "www2"], WEB + "failsvc web interval 3\n")
-    c.start_failds()
-    c.start_failsh("www1")
-    c.wait_states("web", {"www1": "UP"})
-    c.start_failsh("www2")
-    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, effective=True)
+    c.start_master_then_slave()
     c.failsh["www1"].kill9()
     took = c.wait_states("web", {"www2": "UP"}, timeout=15)
     assert took < 6, f"the slave took over only after {took:.1f} s: the lease ran its ttl"

@@ -30,18 +30,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c.close()
 
 
-def _master_up_slave_waiting(c: Cluster) -> None:
-    c.start_failds()
-    c.start_failsh("www1")
-    c.wait_states("web", {"www1": "UP"})
-    c.start_failsh("www2")
-    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, effective=True)
-    time.sleep(0.5)  # www2's subscription to www1's feed is made (a PUB drops what it cannot send)
-
-
 def test_graceful_stop_and_return_of_the_master_without_waiting_for_a_poll(cluster: Cluster) -> None:
     c = cluster
-    _master_up_slave_waiting(c)
+    c.start_master_then_slave()
     assert c.failsh["www1"].stop() == 0      # stops web, gives up its lease, hints
     c.wait_states("web", {"www2": "UP"}, timeout=5)
     c.start_failsh("www1")                   # takes its lease and hints: www2 hands back

@@ -172,7 +172,7 @@ def test_allow_list_is_reread_on_sighup(secure: CurveFaild, keyring: dict[str, P
             c.ping()
         shutil.copy(keyring["outside"] / "intruder.key", keyring["hosts"] / "intruder.key")
         try:
-            secure.signal(signal.SIGHUP)
+            secure.send(signal.SIGHUP)
             wait_for(lambda: "reloaded allow-list" in secure.log(), 5, "the reload")
 
             def answers() -> bool:  # the same client: it connects again after a refusal
@@ -260,7 +260,7 @@ def test_failsh_polls_again_once_its_key_is_allowed(curve_cluster: CurveCluster,
     c.wait_states("web", {"www1": "UP", "www2": "UP"})  # misconfigured: www2 cannot see www1
     wait_for(lambda: "not in the allow-list" in c.failds["www1"].log(), 5, "the refusal in www1's log")
     shutil.copy(keyring["hosts"] / "www2.key", allow)
-    c.failds["www1"].signal(signal.SIGHUP)
+    c.failds["www1"].send(signal.SIGHUP)
     took = c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
     assert took < 8, f"www2 took {took:.1f} s to see www1 again"
 

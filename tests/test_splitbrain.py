@@ -34,18 +34,10 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         c.close()
 
 
-def _master_up_slave_waiting(c: Cluster) -> None:
-    c.start_failds()
-    c.start_failsh("www1")
-    c.wait_states("web", {"www1": "UP"})
-    c.start_failsh("www2")
-    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
-
-
 def test_witness_quorum_blocks_takeover_until_a_witness_is_reachable(
         make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(["www1", "www2", "wit"], WEB + "failsvc web witnesses {wit}\n")
-    _master_up_slave_waiting(c)
+    c.start_master_then_slave()
     c.failds["wit"].kill9()          # the witness is gone too: www2 could be the isolated one
     c.failsh["www1"].kill9()
     c.failds["www1"].kill9()
@@ -60,7 +52,7 @@ def test_tiebreaker_saying_no_keeps_the_slave_down(make_cluster: Callable[..., C
     policy = WEB + ("proc tiebreak {args} { return [file exists [fo_file tiebreak ok]] }\n"
                     "failsvc web tiebreaker tiebreak\n")
     c = make_cluster(["www1", "www2"], policy)
-    _master_up_slave_waiting(c)
+    c.start_master_then_slave()
     c.failsh["www1"].kill9()
     c.failds["www1"].kill9()
     samples = c.watch("web", 2.5)
@@ -74,7 +66,7 @@ def test_guard_does_not_delay_takeover_from_a_master_that_says_fail(
         make_cluster: Callable[..., Cluster]) -> None:
     """A master that answers FAIL is not a partition: no witness is needed."""
     c = make_cluster(["www1", "www2", "wit"], WEB + "failsvc web witnesses {wit}\n")
-    _master_up_slave_waiting(c)
+    c.start_master_then_slave()
     c.failds["wit"].kill9()
     c.failsh["www1"].stop()          # graceful: stops web and gives up its lease
     c.wait_states("web", {"www2": "UP"}, timeout=8)
@@ -88,7 +80,7 @@ def test_announce_runs_when_the_other_host_lets_go(make_cluster: Callable[..., C
     policy = WEB + ("proc announce {args} { mark web announce }\n"
                     "failsvc web announce announce\n")
     c = make_cluster(["www1", "www2"], policy)
-    _master_up_slave_waiting(c)
+    c.start_master_then_slave()
     starts = c.markers("www1", "web").count("start")
     c.failsh["www1"].send(signal.SIGSTOP)
     c.wait_states("web", {"www2": "UP"}, timeout=8)
@@ -127,7 +119,7 @@ def test_announce_runs_when_the_other_host_was_up_between_two_polls(
 def test_holddown_keeps_a_taken_over_service_before_handing_back(
         make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(["www1", "www2"], WEB + "failsvc web holddown 4\n")
-    _master_up_slave_waiting(c)
+    c.start_master_then_slave()
     c.failsh["www1"].kill9()
     c.wait_states("web", {"www2": "UP"}, timeout=8)
     c.start_failsh("www1")           # the master is back at once: no bounce yet

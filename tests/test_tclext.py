@@ -361,7 +361,8 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
 
 
 def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+                                             caplog: pytest.LogCaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """fo::garp (in every start and announce of the VIP samples) returns while arping still
     runs: arping takes a second, and SIGTERM or other services' runs must not wait for it.
     A failure is still logged once the command ends."""
@@ -372,7 +373,7 @@ def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_
     arping.write_text(f"#!/bin/sh\nfor i in $(seq 100); do [ -e {release} ] && break; sleep 0.05; done\n"
                       f"echo \"$@\" > {done}\necho no such device >&2\nexit 2\n")
     arping.chmod(0o755)
-    tcl.interp.eval(f"set ::env(PATH) {{{tmp_path}:$::env(PATH)}}")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")  # Tcl's exec reads the process's
     assert tcl.interp.eval("fo::garp 192.0.2.10/24 eth9") == ""
     assert not done.exists()                       # returned while arping waits
     release.touch()
