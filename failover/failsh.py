@@ -87,6 +87,8 @@ class Engine:
         self._acting: set[str] = set()  # services whose procedure is running
         self.fatal = ""          # why failsh must stop (the network thread died)
         self.on_fatal: Callable[[str], None] | None = None
+        self.exit_status: int | None = None  # the policy called exit: stop once its script ends
+        self.on_exit: Callable[[int], None] | None = None
         self.seq = 0
         self._dump_fd: int | None = None
         # created in start(): a ZeroMQ socket does not survive the daemon's fork
@@ -608,6 +610,14 @@ class Engine:
                 for trap in self.policy.traps:
                     if trap.matches("remote", service):
                         self._trap(trap.script, service, name, before, new)
+
+    def request_exit(self, status: int) -> None:
+        """The policy's ``exit``: leave as on SIGTERM (services stopped, lease given up)."""
+        if self.exit_status is None:
+            self.exit_status = status
+            log.warning("the policy called exit %d: failsh stops", status)
+            if self.on_exit is not None:
+                self.on_exit(status)
 
     def _net_died(self) -> None:
         if self.fatal or self.stopping:

@@ -172,6 +172,8 @@ def interact(engine: Engine) -> int:
             failures += 1
         sys.stdout.flush()
         _pump(interp)
+        if engine.exit_status is not None:  # a proc called exit
+            return engine.exit_status
 
 
 def _pump(interp: tkinter.Tcl) -> None:

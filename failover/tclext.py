@@ -74,7 +74,7 @@ class Commands:
         self.engine = engine
         for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
                      "startservice", "stopservice", "services", "hosts", "node", "whatif",
-                     "schedule", "healthy", "fo::log"):
+                     "schedule", "healthy", "fo::log", "exit"):
             tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
 
     def _engine(self, cmd: str) -> Engine:
@@ -275,6 +275,14 @@ class Commands:
                 raise _usage("schedule", "?on|off?")
             engine.set_scheduling(mode == "on")
         return "on" if engine.scheduling else "off"
+
+    def exit(self, status: str = "0") -> str:
+        """Tcl's exit would end the process at once, services UP and lease held: instead
+        failsh finishes the current script, then stops as on SIGTERM, with ``status``."""
+        if not (status.isascii() and status.isdigit()) or int(status) > 255:
+            raise TclCommandError(f"invalid exit status \"{status}\": expected 0..255", "BADVALUE", status)
+        self._engine("exit").request_exit(int(status))
+        return ""
 
     def healthy(self, check: str, where: str = "localhost", timeout: str = "1") -> int:
         """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.

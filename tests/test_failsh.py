@@ -340,12 +340,27 @@ def test_sigint_dump_to_a_fifo_stays_open(make_cluster: Callable[..., Cluster]) 
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # not replaced by a regular file
 
 
+def test_exit_in_the_policy_stops_failsh_cleanly(make_cluster: Callable[..., Cluster]) -> None:
+    """Tcl's exit would leave web running with the lease held until it runs out: failsh
+    finishes the script, stops its UP services, gives up the lease and exits with the status."""
+    policy = WEB.replace("proc startweb {args} { return [svc_start web] }",
+                         "proc startweb {args} { set r [svc_start web]; exit 3; return $r }")
+    c = make_cluster(["www1", "www2"], policy)
+    c.start_failds()
+    p = c.start_failsh("www1")
+    assert p.proc is not None and p.proc.wait(15) == 3
+    assert c.markers("www1", "web") == ["start", "stop"]
+    assert c.info("www1", "web") == ("RECOVER", None)
+    assert "the policy called exit 3: failsh stops" in p.log()
+
+
 BAD_POLICIES = {
     "syntax": ("failsvc web interval 1\nproc broken {args} {\n  return UP\n", 2, "missing close-brace"),
     "subcommand": ("failsvc web interval 1\n\nfailsvc web bogus x\n", 3, 'unknown failsvc subcommand "bogus"'),
     "interval": ("# comment\nfailsvc web interval soon\n", 2, 'expected a number of seconds for interval'),
     "port": ("failhost www2 port 99999\n", 1, 'invalid port "99999"'),
     "toplevel": ("set x 1\nproc p {} {\n  error boom\n}\np\n", 3, "boom"),
+    "exit": ("failsvc web interval 1\nexit 0\n", 2, "exit: not available while the policy is loading"),
 }
 
 
@@ -531,6 +546,10 @@ def test_repl_piped_keeps_the_event_loop_running(faild: FaildProcess) -> None:
     r = subprocess.run([sys.executable, "-m", "failover.cli.failsh", "-N", "x", "--faild", faild.address],
                        input=b"puts one\nexit 3\nputs two\n", capture_output=True, timeout=20)
     assert (r.returncode, r.stdout) == (3, b"one\n")
+    # so does an exit inside a proc (the command it is in still completes)
+    r = subprocess.run([sys.executable, "-m", "failover.cli.failsh", "-N", "x", "--faild", faild.address],
+                       input=b"proc bye {} { exit 4; puts tail }\nbye\nputs two\n", capture_output=True, timeout=20)
+    assert (r.returncode, r.stdout) == (4, b"tail\n")
 
 
 SAMPLES = sorted((ROOT / "samples" / "policies").glob("*.tcl"))

@@ -157,16 +157,18 @@ def run(engine: Engine, args, interactive: bool) -> int:
     stopping: list[int] = []
     failed: list[str] = []
 
-    def on_term(signum: int, _frame: object) -> None:
-        stopping.append(signum)
+    def leave() -> None:
         interp.quit()
         interp.call("after", 0, "")  # wake the blocking event loop so it sees quit
+
+    def on_term(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        leave()
 
     def on_fatal(why: str) -> None:
         failed.append(why)
         if not interactive:
-            interp.quit()
-            interp.call("after", 0, "")
+            leave()
 
     def terminate() -> None:
         """SIGTERM at the prompt: input() cannot be interrupted cleanly, so finish here."""
@@ -179,6 +181,8 @@ def run(engine: Engine, args, interactive: bool) -> int:
             os._exit(common.EXIT_OK)
 
     engine.on_fatal = on_fatal
+    if not interactive:  # the prompt checks engine.exit_status after each command
+        engine.on_exit = lambda _status: leave()
     engine.install_loop_hooks()
     try:
         engine.start()
@@ -201,7 +205,7 @@ def run(engine: Engine, args, interactive: bool) -> int:
             status = repl.interact(engine)
         else:
             interp.mainloop(-1)
-            status = EXIT_FAILED if failed else common.EXIT_OK
+            status = EXIT_FAILED if failed else engine.exit_status or common.EXIT_OK
     finally:
         daemon.sd_notify("STOPPING=1")
         engine.shutdown()
