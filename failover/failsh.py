@@ -128,7 +128,7 @@ class Engine:
         self.policy = self.commands.policy = Policy(self.opts.node)
         self.commands.engine = None  # no rescheduling half-way through the file
         try:
-            self.tcl.source(path)
+            self.tcl.source_or_restore(path)
         except PolicyError as exc:
             log.error("reload failed, keeping the running policy: %s", exc)
             self.policy = self.commands.policy = old

@@ -35,6 +35,44 @@ if {[info commands ::fo::_proc] eq ""} {
 }
 """
 
+# A reload that fails half-way must not leave the procs it redefined before the error:
+# SaveProcs returns a script that puts every proc (and its file:line) back as it was and
+# deletes the procs defined since.
+_PROC_SAVER = r"""
+proc ::fo::SaveProcs {} {
+    set names {}
+    set restore {}
+    set todo [list ::]
+    while {[llength $todo]} {
+        set ns [lindex $todo 0]
+        set todo [lrange $todo 1 end]
+        lappend todo {*}[namespace children $ns]
+        foreach p [info procs [string trimright $ns :]::*] {
+            set params {}
+            foreach a [info args $p] {
+                lappend params [expr {[info default $p $a d] ? [list $a $d] : $a}]
+            }
+            lappend names $p
+            lappend restore [list ::fo::_proc $p $params [info body $p]]
+        }
+    }
+    lappend restore [list ::fo::DropProcsBut $names] \
+        [list array unset ::fo::procdefs] [list array set ::fo::procdefs [array get ::fo::procdefs]]
+    return [join $restore \n]
+}
+proc ::fo::DropProcsBut {keep} {
+    set todo [list ::]
+    while {[llength $todo]} {
+        set ns [lindex $todo 0]
+        set todo [lrange $todo 1 end]
+        lappend todo {*}[namespace children $ns]
+        foreach p [info procs [string trimright $ns :]::*] {
+            if {$p ni $keep} { rename $p {} }
+        }
+    }
+}
+"""
+
 _PROC_LINE = re.compile(r'\(procedure "([^"]+)" line (\d+)\)')
 _FILE_LINE = re.compile(r'\(file "([^"]+)" line (\d+)\)')
 
@@ -63,6 +101,7 @@ class TclHost:
     def __init__(self) -> None:
         self.interp = tkinter.Tcl()
         self.interp.eval(_PROC_TRACKER)
+        self.interp.eval(_PROC_SAVER)
         self.depth = 0  # Python commands in progress: >0 means a run() is nested in Tcl
 
     # Commands ----------------------------------------------------------
@@ -107,6 +146,16 @@ class TclHost:
             info = str(self.interp.getvar("::errorInfo"))
             where = self.location(info) or f"{path}"
             raise PolicyError(f"{where}: {exc}") from None
+
+    def source_or_restore(self, path: Path) -> None:
+        """:meth:`source`, and on error put every proc back as it was before (a failed
+        SIGHUP reload must not leave half of the new file's procs in place)."""
+        restore = self.interp.call("::fo::SaveProcs")
+        try:
+            self.source(path)
+        except PolicyError:
+            self.interp.eval(restore)
+            raise
 
     def run(self, script: str) -> ScriptResult:
         """Evaluate a policy script at global level and catch every error."""

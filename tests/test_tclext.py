@@ -261,6 +261,24 @@ def test_proc_redefined_at_the_prompt_forgets_its_file_line(tcl: TclHost, tmp_pa
     assert tcl.run("f").where == 'procedure "f" line 2'
 
 
+def test_failed_reload_puts_every_proc_back(tcl: TclHost, tmp_path: Path) -> None:
+    """A reload that breaks on line 6 must not keep the procs its lines 1-5 redefined."""
+    old = write(tmp_path, "proc f {a {b 2}} {\n    error one\n}\nnamespace eval ::my { proc g {} { return g1 } }\n")
+    tcl.source(old)
+    new = tmp_path / "new.tcl"
+    new.write_text("proc f {} { return two }\nproc h {} {}\nnamespace eval ::my { proc g {} { return g2 } }\n"
+                   "namespace eval ::new { proc k {} {} }\n\nfailsvc web interval soon\n")
+    with pytest.raises(PolicyError, match=f"{new}:6: "):
+        tcl.source_or_restore(new)
+    assert tcl.run("f x").where == f"{old}:2"                  # the old body, and its file:line
+    assert tcl.interp.eval("info args f") == "a b" and tcl.interp.eval("info default f b d; set d") == "2"
+    assert tcl.interp.eval("::my::g") == "g1"
+    assert tcl.interp.eval("info procs h") == "" and tcl.interp.eval("info procs ::new::k") == ""
+    new.write_text("proc f {} { return two }\n")              # a good file loads as before
+    tcl.source_or_restore(new)
+    assert tcl.interp.eval("f") == "two"
+
+
 # Procedures ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("script", "state", "reason"), [
     ("return UP", State.UP, "start procedure returned UP"),
