@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster import Cluster, FailshProcess
-from conftest import FaildProcess, run_cli, wait_for
+from conftest import FaildProcess, cli_command, run_cli, wait_for
 
 from failover import keys
-from failover.client import Client, ClientError, Unreachable
+from failover.client import Client, ClientError, RequestFailed, Unreachable
 
 # One directory per role.  hosts/ doubles as the faild allow-list and as failsh's
 # --curve-keys directory: it holds every host's public key (and, here, their secrets).
@@ -163,6 +164,39 @@ def test_only_allowed_keys_read_or_write(secure: CurveFaild, keyring: dict[str, 
              "the allow-list refusal in faild's log")
     wait_for(lambda: "disagree on CURVE" in secure.log(), 5, "the plaintext refusal in faild's log")
     assert "failover.security" in secure.log()
+
+
+def test_faildebug_with_curve(secure: CurveFaild, keyring: dict[str, Path]) -> None:
+    host = ["-h", secure.address, "--faild", "-t", "0.5"]
+    r = run_cli("faildebug", *host, *curve_args(keyring, "admin"), "server", "debug")
+    assert r.returncode == 0 and "log level of server set to debug" in r.stdout, r.stderr
+    r = run_cli("faildebug", *host, *curve_args(keyring, "intruder", where="outside"), "server", "info")
+    assert r.returncode == 3 and "no reply" in r.stderr, r.stderr
+    r = run_cli("faildebug", "--curve-secret", str(keyring["hosts"] / "admin.key_secret"),
+                "--server-key", str(keyring["hosts"] / "www1.key"), "scheduler", "debug")
+    assert r.returncode == 2 and "failsh's control port speaks plaintext" in r.stderr
+
+
+def test_hc_sets_fail_in_a_curve_faild(secure: CurveFaild, keyring: dict[str, Path], tmp_path: Path) -> None:
+    hcfile = tmp_path / "Hcfile"
+    hcfile.write_text(f"web:\n    check command false\n    interval 0.2\n    fall 1\n"
+                      f"    faild {secure.address} service web\n")
+    args = ["-F", "-f", str(hcfile), "--curve-secret", str(keyring["hosts"] / "admin.key_secret")]
+    missing = run_cli("hc", *args, "--server-key", str(tmp_path / "none.key"))
+    assert missing.returncode == 5 and "none.key" in missing.stderr, missing.stderr
+    hc = subprocess.Popen([*cli_command("hc"), *args, "--server-key", str(keyring["hosts"] / "www1.key")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def failed() -> bool:
+            with secure.client() as c:
+                try:
+                    return c.get("web").state == "FAIL"
+                except RequestFailed:
+                    return False
+        wait_for(failed, 10, "hc to set web FAIL over CURVE")
+    finally:
+        hc.terminate()
+        hc.wait(10)
 
 
 def test_allow_list_is_reread_on_sighup(secure: CurveFaild, keyring: dict[str, Path]) -> None:

@@ -69,7 +69,7 @@ def add_client_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_curve_options(p: argparse.ArgumentParser) -> None:
-    """failc and failstat: talk to a faild that requires CURVE (docs/security.md)."""
+    """failc, failstat, faildebug: talk to a faild that requires CURVE (docs/security.md)."""
     p.add_argument("--curve-secret", type=Path, metavar="FILE",
                    help="talk CURVE with this key pair (a .key_secret file, see failkey); "
                         "needs --server-key or --server-keys")

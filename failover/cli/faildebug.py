@@ -22,6 +22,9 @@ examples:
   faildebug scheduler debug              failsh on this host: log every decision
   faildebug -c secret all info           back to normal (failsh -c secret)
   faildebug --faild server debug         the local faild
+  faildebug --faild --curve-secret /etc/failover/keys/admin.key_secret \
+            --server-key /etc/failover/keys/www1.key -h www1 server debug
+                                         a faild that requires CURVE
   faildebug -h www2:1849 peers debug     failsh on www2 (its control port is bound to
                                          127.0.0.1 by default: run faildebug there)"""
 
@@ -37,6 +40,7 @@ def build_parser():
                         f"with --faild {protocol.DEFAULT_PORT})")
     p.add_argument("--faild", action="store_true", help="talk to faild instead of failsh")
     p.add_argument("-t", "--timeout", type=float, default=2.0, help="seconds to wait (default: %(default)s)")
+    common.add_curve_options(p)  # a faild that requires CURVE; failsh's control port is local, plaintext
     p.add_argument("facility", help="a facility (see below) or 'all'")
     p.add_argument("level", help="debug, info, warning or error")
     return p
@@ -52,11 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown facility {args.facility!r}; use 'all' or one of {', '.join(daemon.FACILITIES)}")
     if not 0 < args.timeout <= 3600:
         p.error("--timeout must be in (0, 3600] seconds")
+    common.check_curve_options(p, args)
     port = args.port or (protocol.DEFAULT_PORT if args.faild else FAILSH_CONTROL_PORT)
+    if args.curve_secret is not None and port != protocol.DEFAULT_PORT and not args.faild:
+        p.error("--curve-secret is for a faild (--faild); failsh's control port speaks plaintext")
 
     def body() -> int:
         endpoint = client.endpoint_for(args.host, port)
-        with client.Client(endpoint, args.community, timeout=args.timeout, retries=0) as c:
+        curve = common.curve_for(args, common.load_identity(args), args.host)
+        with client.Client(endpoint, args.community, timeout=args.timeout, retries=0, curve=curve) as c:
             reply = c.call("loglevel", facility=args.facility, level=level)
         who = (reply.get("host") or {}).get("name") or args.host
         print(f"{who}: log level of {args.facility} set to {level}")

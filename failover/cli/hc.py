@@ -12,12 +12,12 @@ from pathlib import Path
 
 import zmq
 
-from failover import community, daemon
+from failover import community, daemon, keys
 from failover.cli import common
 from failover.hc import DEFAULT_PORT, hcfile
 from failover.hc.checks import run_check
 from failover.hc.monitor import READ_ONLY, Monitor
-from failover.hc.runner import MAX_WORKERS, Runner
+from failover.hc.runner import MAX_WORKERS, Notifier, Runner
 from failover.server import host_info
 
 log = logging.getLogger("failover.hc")
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument("-r", "--pidfile", type=Path, help="write the process id to this file")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
+    common.add_curve_options(p)  # for the faild updates: a faild that requires CURVE
     p.add_argument("-n", "--check-only", action="store_true", help="only check the Hcfile's syntax")
     p.add_argument("-1", "--once", action="store_true",
                    help="run every check once (no damping), print the results; exit 0 if all passed, 1 if not")
@@ -92,7 +93,9 @@ def set_debug(facility: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    common.check_curve_options(p, args)
     try:
         for facility in args.debug:
             set_debug(facility)
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = hcfile.load(args.hcfile)
         rules = community.load(args.communities) if args.communities else READ_ONLY
-    except (hcfile.HcfileError, community.CommunityFileError) as exc:
+        curves = faild_curves(config, args)
+    except (hcfile.HcfileError, community.CommunityFileError, keys.KeyFileError) as exc:
         print(f"hc: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
     if args.check_only:
@@ -120,11 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     if not foreground:
         daemon.daemonize()
     daemon.setup_logging("hc", to_syslog=args.syslog or not foreground, debug=None)
-    return serve(config, args, rules)
+    return serve(config, args, rules, curves)
 
 
-def serve(config: hcfile.Config, args: argparse.Namespace, rules: community.Rules) -> int:
-    runner = Runner(config, workers=args.jobs or None)
+def faild_curves(config: hcfile.Config, args: argparse.Namespace) -> dict[str, keys.Curve]:
+    """With --curve-secret: the CURVE settings for every faild the Hcfile updates (each
+    key file read now, so a missing one stops hc at start, not at the first failure)."""
+    identity = common.load_identity(args)
+    hosts = {t.host for node in config.nodes.values() for t in node.faild}
+    return {h: c for h in hosts if (c := common.curve_for(args, identity, h)) is not None}
+
+
+def serve(config: hcfile.Config, args: argparse.Namespace, rules: community.Rules,
+          curves: dict[str, keys.Curve]) -> int:
+    runner = Runner(config, workers=args.jobs or None, notifier=Notifier(curves))
     monitor = None
     if args.monitor:
         monitor = Monitor(runner, host_info(args.node), rules)
@@ -157,7 +170,7 @@ def serve(config: hcfile.Config, args: argparse.Namespace, rules: community.Rule
         while not stop.wait(0.5):
             if hup.is_set():
                 hup.clear()
-                reload(runner, args.hcfile)
+                reload(runner, args)
     finally:
         daemon.sd_notify("STOPPING=1")
         log.info("hc stopping")
@@ -168,12 +181,17 @@ def serve(config: hcfile.Config, args: argparse.Namespace, rules: community.Rule
     return common.EXIT_OK
 
 
-def reload(runner: Runner, path: Path) -> None:
+def reload(runner: Runner, args: argparse.Namespace) -> None:
+    """SIGHUP: the Hcfile again, and the key of every faild it updates (with CURVE)."""
     daemon.sd_notify("RELOADING=1")
     try:
-        runner.reload(hcfile.load(path))
-    except hcfile.HcfileError as exc:
+        config = hcfile.load(args.hcfile)
+        curves = faild_curves(config, args)
+    except (hcfile.HcfileError, keys.KeyFileError) as exc:
         log.error("%s; keeping the previous configuration", exc)
+    else:
+        runner.notifier.curves = curves
+        runner.reload(config)
     daemon.sd_notify("READY=1")
 
 

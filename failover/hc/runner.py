@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from failover import keys
 from failover.client import Client, ClientError
 from failover.hc.checks import Result, run_check, run_command
 from failover.hc.hcfile import Config, FaildTarget, Node
@@ -122,7 +123,8 @@ class Notifier:
 
     RETRY = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, curves: dict[str, keys.Curve] | None = None) -> None:
+        self.curves = curves or {}  # faild host -> CURVE settings (hc --curve-secret)
         self._cond = threading.Condition()
         self._pending: dict[tuple[str, str], tuple[FaildTarget, State, str, float]] = {}
         self._actions: queue.Queue = queue.Queue()
@@ -179,7 +181,8 @@ class Notifier:
     def _apply(self, target: FaildTarget, state: State, reason: str) -> bool:
         key = (target.endpoint, target.service)
         try:
-            with Client(target.endpoint, target.community, timeout=target.timeout, retries=0) as c:
+            with Client(target.endpoint, target.community, timeout=target.timeout, retries=0,
+                        curve=self.curves.get(target.host)) as c:
                 if state is State.FAIL:
                     rec = c.set(target.service, State.FAIL, reason)
                     log.debug("faild %s: %s is %s", target.host, target.service, rec.state)
