@@ -16,12 +16,13 @@ log = logging.getLogger("failover.server")
 
 
 def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` (clock ticks after boot), None if there is none
-    (or no /proc)."""
+    """The start time of process ``pid`` (clock ticks after boot), None if there is none,
+    it has exited (a zombie its parent has not reaped yet), or there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22; the name may hold ") "
+        fields = stat[stat.rindex(b")") + 2:].split()  # from field 3 on; the name may hold ") "
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])  # state, start time
     except (OSError, ValueError, IndexError):
         return None
 

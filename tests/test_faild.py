@@ -99,6 +99,11 @@ def _lease(c, holder: subprocess.Popen[bytes] | None = None, start: int | None =
     return c.call("lease", ttl=60, **fields)["host"]["lease"]
 
 
+def holder_state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
 def test_lease_of_a_named_holder_ends_when_the_holder_dies(faild: FaildProcess) -> None:
     """failsh names itself in its lease: once it is killed, faild reports no lease at the
     next poll, instead of for the rest of the ttl."""
@@ -108,8 +113,9 @@ def test_lease_of_a_named_holder_ends_when_the_holder_dies(faild: FaildProcess) 
             assert _lease(c, holder, process_start(holder.pid)) == 60
             assert 55 < c.call("ping")["host"]["lease"] <= 60   # alive: the lease runs
             holder.kill()
+            wait_for(lambda: holder_state(holder.pid) == "Z", 5, "the holder to exit")
+            assert c.call("ping")["host"]["lease"] is None  # dead, even before its parent reaped it
             holder.wait()
-            assert c.call("ping")["host"]["lease"] is None
             assert "is gone: its lease ends now" in faild.log()
     finally:
         holder.kill()
