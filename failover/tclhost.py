@@ -39,36 +39,34 @@ if {[info commands ::fo::_proc] eq ""} {
 # SaveProcs returns a script that puts every proc (and its file:line) back as it was and
 # deletes the procs defined since.
 _PROC_SAVER = r"""
-proc ::fo::SaveProcs {} {
-    set names {}
-    set restore {}
+proc ::fo::AllProcs {} {
+    set procs {}
     set todo [list ::]
     while {[llength $todo]} {
         set ns [lindex $todo 0]
         set todo [lrange $todo 1 end]
         lappend todo {*}[namespace children $ns]
-        foreach p [info procs [string trimright $ns :]::*] {
-            set params {}
-            foreach a [info args $p] {
-                lappend params [expr {[info default $p $a d] ? [list $a $d] : $a}]
-            }
-            lappend names $p
-            lappend restore [list ::fo::_proc $p $params [info body $p]]
+        lappend procs {*}[info procs [string trimright $ns :]::*]
+    }
+    return $procs
+}
+proc ::fo::SaveProcs {} {
+    set names [::fo::AllProcs]
+    set restore {}
+    foreach p $names {
+        set params {}
+        foreach a [info args $p] {
+            lappend params [expr {[info default $p $a d] ? [list $a $d] : $a}]
         }
+        lappend restore [list ::fo::_proc $p $params [info body $p]]
     }
     lappend restore [list ::fo::DropProcsBut $names] \
         [list array unset ::fo::procdefs] [list array set ::fo::procdefs [array get ::fo::procdefs]]
     return [join $restore \n]
 }
 proc ::fo::DropProcsBut {keep} {
-    set todo [list ::]
-    while {[llength $todo]} {
-        set ns [lindex $todo 0]
-        set todo [lrange $todo 1 end]
-        lappend todo {*}[namespace children $ns]
-        foreach p [info procs [string trimright $ns :]::*] {
-            if {$p ni $keep} { rename $p {} }
-        }
+    foreach p [::fo::AllProcs] {
+        if {$p ni $keep} { rename $p {} }
     }
 }
 """
