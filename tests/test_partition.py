@@ -45,6 +45,7 @@ from test_samples import (
     holders,
     log_tails,
     release_time,
+    symmetric_setup,
     wait_alone,
     wait_served,
 )
@@ -242,10 +243,7 @@ def test_crash_soak_random_kill9() -> None:
     """samples/symmetric (web: h1, mail: h2) under random kill -9 of faild or failsh."""
     rng = random.Random(int(time.time()))
     with Testbed(hosts=["h1", "h2"]) as tb:
-        base = tb.vip.rsplit(".", 1)[0]
-        web, mail = tb.vip, f"{base}.101"
-        env = {"FO_ALPHA": "h1", "FO_BETA": "h2", "FO_DEV": "eth0", "FO_VIP_WEB": tb.vip_cidr,
-               "FO_VIP_MAIL": f"{mail}/{tb.prefixlen}", "FO_INTERVAL": f"{INTERVAL:g}"}
+        web, mail, env = symmetric_setup(tb)
         for h in tb.hosts:
             tb.start_vipserver(h)
         tails = {web: Tail(tb.start_vipclient(duration=300)[1]),

@@ -154,6 +154,15 @@ def overlap_span(samples: list[tuple[float, tuple[str, ...]]]) -> float:
     return samples[-1][0] - samples[0][0] if samples else 0.0
 
 
+def symmetric_setup(tb: Testbed) -> tuple[str, str, dict[str, str]]:
+    """samples/symmetric on h1 (alpha, web) and h2 (beta, mail): the two service addresses
+    and the environment its policy reads."""
+    web, mail = tb.vip, f"{tb.vip.rsplit('.', 1)[0]}.101"
+    env = {"FO_ALPHA": "h1", "FO_BETA": "h2", "FO_DEV": "eth0", "FO_VIP_WEB": tb.vip_cidr,
+           "FO_VIP_MAIL": f"{mail}/{tb.prefixlen}", "FO_INTERVAL": f"{INTERVAL:g}"}
+    return web, mail, env
+
+
 def log_tails(tb: Testbed, procs: list[subprocess.Popen[Any]], lines: int = 25) -> str:
     out = []
     for p in procs:
@@ -317,10 +326,7 @@ def test_symmetric_each_host_serves_its_own_and_takes_over_the_other() -> None:
     the handback, mail never has two holders.
     """
     with Testbed(hosts=["h1", "h2"]) as tb:
-        base = tb.vip.rsplit(".", 1)[0]
-        web, mail = tb.vip, f"{base}.101"
-        env = {"FO_ALPHA": "h1", "FO_BETA": "h2", "FO_DEV": "eth0", "FO_VIP_WEB": tb.vip_cidr,
-               "FO_VIP_MAIL": f"{mail}/{tb.prefixlen}", "FO_INTERVAL": f"{INTERVAL:g}"}
+        web, mail, env = symmetric_setup(tb)
         for h in tb.hosts:
             tb.start_vipserver(h)
         _, web_results = tb.start_vipclient(duration=300)
