@@ -103,8 +103,7 @@ class Engine:
                                               Rules({("*", opts.control_community): 2}),
                                               server.host_info(opts.node))
         self.net: NetThread | None = None
-        # service -> (when, {host: (status, state)}) at its last run while UP here (_yielded)
-        # per service: when, and each peer's (status, state, record counter) at the last run
+        # service -> (when, {host: (status, state, record counter)}) at its last run while UP here (_yielded)
         self._peers_seen: dict[str, tuple[float, dict[str, tuple[str, State | None, int | None]]]] = {}
         self._curves: dict[str, keys.Curve] = {}  # host -> CURVE settings (_curve)
         self._guard_refused: dict[str, float] = {}  # service -> monotonic time the guard last said no (_hold)
