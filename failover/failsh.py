@@ -420,7 +420,12 @@ class Engine:
             return ""  # the guard is for taking over from a master we cannot hear
         refusal = ""
         if svc.witnesses:
-            seen = [w for w in svc.witnesses if (v := self.net.snapshot.get(w)) is not None and v.status == UP]
+            # A witness counts only if it answered after the master missed a reply: when this
+            # host is the one cut off, master and witnesses fall silent together, and a
+            # witness whose dead time has not run out yet proves nothing.
+            since = max((views[h].last_seen or 0.0) + self.policy.interval_for(h) for h in silent)
+            seen = [w for w in svc.witnesses if (v := self.net.snapshot.get(w)) is not None
+                    and v.status == UP and (v.last_seen or 0.0) > since]
             if len(seen) < svc.needed_witnesses():
                 refusal = (f"split-brain guard: master {', '.join(silent)} silent but only {len(seen)} of "
                            f"{len(svc.witnesses)} witnesses reachable (need {svc.needed_witnesses()})")

@@ -39,8 +39,10 @@ def test_witness_quorum_blocks_takeover_until_a_witness_is_reachable(
     c = make_cluster(["www1", "www2", "wit"], WEB + "failsvc web witnesses {wit}\n")
     c.start_master_then_slave()
     c.failds["wit"].kill9()          # the witness is gone too: www2 could be the isolated one
-    c.failsh["www1"].kill9()
+    # the whole host is gone; faild first: a faild that answers "no failsh lease" shows
+    # a reachable host whose failsh died, which is taken over at once, guard or not
     c.failds["www1"].kill9()
+    c.failsh["www1"].kill9()
     samples = c.watch("web", 2.5)
     assert all(s["www2"] == "RECOVER" for s in samples), samples
     assert "split-brain guard: master www1 silent but only 0 of 1 witnesses reachable" in c.failsh["www2"].log()
@@ -53,8 +55,10 @@ def test_tiebreaker_saying_no_keeps_the_slave_down(make_cluster: Callable[..., C
                     "failsvc web tiebreaker tiebreak\n")
     c = make_cluster(["www1", "www2"], policy)
     c.start_master_then_slave()
-    c.failsh["www1"].kill9()
+    # the whole host is gone; faild first: a faild that answers "no failsh lease" shows
+    # a reachable host whose failsh died, which is taken over at once, guard or not
     c.failds["www1"].kill9()
+    c.failsh["www1"].kill9()
     samples = c.watch("web", 2.5)
     assert all(s["www2"] == "RECOVER" for s in samples), samples
     assert "tie-breaker said no" in c.failsh["www2"].log()
@@ -92,7 +96,9 @@ def test_announce_runs_when_the_other_host_lets_go(make_cluster: Callable[..., C
     wait_for(told, 5, "www1 to re-announce web")
     if "announce" in c.markers("www1", "web"):
         assert "web: another host may have held it too" in c.failsh["www1"].log()
-    assert "announce" not in c.markers("www2", "web")
+    # www2 may have announced too, once, while it held web: www1's record went from its
+    # stale UP to RECOVER when www1 thawed (www1 had held the address meanwhile)
+    assert c.markers("www2", "web").count("announce") <= 1
 
 
 def test_announce_runs_when_the_other_host_was_up_between_two_polls(
