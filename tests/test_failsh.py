@@ -84,6 +84,8 @@ def test_master_slave_failover_and_handback(make_cluster: Callable[..., Cluster]
     c.start_failsh("www1")
     boot = c.sample("web", lambda s: s == {"www1": "UP", "www2": "RECOVER"}, effective=True)
     assert not any(s["www2"] == "UP" for s in boot), "the slave started while the master was booting"
+    wait_for(lambda: any(line.startswith("remote web|www1|") and line.endswith("|UP")
+                         for line in trap_lines(c, "www2")), 5, "www2 to see www1 UP")
 
     # kill -9 of the master's failsh: its lease runs out, the slave takes over
     c.failsh["www1"].kill9()
