@@ -25,24 +25,41 @@ proc ::fo::ipup {cidr dev} {
 # ARP).  Without it, clients keep the old MAC for up to 45 s (tech notes §5).  Use it as
 # a service's announce script too: failsvc ip announce {fo::garp 10.0.0.100/24 eth0}
 # Two ARPs one second apart, sent in the background: the policy thread does not wait the
-# second for them (a SIGTERM, other services' runs would).
+# second for them (a SIGTERM, other services' runs would).  fo::ipdown stops them: an ARP
+# sent after this host let the address go would send the clients back to it.
 proc ::fo::garp {cidr dev} {
-    fo::bg arping -q -U -c 2 -w 1 -I $dev [lindex [split $cidr /] 0]
+    set ip [lindex [split $cidr /] 0]
+    fo::garpstop $ip
+    set ::fo::garping($ip) [fo::bg arping -q -U -c 2 -w 1 -I $dev $ip]
     return
+}
+
+proc ::fo::garpstop {ip} {
+    if {[info exists ::fo::garping($ip)]} {
+        fo::bgkill $::fo::garping($ip)
+        unset ::fo::garping($ip)
+    }
 }
 
 # fo::bg CMD ?ARG ...?  -- start a command in the background and return at once; when it
 # ends, a failure (exit status, output) is logged as fo::sh would.  Needs the event loop,
-# which failsh runs.  Returns 1 if it started, 0 if it could not be started.
+# which failsh runs.  Returns a handle for fo::bgkill, or "" if it could not be started.
 proc ::fo::bg {args} {
     if {[catch {open |[concat $args [list 2>@1]] r} chan]} {
         fo::log warning "command failed: $args: $chan"
-        return 0
+        return ""
     }
     fconfigure $chan -blocking 0
     set ::fo::bgout($chan) ""
     fileevent $chan readable [list ::fo::BgRead $chan $args]
-    return 1
+    return $chan
+}
+
+# fo::bgkill HANDLE  -- end a command fo::bg started, if it still runs (quietly).
+proc ::fo::bgkill {chan} {
+    if {$chan eq "" || ![info exists ::fo::bgout($chan)]} { return }  ;# ended: its pid may be reused
+    set ::fo::bgkilled($chan) 1
+    foreach p [pid $chan] { catch {exec kill $p} }
 }
 
 proc ::fo::BgRead {chan cmd} {
@@ -51,7 +68,9 @@ proc ::fo::BgRead {chan cmd} {
     fconfigure $chan -blocking 1
     set out [string trim $::fo::bgout($chan)]
     unset ::fo::bgout($chan)
-    if {[catch {close $chan} err]} {
+    set killed [info exists ::fo::bgkilled($chan)]
+    unset -nocomplain ::fo::bgkilled($chan)
+    if {[catch {close $chan} err] && !$killed} {
         fo::log warning "command failed: $cmd: [expr {$out ne {} ? $out : $err}]"
     }
 }
@@ -59,6 +78,7 @@ proc ::fo::BgRead {chan cmd} {
 # fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER when it is gone.
 proc ::fo::ipdown {cidr dev} {
     set ip [lindex [split $cidr /] 0]
+    fo::garpstop $ip
     if {[fo::hasip $ip $dev] && ![fo::sh ip addr del $cidr dev $dev]} { return FAIL }
     return RECOVER
 }

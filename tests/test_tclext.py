@@ -400,6 +400,26 @@ def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_
     assert "no such device" in caplog.text
 
 
+def test_ipdown_stops_a_garp_still_running(tcl: TclHost, cmds: Commands, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second ARP of fo::garp comes a second after the first: if the address is given
+    up meanwhile, that ARP would send the clients back to a host that no longer has it."""
+    from failover.failsh import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    started = tmp_path / "started"
+    arping = tmp_path / "arping"
+    arping.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 30\n")  # one process, as arping is
+    arping.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    tcl.interp.eval("fo::garp 192.0.2.10/24 eth9")
+    wait_for(started.exists, 10, "the fake arping to start")
+    assert tcl.interp.eval("fo::ipdown 192.0.2.10/24 eth9") == "RECOVER"   # eth9 does not exist: nothing to del
+    assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and tcl.interp.eval("array size ::fo::bgout") == "0",
+                    10, "the killed arping to be reaped")  # well before its 30 s
+    assert "command failed" not in caplog.text
+
+
 def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
     with pytest.raises(tkinter.TclError, match="unknown failsvc subcommand"):
         tcl.interp.eval("failsvc web nope 1")
