@@ -70,6 +70,17 @@ def configure_socket(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
 
 
+def reconnect(sock: zmq.Socket, endpoint: str) -> None:
+    """Connect ``sock`` to ``endpoint`` again.  libzmq gives up a connection for good when
+    the handshake is refused (a CURVE key not allowed, plaintext against CURVE), so without
+    this a socket would stay deaf after the server's allow-list is fixed."""
+    try:
+        sock.disconnect(endpoint)
+    except zmq.ZMQError:
+        pass
+    sock.connect(endpoint)
+
+
 class Client:
     """Talks to one faild.  Not thread-safe: use one per thread."""
 
@@ -132,14 +143,8 @@ class Client:
                           f"tries of {self.timeout:g} s")
 
     def rearm(self) -> None:
-        """Connect again.  libzmq gives up a connection for good when the handshake is
-        refused (a CURVE key not allowed, plaintext against CURVE), so without this a
-        client would stay deaf after the server's allow-list is fixed."""
-        try:
-            self._sock.disconnect(self.endpoint)
-        except zmq.ZMQError:
-            pass
-        self._sock.connect(self.endpoint)
+        """Connect again (see :func:`reconnect`)."""
+        reconnect(self._sock, self.endpoint)
 
     def _await(self, rid: str, deadline: float) -> dict | None:
         while (left := deadline - time.monotonic()) > 0:

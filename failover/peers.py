@@ -16,13 +16,13 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 import zmq
 
 from failover import keys, lease, metrics, monitor, protocol
-from failover.client import configure_socket, record_from_wire
+from failover.client import configure_socket, reconnect, record_from_wire
 from failover.model import ServiceRecord
 from failover.states import State
 
@@ -302,16 +302,9 @@ class NetThread(threading.Thread):
             peer.view = attrs.evolve(peer.view, last_call=time.time())
         return True
 
-    def _subscriptions(self, pub: zmq.Socket, limit: int = 64) -> None:
+    def _subscriptions(self, pub: zmq.Socket) -> None:
         """Read what subscribers sent; a new subscriber to the change hints gets one."""
-        joined = False
-        for _ in range(limit):
-            try:
-                frame = pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            joined |= frame == b"\x01" + monitor.CHANGE_TOPIC
-        if joined:
+        if b"\x01" + monitor.CHANGE_TOPIC in list(_waiting(pub)):  # list: read them all
             self._hint()
 
     def _hint(self) -> None:
@@ -427,27 +420,27 @@ class NetThread(threading.Thread):
 
 
 def _rearm(peer: _Peer) -> None:
-    """Connect a silent peer's socket again: libzmq gives up a connection for good when
-    the handshake is refused (our CURVE key not in its allow-list), even once fixed."""
+    """Connect a silent peer's socket again (our CURVE key may have been refused)."""
     try:
-        peer.sock.disconnect(peer.spec.endpoint)
+        reconnect(peer.sock, peer.spec.endpoint)
     except zmq.ZMQError:
-        pass
-    try:
-        peer.sock.connect(peer.spec.endpoint)
-    except zmq.ZMQError:
-        pass
+        pass  # an unusable address: the peer stays silent, so FAIL
 
 
-def _hinted(peer: _Peer, limit: int = 64) -> bool:
+def _waiting(sock: zmq.Socket, limit: int = 64) -> Iterator[bytes]:
+    """The frames ``sock`` holds now, at most ``limit`` (a flood waits for the next loop)."""
+    for _ in range(limit):
+        try:
+            yield sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+def _hinted(peer: _Peer) -> bool:
     """Read what the peer's feed sent; True if one was a change hint from that peer."""
     assert peer.hints is not None
     hinted = False
-    for _ in range(limit):
-        try:
-            frame = peer.hints.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            break
+    for frame in _waiting(peer.hints):
         try:
             hinted |= monitor.decode_change(frame) == peer.spec.name
         except ValueError as exc:
