@@ -54,6 +54,14 @@ def _seconds(what: str, text: str, minimum: float = 0.0) -> float:
     return value
 
 
+def _whole(text: str, low: int, high: int) -> int | None:
+    """``text`` as a whole number in low..high, else None (plain ASCII digits only:
+    Python's isdigit() also takes '²', which int() then refuses)."""
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        return None
+    return int(text)
+
+
 def _state(text: str) -> State:
     try:
         return parse_state(text)
@@ -113,10 +121,10 @@ class Commands:
         elif sub == "holddown":
             value = _seconds("holddown", values[0])
         elif sub == "quorum":
-            if not (values[0].isascii() and values[0].isdigit()) or int(values[0]) > 100:
+            value = _whole(values[0], 0, 100)
+            if value is None:
                 raise TclCommandError(f"quorum must be a number of witnesses 0..100, not \"{values[0]}\"",
                                       "BADVALUE", values[0])
-            value = int(values[0])
         else:
             value = values[0]
         svc = self.policy.service(svc_name)
@@ -144,9 +152,9 @@ class Commands:
         parsed: object
         if sub in ("port", "monitor"):
             low = 0 if sub == "monitor" else 1  # monitor 0: that host's failsh sends no hints
-            if not (value.isascii() and value.isdigit()) or not low <= int(value) < 65536:  # int('²') fails
+            parsed = _whole(value, low, 65535)
+            if parsed is None:
                 raise TclCommandError(f"invalid port \"{value}\": expected {low}..65535", "BADVALUE", value)
-            parsed = int(value)
         elif sub == "protocol":
             if value.lower() not in ("tcp", "udp"):
                 raise TclCommandError(f"invalid protocol \"{value}\": must be tcp or udp", "BADVALUE", value)
@@ -279,9 +287,10 @@ class Commands:
     def exit(self, status: str = "0") -> str:
         """Tcl's exit would end the process at once, services UP and lease held: instead
         failsh finishes the current script, then stops as on SIGTERM, with ``status``."""
-        if not (status.isascii() and status.isdigit()) or int(status) > 255:
+        code = _whole(status, 0, 255)
+        if code is None:
             raise TclCommandError(f"invalid exit status \"{status}\": expected 0..255", "BADVALUE", status)
-        self._engine("exit").request_exit(int(status))
+        self._engine("exit").request_exit(code)
         return ""
 
     def healthy(self, check: str, where: str = "localhost", timeout: str = "1") -> int:
