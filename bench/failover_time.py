@@ -50,7 +50,7 @@ from typing import Any
 
 import attrs
 
-from failover.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, wait_until
+from failover.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, log_tails, wait_until
 from failover.vipclient import Tail, first_ok, longest_gap
 
 FAULT_KINDS = FAULTS
@@ -281,9 +281,7 @@ def run_trial(tb: Testbed, tail: Tail, c: Contender, profile: str, fault: str, r
 
 
 def _show_logs(c: Contender) -> None:
-    for log in c.logs():
-        lines = log.read_text(errors="replace").splitlines(True)[-15:]
-        print(f"  --- {log} (tail)\n" + "".join(lines), flush=True)
+    print(log_tails(c.logs(), 15), flush=True)
 
 
 def measure(tb: Testbed, tail: Tail, cls: type[Contender], profile: str, trials: int,

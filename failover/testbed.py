@@ -689,12 +689,6 @@ class Testbed:
                                "-f", str(policy), "-i", str(d / "failsh.pid"), "-l", str(d / "failsh.dump"),
                                "-D", "0", *peers, *args], env=env, log_name="failsh")
 
-    def start_failover(self, host: Host | str, policy: Path | str, env: dict[str, str] | None = None, *,
-                       tag: str = "failover") -> tuple[subprocess.Popen[Any], subprocess.Popen[Any]]:
-        """faild (waited for), then failsh running `policy`, in `host`; returns both."""
-        faild = self.start_faild(host, tag=tag)
-        return faild, self.start_failsh(host, policy, env=env, tag=tag)
-
     def listening(self, host: Host | str, port: int) -> bool:
         """Whether something in `host` listens on TCP `port` (``ss``: reads sockets, sends nothing)."""
         r = self.exec(host, ["ss", "-Hltn", f"sport = :{port}"], check=False)
@@ -757,6 +751,15 @@ class Testbed:
 
     def __repr__(self) -> str:
         return f"Testbed({self.prefix}, {self.subnet}, {list(self._nodes)})"
+
+
+def log_tails(paths: Iterable[Path], lines: int = 25) -> str:
+    """The last `lines` lines of each log file, each under a line naming it (failure reports)."""
+    out = []
+    for path in paths:
+        if path.exists():
+            out.append(f"--- {path} (tail)\n" + "".join(path.read_text(errors="replace").splitlines(True)[-lines:]))
+    return "\n".join(out)
 
 
 # The faults the tests and bench/failover_time.py inject on a host running failover.

@@ -43,7 +43,6 @@ from test_samples import (
     assert_states,
     gen_policy,
     holders,
-    log_tails,
     release_time,
     symmetric_setup,
     wait_alone,
@@ -51,7 +50,7 @@ from test_samples import (
 )
 
 from failover.store import Store
-from failover.testbed import FailoverHosts, HolderSampler, Testbed, TestbedError, wait_until
+from failover.testbed import FailoverHosts, HolderSampler, Testbed, TestbedError, log_tails, wait_until
 from failover.vipclient import Tail, first_ok
 
 
@@ -91,7 +90,7 @@ class Bed:
 
     def fail(self, what: str) -> None:
         assert self.fo is not None
-        pytest.fail(f"{what}\nVIP holders {self.tb.vip_holders()}\n{log_tails(self.tb, self.fo.procs())}")
+        pytest.fail(f"{what}\nVIP holders {self.tb.vip_holders()}\n{log_tails(self.fo.logs())}")
 
     def cleanup(self) -> None:
         """Between tests: heal everything, stop failsh (SIGTERM: RECOVER), no VIP anywhere."""
@@ -270,8 +269,8 @@ def test_crash_soak_random_kill9() -> None:
                 wait_alone(tb, tails[addr], h, 30, addr)
             settle = time.monotonic() - t_settle
         except TestbedError as e:
-            pytest.fail(f"soak: {e}\n{log_tails(fo.tb, fo.procs())}")
-        assert all(p.poll() is None for p in [*fo.faild.values(), *fo.failsh.values()]), log_tails(fo.tb, fo.procs())
+            pytest.fail(f"soak: {e}\n{log_tails(fo.logs())}")
+        assert all(p.poll() is None for p in [*fo.faild.values(), *fo.failsh.values()]), log_tails(fo.logs())
         states = {"web": {"h1": "UP", "h2": "RECOVER"}, "mail": {"h1": "RECOVER", "h2": "UP"}}
         for svc, want in states.items():
             assert_states(tb, svc, want)  # exactly one host UP per service, the one the policy says

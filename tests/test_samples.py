@@ -1,6 +1,6 @@
 """End-to-end: the shipped samples on the network-namespace test bed (issue #4).
 
-Each host runs the real faild and failsh (``Testbed.start_failover``) and vipserver; the
+Each host runs the real faild and failsh (``testbed.FailoverHosts``) and vipserver; the
 client namespace runs vipclient against the virtual address all the time, so "served"
 below means "a TCP connection from the client got an answer from that host's vipserver".
 Nothing connects from the root namespace; the only root-namespace commands are ``ip``/
@@ -41,12 +41,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from failover import testbed
-from failover.testbed import FAULTS, FailoverHosts, HolderSampler, Testbed, TestbedError, wait_until
+from failover.testbed import FAULTS, FailoverHosts, HolderSampler, Testbed, TestbedError, log_tails, wait_until
 from failover.vipclient import Result, Tail, first_ok, longest_gap
 
 
@@ -163,15 +162,6 @@ def symmetric_setup(tb: Testbed) -> tuple[str, str, dict[str, str]]:
     return web, mail, env
 
 
-def log_tails(tb: Testbed, procs: list[subprocess.Popen[Any]], lines: int = 25) -> str:
-    out = []
-    for p in procs:
-        path = tb.log_path(p)
-        if path and path.exists():
-            out.append(f"--- {path.name}\n" + "".join(path.read_text(errors="replace").splitlines(True)[-lines:]))
-    return "\n".join(out)
-
-
 # ----- samples/ipfailover-linux: the five faults on h1 -------------------------------------------
 
 class IpPair(FailoverHosts):
@@ -222,7 +212,7 @@ def test_ipfailover_fault_takeover_and_handback(ip_pair: IpPair, fault: str) -> 
             ip_pair.restore(m, fault)
             wait_alone(tb, tail, m, HANDBACK_LIMIT)
         except TestbedError as e:
-            pytest.fail(f"{fault}: {e}\nVIP holders now {tb.vip_holders()}\n{log_tails(tb, ip_pair.procs())}")
+            pytest.fail(f"{fault}: {e}\nVIP holders now {tb.vip_holders()}\n{log_tails(ip_pair.logs())}")
     takeover = r.t1 - t_fault
     t_release = release_time(smp, b, t_restore)
     back = first_ok(tail.since(t_release), t_release, host=m)
@@ -306,7 +296,7 @@ def test_ipfailover_chain_of_three_hosts() -> None:
                 boot("h1")
                 wait_alone(tb, tail, "h1", HANDBACK_LIMIT)
         except TestbedError as e:
-            pytest.fail(f"chain: {e}\nVIP holders {tb.vip_holders()}\n{log_tails(tb, fo.procs())}")
+            pytest.fail(f"chain: {e}\nVIP holders {tb.vip_holders()}\n{log_tails(fo.logs())}")
         assert not smp.overlaps(), smp.overlaps()[:5]
         assert all("h3" not in h for t, h in smp.holders() if t < t2), "h3 took over while h2 was there"
         assert all("h3" not in h for t, h in smp.holders() if t > t4), "h3 still held the VIP after h2 was back"
@@ -351,7 +341,7 @@ def test_symmetric_each_host_serves_its_own_and_takes_over_the_other() -> None:
                 wait_alone(tb, mail_tail, "h2", HANDBACK_LIMIT, mail)
                 wait_alone(tb, web_tail, "h1", 1, web)
         except TestbedError as e:
-            pytest.fail(f"symmetric: {e}\n{log_tails(tb, fo.procs())}")
+            pytest.fail(f"symmetric: {e}\n{log_tails(fo.logs())}")
         assert all(h == ("h1",) for _, h in smp.holders(web)), "web moved"
         after = smp.overlaps(mail, t_restore)
         if after:
