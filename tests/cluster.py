@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, FaildProcess, free_port
 
-from failover.client import Client, ClientError
+from failover.client import ClientError
 
 # Tcl helpers for test policies, 0.5 style: procs declared with args, returning a state.
 # mark SVC WHAT appends "millis WHAT" to $FO_DIR/$FO_NODE.SVC.log; a running service
@@ -127,6 +127,13 @@ class Cluster:
         self.wait_states(service, {master: "UP", slave: "RECOVER"}, effective=True)
         time.sleep(0.5)  # the slave subscribes to the master's change hints (a PUB drops what it cannot send)
 
+    def crash_host(self, name: str) -> None:
+        """kill -9 of the host's faild, then its failsh: the host is gone.  In the other
+        order a faild that answers "no failsh lease" shows a reachable host whose failsh
+        died, which its slaves take over at once."""
+        self.failds[name].kill9()
+        self.failsh[name].kill9()
+
     def close(self) -> None:
         for p in self.failsh.values():
             p.kill9()
@@ -141,7 +148,7 @@ class Cluster:
         (None, None) if faild does not answer or does not know the service.
         """
         try:
-            with Client(self.failds[name].endpoint, timeout=0.3, retries=0) as c:
+            with self.failds[name].client(timeout=0.3) as c:  # CURVE too, for a CurveFaild
                 reply = c.call("list")
         except ClientError:
             return None, None

@@ -21,7 +21,7 @@ from cluster import Cluster, FailshProcess
 from conftest import FaildProcess, cli_command, run_cli, wait_for
 
 from failover import keys
-from failover.client import Client, ClientError, RequestFailed, Unreachable
+from failover.client import Client, RequestFailed, Unreachable
 
 # One directory per role.  hosts/ doubles as the faild allow-list and as failsh's
 # --curve-keys directory: it holds every host's public key (and, here, their secrets).
@@ -246,16 +246,6 @@ class CurveCluster(Cluster):
         hosts = self.keyring["hosts"]
         return super().start_failsh(name, policy, ["--curve-secret", str(hosts / f"{name}.key_secret"),
                                                    "--curve-keys", str(hosts), *extra], peers)
-
-    def info(self, name: str, service: str) -> tuple[str | None, float | None]:
-        try:
-            with self.failds[name].client(timeout=0.3) as c:
-                reply = c.call("list")
-        except ClientError:
-            return None, None
-        lease = reply["host"].get("lease")
-        states = {s["name"]: s["state"] for s in reply["services"]}
-        return states.get(service), lease
 
 
 @pytest.fixture

@@ -39,10 +39,7 @@ def test_witness_quorum_blocks_takeover_until_a_witness_is_reachable(
     c = make_cluster(["www1", "www2", "wit"], WEB + "failsvc web witnesses {wit}\n")
     c.start_master_then_slave()
     c.failds["wit"].kill9()          # the witness is gone too: www2 could be the isolated one
-    # the whole host is gone; faild first: a faild that answers "no failsh lease" shows
-    # a reachable host whose failsh died, which is taken over at once, guard or not
-    c.failds["www1"].kill9()
-    c.failsh["www1"].kill9()
+    c.crash_host("www1")
     samples = c.watch("web", 2.5)
     assert all(s["www2"] == "RECOVER" for s in samples), samples
     assert "split-brain guard: master www1 silent but only 0 of 1 witnesses reachable" in c.failsh["www2"].log()
@@ -55,10 +52,7 @@ def test_tiebreaker_saying_no_keeps_the_slave_down(make_cluster: Callable[..., C
                     "failsvc web tiebreaker tiebreak\n")
     c = make_cluster(["www1", "www2"], policy)
     c.start_master_then_slave()
-    # the whole host is gone; faild first: a faild that answers "no failsh lease" shows
-    # a reachable host whose failsh died, which is taken over at once, guard or not
-    c.failds["www1"].kill9()
-    c.failsh["www1"].kill9()
+    c.crash_host("www1")
     samples = c.watch("web", 2.5)
     assert all(s["www2"] == "RECOVER" for s in samples), samples
     assert "tie-breaker said no" in c.failsh["www2"].log()
