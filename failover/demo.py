@@ -67,10 +67,14 @@ class Host:
         for p in self.procs:
             p.kill()
             p.wait()
+        self.kill_web(signal.SIGKILL)
+
+    def kill_web(self, sig: int) -> None:
+        """Signal the web server this host's start procedure left running, if any."""
         pidfile = self.dir / f"web.{self.name}.pid"
         if pidfile.exists():
             try:
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                os.kill(int(pidfile.read_text()), sig)
             except (OSError, ValueError):
                 pass
             pidfile.unlink(missing_ok=True)
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
            "FO_PYTHON": sys.executable}
     hosts = {"www1": Host("www1", "www2", ports, workdir, env), "www2": Host("www2", "www1", ports, workdir, env)}
     say(f"starting www1 (master) and www2 (slave) on loopback; service on 127.0.0.1:{web_port}; logs in {workdir}")
+    keep = os.environ.get("FO_DEMO_KEEP") is not None  # the logs are removed unless this is set or it fails
     try:
         for h in hosts.values():
             h.start()
@@ -154,19 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except DemoFailed as exc:
         say(f"{exc}; see the logs in {workdir} (kept)")
-        os.environ["FO_DEMO_KEEP"] = "1"
+        keep = True
         return 1
     finally:
         for h in hosts.values():
             h.stop()
-        for name in hosts:
-            pidfile = workdir / f"web.{name}.pid"
-            if pidfile.exists():
-                try:
-                    os.kill(int(pidfile.read_text()), signal.SIGTERM)
-                except (OSError, ValueError):
-                    pass
-        if os.environ.get("FO_DEMO_KEEP") is None:
+            h.kill_web(signal.SIGTERM)
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
