@@ -38,9 +38,9 @@ log = logging.getLogger("failover.scheduler")
 tlog = logging.getLogger("failover.policy")
 
 # the checkout (editable install), else where pyproject's data-files put it (pip install .)
-TCL_LIBRARY = next((p for p in (Path(__file__).resolve().parent.parent / "tcl" / "failover.tcl",
-                                Path(sys.prefix) / "share" / "failover" / "tcl" / "failover.tcl") if p.exists()),
-                   Path(sys.prefix) / "share" / "failover" / "tcl" / "failover.tcl")
+_CHECKOUT_TCL = Path(__file__).resolve().parent.parent / "tcl" / "failover.tcl"
+_INSTALLED_TCL = Path(sys.prefix) / "share" / "failover" / "tcl" / "failover.tcl"
+TCL_LIBRARY = _CHECKOUT_TCL if _CHECKOUT_TCL.exists() else _INSTALLED_TCL
 
 # What the control port (-D) answers: reads and log levels, never a state change
 CONTROL_OPS = frozenset({"ping", "get", "list", "history", "loglevel"})
