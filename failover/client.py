@@ -46,7 +46,7 @@ def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = T
     if "://" in host:
         return host
     name, sep, rest = host.rpartition(":")
-    if sep and rest.isdigit() and (not name.count(":") or name.startswith("[")):
+    if sep and rest.isascii() and rest.isdigit() and (not name.count(":") or name.startswith("[")):
         host, port = name, int(rest)
     bare = host.strip("[]")
     if not 0 < port < 65536:

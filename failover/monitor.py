@@ -37,15 +37,99 @@ def decode_change(frame: bytes) -> str:
     return msg["node"]
 
 
+class BadSnapshot(ValueError):
+    """A feed message that is not a well-formed version-1 snapshot."""
+
+
+MAX_TIME = 4e10  # seconds since the epoch (year 3237): what local_time() can still show
+_LIMIT = 10000   # items in any list of a snapshot
+
+
+def _check(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise BadSnapshot(f"{where}: {what}")
+
+
+def _text(d: dict, key: str, where: str) -> str:
+    value = d.get(key)
+    _check(isinstance(value, str), f"{where}.{key}", "not a string")
+    return value
+
+
+def _number(d: dict, key: str, where: str, optional: bool = False, low: float = 0,
+            high: float = MAX_TIME) -> None:
+    value = d.get(key)
+    if value is None and optional:
+        return
+    _check(isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high,
+           f"{where}.{key}", f"not a number in [{low:g}, {high:g}]")
+
+
+def _items(d: dict, key: str, kind: type, where: str, optional: bool = False) -> list | dict:
+    value = d.get(key)
+    if value is None and optional:
+        return kind()
+    _check(isinstance(value, kind) and len(value) <= _LIMIT, f"{where}.{key}",
+           f"not a {kind.__name__} of at most {_LIMIT} items")
+    return value
+
+
+def _record(item: object, where: str) -> dict:
+    _check(isinstance(item, dict), where, "not an object")
+    return item
+
+
+def _service(s: dict, where: str) -> None:
+    for key in ("name", "state", "role", "decision"):
+        _text(s, key, where)
+    for key in ("masters", "slaves"):
+        _check(all(isinstance(h, str) for h in _items(s, key, list, where)), f"{where}.{key}", "not a list of names")
+    _number(s, "interval", where, high=1e9)
+    _number(s, "last_change", where, optional=True)
+    _number(s, "last_check", where, optional=True)
+    for host, p in _items(s, "peers", dict, where).items():
+        p = _record(p, f"{where}.peers.{host}")
+        for key in ("role", "state", "status"):
+            _text(p, key, f"{where}.peers.{host}")
+
+
+def _host(h: dict, where: str) -> None:
+    for key in ("name", "endpoint", "status"):
+        _text(h, key, where)
+    _number(h, "last_seen", where, optional=True)
+    _number(h, "last_call", where, optional=True)
+    _number(h, "rtt", where, optional=True, high=1e6)
+    _check(isinstance(h.get("failsh"), bool), f"{where}.failsh", "not true or false")
+
+
+def _transition(t: dict, where: str) -> None:
+    for key in ("service", "new", "reason"):
+        _text(t, key, where)
+    _check(t.get("old") is None or isinstance(t["old"], str), f"{where}.old", "not a string or null")
+    _number(t, "time", where)
+
+
+def validate(snap: object) -> dict:
+    """``snap`` if every field failmon shows has its type and range; BadSnapshot otherwise."""
+    _check(isinstance(snap, dict) and snap.get("v") == FEED_VERSION and snap.get("type") == "snapshot",
+           "message", "not a version-1 failsh snapshot")
+    _text(snap, "node", "snapshot")
+    _number(snap, "time", "snapshot")
+    _number(snap, "seq", "snapshot", high=2**63)
+    for kind, check in (("services", _service), ("hosts", _host), ("history", _transition)):
+        for i, item in enumerate(_items(snap, kind, list, "snapshot", optional=kind == "history")):
+            check(_record(item, f"{kind}[{i}]"), f"{kind}[{i}]")
+    return snap
+
+
 def decode(frame: bytes) -> dict:
-    """Parse one feed message; raise ValueError if it is not a version-1 snapshot."""
+    """Parse and validate one feed message; BadSnapshot (a ValueError) if it is not a
+    well-formed version-1 snapshot."""
     try:
         snap = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a monitor message: {exc}") from None
-    if not isinstance(snap, dict) or snap.get("v") != FEED_VERSION or snap.get("type") != "snapshot":
-        raise ValueError("not a version-1 failsh snapshot")
-    return snap
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadSnapshot(f"not a monitor message: {exc}") from None
+    return validate(snap)
 
 
 def _when(ts: float | None) -> str:

@@ -108,7 +108,7 @@ def host_name(host: str) -> str:
     if "://" in host:
         host = host.split("://", 1)[1]
     name, sep, rest = host.rpartition(":")
-    if sep and rest.isdigit() and (not name.count(":") or name.startswith("[")):
+    if sep and rest.isascii() and rest.isdigit() and (not name.count(":") or name.startswith("[")):
         host = name
     return host.strip("[]")
 

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except keys.KeyFileError as exc:
         print(f"failkey: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
+    except OSError as exc:  # -d names a file, or a directory we may not write
+        print(f"failkey: cannot write the key pair in {args.directory}: {exc.strerror or exc}", file=sys.stderr)
+        return common.EXIT_CONFIG
     print(f"public key: {public}  ({keys.load_public(public).decode()})")
     print(f"secret key: {secret}  (keep it on this host, mode 0600)")
     return common.EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -59,6 +60,7 @@ class Feed:
         self.endpoints: dict[str, str] = {}
         self.snaps: dict[str, dict] = {}
         self.received: dict[str, float] = {}  # target -> monotonic time of its last snapshot
+        self.bad: dict[str, str] = {}  # target -> why its last rejected message was rejected
         self.poller = zmq.Poller()
         for target in targets:
             endpoint = client.endpoint_for(target, port)  # UnknownHost: exit 4
@@ -98,8 +100,9 @@ class Feed:
                     break
                 try:
                     snap = monitor.decode(frame)
-                except ValueError as exc:
-                    log.warning("%s: %s", target, exc)
+                except monitor.BadSnapshot as exc:
+                    self.bad[target] = f"bad snapshot from {target}: {exc}"
+                    log.warning("%s", self.bad[target])
                     continue
                 log.debug("%s: snapshot %s from %s", target, snap.get("seq"), snap.get("node"))
                 self.snaps[target] = snap
@@ -117,7 +120,13 @@ class Feed:
     def ordered(self) -> list[dict]:
         return [self.snaps[t] for t in self.targets if t in self.snaps]
 
+    def problems(self) -> list[str]:
+        """One line per target whose feed sent a malformed snapshot (the newest reason)."""
+        return [self.bad[t] for t in self.targets if t in self.bad]
+
     def missing_error(self, target: str, timeout: float) -> str:
+        if target in self.bad:
+            return f"{self.bad[target]}; no good snapshot within {timeout:g} s"
         return (f"no snapshot from {target} ({self.endpoints[target]}) within {timeout:g} s: "
                 f"is failsh running there with its monitor port (-m) on that port?")
 
@@ -432,6 +441,8 @@ def draw(stdscr, feed: Feed, view: View, hosts: list[dict], services: list[dict]
                 y += 1
         else:
             put(y, 0, "no service selected")
+    for i, problem in enumerate(reversed(feed.problems()[-3:])):
+        put(height - 2 - i, 0, problem, colours.get("FAIL", 0))
     put(height - 1, 0, HELP.ljust(width), curses.A_REVERSE)
     stdscr.refresh()
 
@@ -442,7 +453,7 @@ def run_lines(feed: Feed, write: Callable[[str], None], every: float | None, cou
     stdin = None if every else sys.stdin.fileno()
     done = returns = 0
     while True:
-        write(text(feed.ordered()))
+        write(text(feed.ordered(), feed.problems()))
         done += 1
         if count is not None and done >= count:
             return common.EXIT_OK
@@ -494,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     if cgi:
         args.mode = "html"
         args.targets = args.targets or os.environ.get("FAILMON_TARGETS", "").split()
-        if os.environ.get("FAILMON_PORT", "").isdigit():
+        if re.fullmatch(r"[0-9]{1,5}", os.environ.get("FAILMON_PORT", "")):
             args.port = int(os.environ["FAILMON_PORT"])
         if args.refresh is None:
             args.refresh = 10
@@ -534,6 +545,7 @@ def _run(feed: Feed, mode: str, args, cgi: bool) -> int:
         return run_curses(feed, args.timeout)
     missing = feed.wait_all(args.timeout)
     errors = [feed.missing_error(t, args.timeout) for t in missing]
+    errors += [feed.bad[t] for t in feed.targets if t in feed.bad and t not in missing]
     status = common.EXIT_UNREACHABLE if missing else common.EXIT_OK
     if len(missing) == len(feed.targets):
         return _fail(cgi, "; ".join(errors), status)

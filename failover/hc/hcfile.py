@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from failover.client import endpoint_for
+from failover.client import ClientError, endpoint_for
 
 DEFAULT_INTERVAL = 10.0
 DEFAULT_TIMEOUT = 5.0
@@ -111,7 +111,7 @@ def parse_duration(text: str) -> float:
 
 
 def parse_count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
         raise ValueError(f"invalid count {text!r} (an integer 1..1000)")
     return int(text)
 
@@ -136,7 +136,7 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
         if default_port is None:
             raise ValueError(f"address {text!r} needs a port (HOST:PORT)")
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"invalid port in {text!r}")
     return host, int(port_text)
 
@@ -293,7 +293,7 @@ def parse_faild(words: list[str], node: str | None) -> FaildTarget:
         opts[key] = rest.pop(0)
     try:
         endpoint_for(host, resolve=False)
-    except ValueError as exc:
+    except (ValueError, ClientError) as exc:
         raise ValueError(f"invalid faild address {host!r}: {exc}") from None
     service = opts.get("service", node or "")
     if node is None and "service" in opts:
@@ -419,6 +419,8 @@ def _attributes(node: str, lines: list[tuple[int, str]], origin: str, name: str 
             words = shlex.split(line)
         except ValueError as exc:
             raise HcfileError(f"{where}: {exc}") from None
+        if not words:  # a lone continuation backslash leaves nothing
+            continue
         key, args = words[0].lower(), words[1:]
         if key not in _NODE_KEYS:
             raise HcfileError(f"{where}: unknown keyword {words[0]!r} in {node!r} (known: {', '.join(_NODE_KEYS)})")
