@@ -5,6 +5,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from conftest import run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from failover.hc import hcfile
 from failover.hc.hcfile import HcfileError, parse
@@ -194,3 +197,60 @@ def test_docs_example_parses():
     doc = (Path(__file__).parent.parent / "docs" / "hc.md").read_text()
     block = doc.split("```make\n", 1)[1].split("```", 1)[0]
     assert parse(textwrap.dedent(block), "docs/hc.md").nodes
+
+
+# --- hostile files: one line and exit 5 from `hc -n`, never a traceback ----------------------
+
+HOSTILE = {
+    "faild port out of range": ("web:\n    check tcp 127.0.0.1:80\n    faild h:99999\n",
+                                "hc: {f}:3: invalid faild address 'h:99999': invalid port 99999 for host 'h'"),
+    "superscript digit as a count": ("web:\n    check tcp 127.0.0.1:80\n    fall \u00b2\n",
+                                     "hc: {f}:3: invalid count '\u00b2' (an integer 1..1000)"),
+    "superscript digit as a port": ("web:\n    check tcp 127.0.0.1:\u00b2\n",
+                                    "hc: {f}:2: invalid port in '127.0.0.1:\u00b2'"),
+}
+
+
+@pytest.mark.parametrize("text,message", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hc_n_reports_a_hostile_file_in_one_line(tmp_path, text, message):
+    f = tmp_path / "Hcfile"
+    f.write_text(text)
+    r = run_cli("hc", "-n", "-f", str(f))
+    assert r.returncode == 5, r.stderr
+    assert r.stderr.strip() == message.format(f=f) and "Traceback" not in r.stderr
+
+
+def test_hc_n_ignores_an_indented_lone_backslash(tmp_path):
+    f = tmp_path / "Hcfile"
+    f.write_text("web:\n    check tcp 127.0.0.1:80\n    \\\n")
+    r = run_cli("hc", "-n", "-f", str(f))
+    assert r.returncode == 0 and r.stdout.strip() == f"{f}: 1 node (web)", r.stderr
+    assert parse("web:\n  \\\n  check tcp h:1\n").nodes["web"].check.params["port"] == 1
+
+
+def _check_parse(text: str) -> None:
+    try:
+        parse(text, "fuzz")
+    except HcfileError as exc:
+        assert str(exc).startswith("fuzz:") and "\n" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_text_raises_only_hcfile_errors(text):
+    _check_parse(text)
+
+
+_WORDS = st.one_of(st.sampled_from([*hcfile._NODE_KEYS, *hcfile.KINDS, "service", "community", "timeout",
+                                    "status", "body", "type", "expect", "\\", '"', "'", "#", ":", "h:1",
+                                    "[::1]:2", "127.0.0.1:99999", "http://h:0/", "3", "0", "\u00b2", "500ms",
+                                    "1e400", "nan", "-1", ".defaults:", "web:", "db"]),
+                   st.text(max_size=8))
+_LINES = st.tuples(st.sampled_from(["", "    ", "\t"]), st.lists(_WORDS, max_size=8)).map(
+    lambda t: t[0] + " ".join(t[1]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_LINES, max_size=12))
+def test_hcfile_like_text_raises_only_hcfile_errors(lines):
+    _check_parse("\n".join(lines) + "\n")
