@@ -2,15 +2,20 @@
 
 Original 0.5 commands: ``failsvc``, ``failhost``, ``failtrap``.  New ones:
 ``getstate``, ``setstate``, ``peers``, ``startservice``, ``stopservice``,
-``services``, ``hosts``, ``node``, ``whatif``, ``schedule``, ``fo::log``.
+``services``, ``hosts``, ``node``, ``whatif``, ``schedule``, ``fo::log``, and for the
+IP helpers of tcl/failover.tcl ``fo::ipaddrs`` and ``fo::ipcanon``.
 Every command validates its arguments and fails with a Tcl error whose
 errorcode starts with FAILOVER; nothing a policy does can raise a Python traceback.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import re
+import subprocess
+import sys
 import tkinter
 from typing import TYPE_CHECKING
 
@@ -82,8 +87,10 @@ class Commands:
         self.engine = engine
         for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
                      "startservice", "stopservice", "services", "hosts", "node", "whatif",
-                     "schedule", "healthy", "fo::log", "exit"):
+                     "schedule", "healthy", "fo::log", "exit", "fo::ipaddrs", "fo::ipcanon"):
             tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
+        # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
+        tcl.interp.setvar("::fo::announcer", (sys.executable, "-m", "failover.announce"))
 
     def _engine(self, cmd: str) -> Engine:
         if self.engine is None:
@@ -312,6 +319,29 @@ class Commands:
             raise _usage("fo::log", "debug|info|notice|warning|error message")
         log.log(levels[level], "%s", " ".join(message))
         return ""
+
+    def cmd_ipaddrs(self, dev: str) -> tuple:
+        """fo::ipaddrs DEVICE: every address (IPv4 and IPv6, canonical, no prefix) on DEVICE,
+        from ``ip -j addr show``; empty if the device does not exist."""
+        try:
+            r = subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
+                               timeout=10)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TclCommandError(f"fo::ipaddrs {dev}: ip failed: {exc}", "IP") from None
+        if r.returncode != 0:
+            return ()
+        try:
+            return tuple(str(ipaddress.ip_address(a["local"])) for link in json.loads(r.stdout or "[]")
+                         for a in link.get("addr_info", []) if "local" in a)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
+
+    def cmd_ipcanon(self, addr: str) -> str:
+        """fo::ipcanon ADDRESS?/PREFIX?: the address in canonical form (IPv6 compressed)."""
+        try:
+            return str(ipaddress.ip_interface(addr).ip)
+        except ValueError:
+            raise TclCommandError(f"not an IP address: \"{addr}\"", "BADVALUE", addr) from None
 
     def _known(self, service: str) -> str:
         if service not in self.policy.services:

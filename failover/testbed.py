@@ -3,9 +3,13 @@
 Topology (all created by this module, all inside namespaces it owns)::
 
     <prefix>-sw      bridge br0; one port p-<name> per node
-    <prefix>-h1 ...  eth0 = 10.99.N.1, .2, ...   (hosts: faild/failsh, keepalived, vipserver)
-    <prefix>-cl      eth0 = 10.99.N.200           (the client: vipclient)
-    VIP              10.99.N.100/24
+    <prefix>-h1 ...  eth0 = 10.99.N.1, .2, ...   fd99:N::1, ::2, ...   (hosts: faild/failsh,
+                                                                  keepalived, vipserver)
+    <prefix>-cl      eth0 = 10.99.N.200           fd99:N::200          (the client: vipclient)
+    VIP              10.99.N.100/24               fd99:N::100/64 (vip6)
+
+The IPv6 addresses are ULAs added with nodad (usable at once); nothing routes fd99:N::/64
+outside the bed either.
 
 Safety: the root namespace has no route to 10.99.N.0/24, so a connection from it would go to
 the default gateway, off the machine.  Every program that sends traffic is therefore started
@@ -87,6 +91,7 @@ class Host:
     ns: str
     addr: str
     port: str  # the bridge-side veth in the switch namespace
+    addr6: str = ""
 
 
 def available() -> str | None:
@@ -265,6 +270,8 @@ class Testbed:
         self.vip = ""
         self.vip_cidr = ""
         self.prefixlen = 24
+        self.vip6 = ""
+        self.vip6_cidr = ""
         self.switch_ns = f"{prefix}-{_SWITCH}"
         self._nodes: dict[str, Host] = {}
         self._procs: list[subprocess.Popen[Any]] = []
@@ -311,6 +318,8 @@ class Testbed:
             self.subnet = f"10.99.{n}.0/24"
             self.vip = f"10.99.{n}.100"
             self.vip_cidr = f"{self.vip}/{self.prefixlen}"
+            self.vip6 = f"fd99:{n:x}::100"
+            self.vip6_cidr = f"{self.vip6}/64"
             self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}{_TMP_TAG}"))
             sw = self.switch_ns
             self._add_ns(sw)
@@ -320,13 +329,14 @@ class Testbed:
             nodes = [(h, i + 1) for i, h in enumerate(self._host_names)] + [(self._client_name, 200)]
             for name, octet in nodes:
                 host = Host(name=name, ns=f"{self.prefix}-{name}", addr=f"10.99.{n}.{octet}",
-                            port=f"p-{name}")
+                            port=f"p-{name}", addr6=f"fd99:{n:x}::{octet}")
                 self._add_ns(host.ns)
                 # Create the pair inside the namespaces: no interface ever exists in the root one.
                 _cmd(["ip", "-n", sw, "link", "add", host.port, "type", "veth", "peer", "name", "eth0",
                       "netns", host.ns])
                 _cmd(["ip", "-n", sw, "link", "set", host.port, "master", "br0", "up"])
                 _cmd(["ip", "-n", host.ns, "addr", "add", f"{host.addr}/{self.prefixlen}", "dev", "eth0"])
+                _cmd(["ip", "-n", host.ns, "addr", "add", f"{host.addr6}/64", "dev", "eth0", "nodad"])
                 _cmd(["ip", "-n", host.ns, "link", "set", "eth0", "up"])
                 _cmd(["ip", "-n", host.ns, "link", "set", "lo", "up"])
                 self._nodes[name] = host
@@ -579,27 +589,30 @@ class Testbed:
 
     # ----- the VIP -------------------------------------------------------------------------
 
-    def vip_add(self, host: Host | str, garp: bool = True) -> None:
-        """Put the VIP on `host`'s eth0 and announce it with a gratuitous ARP."""
+    def vip_add(self, host: Host | str, garp: bool = True, cidr: str | None = None) -> None:
+        """Put the VIP (or `cidr`, e.g. ``vip6_cidr``) on `host`'s eth0 and announce it."""
         node = self._node(host)
-        _cmd(["ip", "-n", node.ns, "addr", "add", self.vip_cidr, "dev", "eth0"])
+        cidr = cidr or self.vip_cidr
+        _cmd(["ip", "-n", node.ns, "addr", "add", cidr, "dev", "eth0", *(["nodad"] if ":" in cidr else [])])
         if garp:
-            self.garp(node)
+            self.garp(node, addr=cidr.split("/")[0])
 
-    def vip_del(self, host: Host | str) -> bool:
-        """Remove the VIP from `host`; False if it was not there."""
-        r = _cmd(["ip", "-n", self._node(host).ns, "addr", "del", self.vip_cidr, "dev", "eth0"], check=False)
+    def vip_del(self, host: Host | str, cidr: str | None = None) -> bool:
+        """Remove the VIP (or `cidr`) from `host`; False if it was not there."""
+        r = _cmd(["ip", "-n", self._node(host).ns, "addr", "del", cidr or self.vip_cidr, "dev", "eth0"],
+                 check=False)
         return r.returncode == 0
 
-    def garp(self, host: Host | str, count: int = 1) -> subprocess.Popen[Any]:
-        """Send `count` unsolicited ARPs for the VIP from `host` (background: arping waits 1 s each)."""
-        if shutil.which("arping") is None:
-            raise TestbedError("arping not installed (apt-get install iputils-arping)")
-        return self.run(host, ["arping", "-U", "-c", str(count), "-I", "eth0", self.vip])
+    def garp(self, host: Host | str, count: int = 1, addr: str | None = None,
+             delay: float = 1.0) -> subprocess.Popen[Any]:
+        """Announce the VIP (or `addr`, IPv4: gratuitous ARP, IPv6: unsolicited NA) from
+        `host`, `count` times `delay` s apart, in the background (failover.announce)."""
+        return self.python(host, "failover.announce", "eth0", addr or self.vip, "--count", str(count),
+                           "--delay", f"{delay:g}")
 
-    def addresses(self, host: Host | str) -> list[str]:
-        """IPv4 addresses on `host`'s eth0."""
-        out = _cmd(["ip", "-n", self._node(host).ns, "-j", "-4", "addr", "show", "dev", "eth0"]).stdout
+    def addresses(self, host: Host | str, family: int = 4) -> list[str]:
+        """IPv4 (`family` 4) or IPv6 (6) addresses on `host`'s eth0."""
+        out = _cmd(["ip", "-n", self._node(host).ns, "-j", f"-{family}", "addr", "show", "dev", "eth0"]).stdout
         return [a["local"] for i in json.loads(out or "[]") for a in i.get("addr_info", [])]
 
     def has_vip(self, host: Host | str) -> bool:
@@ -613,9 +626,10 @@ class Testbed:
 
     def start_vipserver(self, host: Host | str, port: int = DEFAULT_PORT,
                         wait: float = 5.0) -> subprocess.Popen[Any]:
-        """Start vipserver (answers with the node name on 0.0.0.0:port) and wait until it serves."""
+        """Start vipserver (answers with the node name on every IPv4 and IPv6 address, port
+        `port`) and wait until it serves."""
         node = self._node(host)
-        p = self.python(node, "failover.vipserver", "--name", node.name, "--port", str(port))
+        p = self.python(node, "failover.vipserver", "--name", node.name, "--port", str(port), "--bind", "::")
         if wait:
             self.wait_served(node, node.addr, port, timeout=wait, host=node.name)
         return p
@@ -852,6 +866,7 @@ class HolderSampler:
                  limit: float = 900.0) -> None:
         self.tb = tb
         self.addrs = list(addrs or [tb.vip])
+        self._v6 = any(":" in a for a in self.addrs)
         self.period = period
         self.limit = limit
         self.samples: list[tuple[float, dict[str, tuple[str, ...]]]] = []
@@ -877,7 +892,8 @@ class HolderSampler:
                 return
             try:
                 t = time.monotonic()
-                have = {h.name: set(self.tb.addresses(h)) for h in self.tb.hosts}
+                have = {h.name: set(self.tb.addresses(h)) | (set(self.tb.addresses(h, 6)) if self._v6 else set())
+                        for h in self.tb.hosts}
                 self.samples.append((t, {a: tuple(n for n, s in have.items() if a in s) for a in self.addrs}))
             except Exception as e:  # the bed is closing; keep what we have
                 self.error = e

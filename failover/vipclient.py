@@ -103,12 +103,13 @@ def run(addr: str, port: int, interval: float, timeout: float, out: IO[str],
         else:
             n_fail += 1
 
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET  # a literal address, IPv4 or IPv6
     while not _Stop.flag:
         now = time.monotonic()
         if now >= deadline or (count is not None and seq >= count and not pending):
             break
         if now >= next_send and (count is None or seq < count) and len(pending) < max_inflight:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family, socket.SOCK_STREAM)
             s.setblocking(False)
             rc = s.connect_ex((addr, port))
             pending[s] = [seq, now, b""]

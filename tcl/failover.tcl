@@ -13,24 +13,35 @@ proc ::fo::sh {args} {
     return 1
 }
 
-# fo::ipup ADDRESS/PREFIX DEVICE  -- add a virtual IP and announce it with gratuitous ARP.
+# fo::ipup ADDRESS/PREFIX DEVICE  -- add a virtual IP (IPv4 or IPv6) and announce it:
+# gratuitous ARP for IPv4, an unsolicited neighbour advertisement for IPv6.  IPv6 addresses
+# are added with nodad: duplicate address detection would keep the address tentative (and
+# unusable) for a second or more, and the peer that held it has just let it go.
 proc ::fo::ipup {cidr dev} {
-    set ip [lindex [split $cidr /] 0]
-    if {![fo::hasip $ip $dev] && ![fo::sh ip addr add $cidr dev $dev]} { return FAIL }
+    if {[catch {fo::ipcanon $cidr} ip]} { fo::log error "fo::ipup: $ip"; return FAIL }
+    if {![fo::hasip $ip $dev]} {
+        set opts [expr {[string match *:* $ip] ? {nodad} : {}}]
+        if {![eval [list fo::sh ip addr add $cidr dev $dev] $opts]} { return FAIL }
+    }
     fo::garp $cidr $dev
     return UP
 }
 
 # fo::garp ADDRESS/PREFIX DEVICE  -- announce that this host holds the address (gratuitous
-# ARP).  Without it, clients keep the old MAC for up to 45 s (tech notes §5).  Use it as
-# a service's announce script too: failsvc ip announce {fo::garp 10.0.0.100/24 eth0}
-# Two ARPs one second apart, sent in the background: the policy thread does not wait the
-# second for them (a SIGTERM, other services' runs would).  fo::ipdown stops them: an ARP
-# sent after this host let the address go would send the clients back to it.
+# ARP, or an unsolicited neighbour advertisement for IPv6; sent by failover.announce, no
+# arping needed).  Without it, clients keep the old MAC for up to 45 s (tech notes §5).
+# Use it as a service's announce script too: failsvc ip announce {fo::garp 10.0.0.100/24 eth0}
+# $::fo::garpcount announcements $::fo::garpdelay s apart, sent in the background: the
+# policy thread does not wait for them (a SIGTERM, other services' runs would).  fo::ipdown
+# stops them: an announcement sent after this host let the address go would send the
+# clients back to it.
+if {![info exists ::fo::garpcount]} { set ::fo::garpcount 2 }
+if {![info exists ::fo::garpdelay]} { set ::fo::garpdelay 1 }
 proc ::fo::garp {cidr dev} {
-    set ip [lindex [split $cidr /] 0]
+    if {[catch {fo::ipcanon $cidr} ip]} { fo::log error "fo::garp: $ip"; return }
     fo::garpstop $ip
-    set ::fo::garping($ip) [fo::bg arping -q -U -c 2 -w 1 -I $dev $ip]
+    set ::fo::garping($ip) [eval fo::bg $::fo::announcer \
+        [list $dev $ip --count $::fo::garpcount --delay $::fo::garpdelay]]
     return
 }
 
@@ -75,21 +86,24 @@ proc ::fo::BgRead {chan cmd} {
     }
 }
 
-# fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER when it is gone.
+# fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER only when it is really
+# gone from DEVICE (checked after the removal), FAIL with an error logged otherwise.
 proc ::fo::ipdown {cidr dev} {
-    set ip [lindex [split $cidr /] 0]
+    if {[catch {fo::ipcanon $cidr} ip]} { fo::log error "fo::ipdown: $ip"; return FAIL }
     fo::garpstop $ip
-    if {[fo::hasip $ip $dev] && ![fo::sh ip addr del $cidr dev $dev]} { return FAIL }
+    if {[fo::hasip $ip $dev]} { fo::sh ip addr del $cidr dev $dev }
+    if {[catch {fo::ipaddrs $dev} addrs]} { fo::log error "fo::ipdown: $addrs"; return FAIL }
+    if {[lsearch -exact $addrs $ip] >= 0} {
+        fo::log error "fo::ipdown: $ip is still on $dev after ip addr del"
+        return FAIL
+    }
     return RECOVER
 }
 
-# fo::hasip IP DEVICE  -- 1 if DEVICE carries IP.
+# fo::hasip IP DEVICE  -- 1 if DEVICE carries IP (IPv4 or IPv6, any spelling), else 0.
 proc ::fo::hasip {ip dev} {
-    if {[catch {exec ip -o -4 addr show dev $dev} out]} { return 0 }
-    foreach line [split $out \n] {
-        if {[regexp {inet ([0-9.]+)/} $line -> a] && $a eq $ip} { return 1 }
-    }
-    return 0
+    if {[catch {fo::ipcanon $ip} ip] || [catch {fo::ipaddrs $dev} addrs]} { return 0 }
+    return [expr {[lsearch -exact $addrs $ip] >= 0}]
 }
 
 # fo::systemctl start|stop UNIT  -- start/stop a systemd unit as a failover procedure.

@@ -376,47 +376,52 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
     assert tcl.interp.eval("fo::sh true") == "1"
     assert tcl.interp.eval("fo::sh false") == "0"
     assert tcl.interp.eval("fo::hasip 192.0.2.77 lo") == "0"
+    assert tcl.interp.eval("fo::hasip 127.0.0.1 lo") == "1"
+    assert tcl.interp.eval("fo::hasip 0:0::1 lo") == "1"         # IPv6, any spelling (ip -j, canonical)
+    assert tcl.interp.eval("fo::hasip 127.0.0.1 nosuchdev0") == "0"
+    assert tcl.interp.eval("fo::ipcanon FD99:0::0001/64") == "fd99::1"
+    with pytest.raises(tkinter.TclError, match='not an IP address: "10.1"'):
+        tcl.interp.eval("fo::ipcanon 10.1")
+    assert tcl.interp.eval("fo::ipup 10.1 lo") == "FAIL"        # logged, not raised
 
 
 def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """fo::garp (in every start and announce of the VIP samples) returns while arping still
-    runs: arping takes a second, and SIGTERM or other services' runs must not wait for it.
-    A failure is still logged once the command ends."""
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """fo::garp (in every start and announce of the VIP samples) returns while its announcer
+    still runs: it spaces its announcements a second apart, and SIGTERM or other services'
+    runs must not wait for it.  A failure is still logged once the command ends."""
     from failover.failsh import TCL_LIBRARY
     tcl.source(TCL_LIBRARY)
     release, done = tmp_path / "release", tmp_path / "done"
-    arping = tmp_path / "arping"
-    arping.write_text(f"#!/bin/sh\nfor i in $(seq 100); do [ -e {release} ] && break; sleep 0.05; done\n"
-                      f"echo \"$@\" > {done}\necho no such device >&2\nexit 2\n")
-    arping.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")  # Tcl's exec reads the process's
+    fake = tmp_path / "announce"
+    fake.write_text(f"#!/bin/sh\nfor i in $(seq 100); do [ -e {release} ] && break; sleep 0.05; done\n"
+                    f"echo \"$@\" > {done}\necho no such device >&2\nexit 2\n")
+    fake.chmod(0o755)
+    tcl.interp.setvar("::fo::announcer", str(fake))
     assert tcl.interp.eval("fo::garp 192.0.2.10/24 eth9") == ""
-    assert not done.exists()                       # returned while arping waits
+    assert not done.exists()                       # returned while the announcer waits
     release.touch()
-    assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and "command failed: arping" in caplog.text, 10)
-    assert done.read_text().split() == ["-q", "-U", "-c", "2", "-w", "1", "-I", "eth9", "192.0.2.10"]
+    assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and f"command failed: {fake}" in caplog.text, 10)
+    assert done.read_text().split() == ["eth9", "192.0.2.10", "--count", "2", "--delay", "1"]
     assert "no such device" in caplog.text
 
 
 def test_ipdown_stops_a_garp_still_running(tcl: TclHost, cmds: Commands, tmp_path: Path,
-                                           caplog: pytest.LogCaptureFixture,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The second ARP of fo::garp comes a second after the first: if the address is given
-    up meanwhile, that ARP would send the clients back to a host that no longer has it."""
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The second announcement of fo::garp comes a second after the first: if the address is
+    given up meanwhile, it would send the clients back to a host that no longer has it."""
     from failover.failsh import TCL_LIBRARY
     tcl.source(TCL_LIBRARY)
     started = tmp_path / "started"
-    arping = tmp_path / "arping"
-    arping.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 30\n")  # one process, as arping is
-    arping.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    fake = tmp_path / "announce"
+    fake.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 30\n")  # one process, as the announcer is
+    fake.chmod(0o755)
+    tcl.interp.setvar("::fo::announcer", str(fake))
     tcl.interp.eval("fo::garp 192.0.2.10/24 eth9")
-    wait_for(started.exists, 10, "the fake arping to start")
+    wait_for(started.exists, 10, "the fake announcer to start")
     assert tcl.interp.eval("fo::ipdown 192.0.2.10/24 eth9") == "RECOVER"   # eth9 does not exist: nothing to del
     assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and tcl.interp.eval("array size ::fo::bgout") == "0",
-                    10, "the killed arping to be reaped")  # well before its 30 s
+                    10, "the killed announcer to be reaped")  # well before its 30 s
     assert "command failed" not in caplog.text
 
 

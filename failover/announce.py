@@ -1,0 +1,156 @@
+"""Tell the link that this host now holds an address: gratuitous ARP (IPv4) and unsolicited
+neighbour advertisements (IPv6), built here and sent on an AF_PACKET socket (needs root or
+CAP_NET_RAW; no arping of either flavour, no new dependency).
+
+    python -m failover.announce IFACE ADDRESS[/PREFIX] [--count N] [--delay S]
+
+sends N announcements (default 2) S seconds apart (default 1), the first at once.  keepalived
+sends 5 at its takeover and again 5 s later (garp_master_repeat / garp_master_delay); failover
+sends fewer because a service's ``announce`` script (fo::garp) re-announces after every
+overlap, and fo::ipdown kills a run still going so that no announcement leaves after the
+address was given up.
+
+The frames:
+
+- ARP announcement (RFC 5227 section 2.3): broadcast, ARP request, sender = target = the
+  address, target hardware address zero.  Linux updates an existing neighbour entry from it.
+- Unsolicited NA (RFC 4861 section 4.4, 7.2.6): to ff02::1 (33:33:00:00:00:01), hop limit 255,
+  source the address itself (as keepalived), flags O (override) only, with the target
+  link-layer address option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import struct
+import sys
+import time
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+BROADCAST = b"\xff" * 6
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+ICMPV6_NA = 136
+NA_OVERRIDE = 0x20000000
+MAX_COUNT = 100
+MAX_DELAY = 60.0
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AnnounceError(Exception):
+    """An address, interface or socket problem, as one line for the user."""
+
+
+def parse_address(text: str) -> IPAddress:
+    """``ADDRESS`` or ``ADDRESS/PREFIX`` (IPv4 or IPv6) -> the address."""
+    try:
+        return ipaddress.ip_interface(text).ip
+    except ValueError:
+        raise AnnounceError(f"not an IP address: {text!r}") from None
+
+
+def _mac_bytes(mac: bytes) -> bytes:
+    if len(mac) != 6:
+        raise AnnounceError(f"expected a 6-byte Ethernet address, got {len(mac)} bytes")
+    return mac
+
+
+def garp_frame(mac: bytes, addr: ipaddress.IPv4Address) -> bytes:
+    """An Ethernet frame carrying an ARP announcement of `addr` from `mac`."""
+    mac = _mac_bytes(mac)
+    ip = addr.packed
+    eth = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    # htype Ethernet, ptype IPv4, hlen 6, plen 4, oper 1 (request), sha, spa, tha, tpa
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
+    return eth + arp
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def na_frame(mac: bytes, addr: ipaddress.IPv6Address) -> bytes:
+    """An Ethernet frame carrying an unsolicited neighbour advertisement of `addr` from `mac`."""
+    mac = _mac_bytes(mac)
+    # option 2 (target link-layer address), length 1 (8 octets)
+    body = struct.pack("!I", NA_OVERRIDE) + addr.packed + bytes([2, 1]) + mac
+    pseudo = addr.packed + ALL_NODES.packed + struct.pack("!I3xB", 4 + len(body), socket.IPPROTO_ICMPV6)
+    csum = _checksum(pseudo + struct.pack("!BBH", ICMPV6_NA, 0, 0) + body)
+    icmp = struct.pack("!BBH", ICMPV6_NA, 0, csum) + body
+    ip6 = struct.pack("!IHBB", 6 << 28, len(icmp), socket.IPPROTO_ICMPV6, 255) + addr.packed + ALL_NODES.packed
+    return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ip6 + icmp
+
+
+def frame_for(mac: bytes, addr: IPAddress) -> bytes:
+    return garp_frame(mac, addr) if addr.version == 4 else na_frame(mac, addr)
+
+
+def open_socket(iface: str) -> tuple[socket.socket, bytes]:
+    """A raw packet socket bound to `iface`, and the interface's hardware address."""
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    except PermissionError:
+        raise AnnounceError("raw packet socket not permitted (needs root or CAP_NET_RAW)") from None
+    try:
+        s.bind((iface, 0))
+    except OSError as e:
+        s.close()
+        raise AnnounceError(f"interface {iface!r}: {e.strerror or e}") from None
+    mac = s.getsockname()[4]
+    if len(mac) != 6:
+        s.close()
+        raise AnnounceError(f"interface {iface!r} is not Ethernet-like (hardware address {mac.hex()!r})")
+    return s, mac
+
+
+def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0) -> int:
+    """Send `count` announcements of `addr` on `iface`, `delay` s apart; returns how many left."""
+    s, mac = open_socket(iface)
+    frame = frame_for(mac, addr)
+    sent = 0
+    with s:
+        for i in range(count):
+            if i:
+                time.sleep(delay)
+            try:
+                s.send(frame)
+            except OSError as e:
+                raise AnnounceError(f"sending on {iface!r}: {e.strerror or e}") from None
+            sent += 1
+    return sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m failover.announce",
+                                 description="Send gratuitous ARP (IPv4) or unsolicited neighbour "
+                                             "advertisements (IPv6) for an address this host holds.")
+    ap.add_argument("iface", help="interface, e.g. eth0")
+    ap.add_argument("address", help="ADDRESS or ADDRESS/PREFIX, IPv4 or IPv6")
+    ap.add_argument("--count", type=int, default=2, help="announcements to send (default 2)")
+    ap.add_argument("--delay", type=float, default=1.0, help="seconds between them (default 1)")
+    args = ap.parse_args(argv)
+    try:
+        if not 1 <= args.count <= MAX_COUNT:
+            raise AnnounceError(f"--count must be 1..{MAX_COUNT}, not {args.count}")
+        if not 0 <= args.delay <= MAX_DELAY:
+            raise AnnounceError(f"--delay must be 0..{MAX_DELAY:g} seconds, not {args.delay:g}")
+        announce(args.iface, parse_address(args.address), args.count, args.delay)
+    except AnnounceError as e:
+        print(f"announce: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
