@@ -7,6 +7,7 @@ import logging.handlers
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 FACILITIES = ("server", "store", "community", "protocol", "peers", "scheduler", "policy",
@@ -60,7 +61,11 @@ def daemonize() -> None:
 
 
 def write_pidfile(path: Path) -> None:
-    path.write_text(f"{os.getpid()}\n")
+    """Mode 0644 whatever the umask; a symlink planted at ``path`` is not followed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o644)
+        f.write(f"{os.getpid()}\n")
 
 
 def remove_pidfile(path: Path | None) -> None:
@@ -84,3 +89,46 @@ def sd_notify(state: str) -> None:
             s.sendto(state.encode(), address)
     except OSError:
         logging.getLogger("failover.server").debug("sd_notify failed", exc_info=True)
+
+
+class RateLimit:
+    """At most ``burst`` log lines per ``period`` seconds per key (a peer address): a flood
+    of bad requests must not flood the log.  What is held back is counted and reported in
+    one "N more ... suppressed" line once the period is over (on the next line for that
+    key, or at ``flush()``, which idle loops call).  At most ``max_keys`` keys are tracked;
+    beyond that every new key shares one entry, so memory stays bounded too."""
+
+    OTHERS = "other peers"
+
+    def __init__(self, logger: logging.Logger, what: str, burst: int = 5, period: float = 1.0,
+                 max_keys: int = 1024) -> None:
+        self.logger, self.what = logger, what
+        self.burst, self.period, self.max_keys = burst, period, max_keys
+        self._keys: dict[str, list] = {}  # key -> [window start, lines logged, lines suppressed]
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if key not in self._keys and len(self._keys) >= self.max_keys:
+            self.flush(now)
+            if len(self._keys) >= self.max_keys:
+                key = self.OTHERS
+        entry = self._keys.get(key)
+        if entry is None or now - entry[0] >= self.period:
+            if entry is not None:
+                self._summary(key, entry)
+            entry = self._keys[key] = [now, 0, 0]
+        if entry[1] < self.burst:
+            entry[1] += 1
+            self.logger.log(level, msg, *args)
+        else:
+            entry[2] += 1
+
+    def flush(self, now: float | None = None) -> None:
+        """Report and forget the keys whose period is over."""
+        now = time.monotonic() if now is None else now
+        for key in [k for k, e in self._keys.items() if now - e[0] >= self.period]:
+            self._summary(key, self._keys.pop(key))
+
+    def _summary(self, key: str, entry: list) -> None:
+        if entry[2]:
+            self.logger.warning("%d more %s from %s suppressed", entry[2], self.what, key)

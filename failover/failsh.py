@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-from failover import client, dashboard, keys, metrics, monitor, protocol, server, store
+from failover import client, daemon, dashboard, keys, metrics, monitor, procedures, protocol, server, store
 from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
@@ -32,7 +32,7 @@ from failover.procedures import run_guarded, run_procedure
 from failover.scheduler import Scheduler
 from failover.states import State
 from failover.tclext import Commands
-from failover.tclhost import PolicyError, TclHost
+from failover.tclhost import PolicyError, ScriptResult, TclHost
 
 log = logging.getLogger("failover.scheduler")
 tlog = logging.getLogger("failover.policy")
@@ -56,12 +56,13 @@ class Options:
     monitor: str | None = None
     control: str | None = None
     control_community: str = protocol.DEFAULT_COMMUNITY
-    dumpfile: Path = Path("/var/tmp/failsh.dump")
+    dumpfile: Path = Path("/run/failover/failsh.dump")
     dead_factor: float = DEAD_FACTOR
     scheduling: bool = True
     http: str | None = None   # --http ADDR:PORT: live web page and /metrics (dashboard.py)
     curve: keys.Identity | None = None  # --curve-secret: this failsh's key pair for every faild
     curve_keys: Path | None = None      # --curve-keys DIR: DIR/NAME.key is host NAME's faild key
+    load_timeout: float = 10.0          # --load-timeout: a policy (re)load longer than this is refused
 
 
 class Engine:
@@ -108,6 +109,9 @@ class Engine:
         self._curves: dict[str, keys.Curve] = {}  # host -> CURVE settings (_curve)
         self._guard_refused: dict[str, float] = {}  # service -> monotonic time the guard last said no (_hold)
         self.dashboard: dashboard.Dashboard | None = None
+        self._watchdog_usec = _watchdog_usec()  # systemd WatchdogSec=, fed by _heartbeat
+        self._watchdog_next = 0.0
+        self._alive = time.monotonic()  # last event-loop round of the policy thread (_heartbeat)
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
         else:  # installed without the source tree: fo::sh, fo::ipup ... are missing
@@ -115,8 +119,25 @@ class Engine:
 
     # Loading -------------------------------------------------------------
     def load(self, path: Path) -> None:
-        """Source the policy file; PolicyError names file:line on failure."""
-        self.tcl.source(path)
+        """Source the policy file; PolicyError names file:line on failure, or the time bound."""
+        self._source_bounded(path, self.tcl.source)
+
+    def _source_bounded(self, path: Path, source: Callable[[Path], None]) -> None:
+        """``source(path)`` cancelled after --load-timeout: top-level code that never
+        returns (a loop, a blocking exec, vwait) must not freeze failsh."""
+        def run() -> ScriptResult:
+            try:
+                source(path)
+            except PolicyError as exc:
+                return ScriptResult(False, str(exc))
+            return ScriptResult(True, "")
+        watchdog: list = []
+        result, killed = run_guarded(self.tcl, run, self.opts.load_timeout, watchdog)
+        if killed is not None:
+            raise PolicyError(f"{path}: loading {watchdog[0].why} (top-level code that never returns: "
+                              f"a loop, a blocking exec, vwait?); cancelled, {killed} processes killed")
+        if not result.ok:
+            raise PolicyError(result.value)
 
     def reload(self) -> bool:
         """SIGHUP: re-read the policy into a fresh model; keep the old one on error."""
@@ -127,7 +148,7 @@ class Engine:
         self.policy = self.commands.policy = Policy(self.opts.node)
         self.commands.engine = None  # no rescheduling half-way through the file
         try:
-            self.tcl.source_or_restore(path)
+            self._source_bounded(path, self.tcl.source_or_restore)
         except PolicyError as exc:
             log.error("reload failed, keeping the running policy: %s", exc)
             self.policy = self.commands.policy = old
@@ -160,7 +181,7 @@ class Engine:
             self.dashboard = dashboard.Dashboard(self.opts.http, self.opts.node)
             self.dashboard.start()
         self.net = NetThread(self._peer_specs(), self._local_spec(), 0.0, self._on_net_change,
-                             self.opts.monitor, self._control, self.opts.control)
+                             self.opts.monitor, self._control, self.opts.control, self.deciding_until)
         self.net.start()
         self.net.ready.wait(5)
         if self.net.error:
@@ -172,6 +193,7 @@ class Engine:
         self.started = True
         self.policy_changed()
         self._publish_loop()
+        self._heartbeat()
 
     def _activate(self) -> None:
         """First "schedule on": stop what a dead failsh left UP, then take the lease.
@@ -667,6 +689,24 @@ class Engine:
             if self.dashboard is not None:
                 self.dashboard.update(snap)
 
+    def deciding_until(self) -> float:
+        """Network thread: the monotonic time until which this failsh counts as deciding,
+        so its lease may be renewed.  The policy thread stamps ``_alive`` on every round of
+        its event loop; a procedure, trap or load in progress counts until its time bound
+        (its watchdog then cancels it).  Anything else that holds the thread (an ``after``
+        script that never returns) lets the lease lapse: the peers take over."""
+        return max(self._alive + self._lease_ttl() / 3, procedures.busy_until())
+
+    def _heartbeat(self) -> None:
+        """Stamp the policy thread's liveness for the lease (peers.py) and systemd's watchdog."""
+        now = time.monotonic()
+        self._alive = now
+        if self._watchdog_usec and now >= self._watchdog_next:
+            daemon.sd_notify("WATCHDOG=1")
+            self._watchdog_next = now + self._watchdog_usec / 2e6
+        period = min(self._lease_ttl() / 6, 0.5, self._watchdog_usec / 4e6 if self._watchdog_usec else 1.0)
+        self.tcl.interp.after(max(10, int(period * 1000)), self._heartbeat)
+
     def _publish_loop(self) -> None:
         self.tcl.interp.after(1000, self._publish_loop)  # first: a failing publish keeps the chain
         self.publish()
@@ -692,16 +732,25 @@ class Engine:
             self._control_server.record(name, state, reason)
 
     def dump(self) -> None:
-        """SIGINT: write the state dump; a FIFO stays open for the next dump."""
+        """SIGINT: write the state dump (mode 0600); a FIFO stays open for the next dump.
+        A symlink at the path is never followed: a planted one could aim at any file."""
         payload = monitor.text(self.snapshot()).encode()
         path = self.opts.dumpfile
         try:
             if self._dump_fd is None:
-                fifo = path.exists() and stat.S_ISFIFO(path.stat().st_mode)
-                flags = os.O_WRONLY | (os.O_NONBLOCK if fifo else os.O_CREAT | os.O_TRUNC)
-                fd = os.open(path, flags, 0o644)
+                try:
+                    mode = path.lstat().st_mode
+                except FileNotFoundError:
+                    mode = 0
+                    store.make_dir(path.parent)
+                if stat.S_ISLNK(mode):
+                    raise OSError(f"{path} is a symlink; not followed (remove it)")
+                fifo = stat.S_ISFIFO(mode)
+                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(path, flags | (os.O_NONBLOCK if fifo else os.O_CREAT | os.O_TRUNC), 0o600)
                 if not fifo:
                     with os.fdopen(fd, "wb") as f:
+                        os.fchmod(fd, 0o600)
                         f.write(payload)
                     log.info("state dumped to %s", path)
                     return
@@ -740,6 +789,16 @@ class _ControlServer(server.Faild):
     def record(self, name: str, state: State, reason: str) -> None:
         self.store.set(name, state, reason)
         self._services_json.clear()  # the server caches encoded replies per state change
+
+
+def _watchdog_usec() -> int:
+    """WATCHDOG_USEC if systemd's watchdog is meant for this process, else 0."""
+    pid = os.environ.get("WATCHDOG_PID")
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return 0
+    return usec if usec > 0 and (not pid or pid == str(os.getpid())) else 0
 
 
 def _counter(view: PeerView, service: str) -> int | None:

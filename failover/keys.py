@@ -20,6 +20,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from failover.store import make_dir
+
 log = logging.getLogger("failover.security")
 
 
@@ -54,7 +56,7 @@ class ServerKeys:
 
 def generate(directory: Path, name: str) -> tuple[Path, Path]:
     """Create NAME.key and NAME.key_secret in ``directory``; refuse to overwrite."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dir(directory, 0o755)  # public keys are copied from here; the secret one is 0600
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     for path in (public, secret):
         if path.exists():
@@ -65,11 +67,19 @@ def generate(directory: Path, name: str) -> tuple[Path, Path]:
     finally:
         os.umask(old)
     public.chmod(0o644)
+    secret.chmod(0o600)
     return public, secret
 
 
 def load_identity(path: Path) -> Identity:
-    """Our own keys, from a NAME.key_secret file."""
+    """Our own keys, from a NAME.key_secret file, which only its owner may read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise KeyFileError(f"secret key file {path} is open to group or others (mode {mode & 0o777:04o}): "
+                           f"chmod 600 {path}")
     public, secret = _load(path)
     if not secret:
         raise KeyFileError(f"{path} holds no secret key: give the .key_secret file")

@@ -167,15 +167,15 @@ _SERVICE = re.compile(rb'"service"\s*:\s*"([^"\\]{1,64})"')
 _STATE = re.compile(rb'"state"\s*:\s*"([A-Z]{2,8})"')
 
 
-def instrument(handle: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
-    """Wrap faild's ``handle(frame) -> reply``: count and time every request.
+def instrument(handle: Callable[[bytes, Any], bytes]) -> Callable[[bytes, Any], bytes]:
+    """Wrap faild's ``handle(frame, meta) -> reply``: count and time every request.
 
     Only the bytes are looked at (no second JSON parse), so the cost stays a few
     microseconds per request; faild without ``--metrics`` is not wrapped at all.
     """
-    def counted(frame: bytes) -> bytes:
+    def counted(frame: bytes, meta: Any = None) -> bytes:
         start = time.perf_counter()
-        reply = handle(frame)
+        reply = handle(frame, meta)
         elapsed = time.perf_counter() - start
         m = _OP.search(frame)
         op = m.group(1).decode() if m else "invalid"

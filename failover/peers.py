@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import attrs
 import zmq
 
-from failover import keys, lease, metrics, monitor, protocol
+from failover import keys, lease, metrics, monitor, protocol, server
 from failover.client import configure_socket, reconnect, record_from_wire
 from failover.model import ServiceRecord
 from failover.states import State
@@ -90,7 +90,8 @@ class NetThread(threading.Thread):
                  on_change: Callable[[list[str]], None],
                  monitor_endpoint: str | None = None,
                  control: Callable[[bytes], bytes] | None = None,
-                 control_endpoint: str | None = None) -> None:
+                 control_endpoint: str | None = None,
+                 deciding_until: Callable[[], float] | None = None) -> None:
         super().__init__(name="failsh-net", daemon=True)
         self.specs = {p.name: p for p in peers}
         self.local = local
@@ -105,6 +106,10 @@ class NetThread(threading.Thread):
         self.error: str = ""
         self._halt = threading.Event()
         self._renew_now = False
+        # the lease means "this failsh is deciding": renewed only until this monotonic time
+        # (Engine.deciding_until); None: not watched
+        self.deciding_until = deciding_until
+        self._stuck = False
         self._ids = itertools.count(1)
         self._ctx = zmq.Context.instance()
         self._pub: zmq.Socket | None = None
@@ -147,6 +152,19 @@ class NetThread(threading.Thread):
         self._put(("release", done))
         done.wait(1.0)
 
+    def _policy_alive(self, now: float) -> bool:
+        """False while the policy thread is stuck (see Engine.deciding_until)."""
+        if self.deciding_until is None:
+            return True
+        stuck = now > self.deciding_until()
+        if stuck and not self._stuck:
+            log.error("policy thread stuck (no event-loop round, no bounded procedure running): "
+                      "lease not renewed, peers will take over")
+        elif self._stuck and not stuck:
+            log.warning("policy thread runs again: lease renewed")
+        self._stuck = stuck
+        return not stuck
+
     # Thread body ---------------------------------------------------------
     def run(self) -> None:
         try:
@@ -188,8 +206,11 @@ class NetThread(threading.Thread):
             if self._renew_now:
                 next_lease, self._renew_now = 0.0, False
             if self.lease_ttl > 0 and now >= next_lease:
-                sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, **self._holder)
-                next_lease = now + (self.lease_ttl / 3 if sent else min(self.lease_ttl / 3, RETRY))
+                if self._policy_alive(now):
+                    sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, **self._holder)
+                    next_lease = now + (self.lease_ttl / 3 if sent else min(self.lease_ttl / 3, RETRY))
+                else:  # the lease means "this failsh is deciding": let it lapse
+                    next_lease = now + min(self.lease_ttl / 3, RETRY)
             for peer in peers.values():
                 if now >= peer.next_due:
                     # not connected (yet): try again soon, not an interval later, or a peer
@@ -377,17 +398,15 @@ class NetThread(threading.Thread):
             log.exception("peer change callback failed")
 
     def _serve_control(self, ctl: zmq.Socket) -> None:
-        while True:
-            try:
-                frame = ctl.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                reply = self.control(frame)
-            except Exception as exc:  # a REP socket must answer, and this thread must live
-                log.exception("control request failed")
-                reply = protocol.encode(protocol.error_reply(None, "INTERNAL", f"internal error: {exc}"))
-            ctl.send(reply)
+        """Answer what is waiting, at most 100 requests: a flood on the control port must
+        not hold back the polling of peers."""
+        control = self.control
+        assert control is not None  # ctl exists only with a control callback
+        for _ in range(100):
+            if not server.serve_one(ctl, lambda frame, _meta: control(frame), zmq.NOBLOCK):
+                break
+        server.REFUSED.flush()
+        server.REJECTED.flush()
 
     def _commands(self, peers: dict[str, _Peer], poller: zmq.Poller, pub: zmq.Socket | None) -> bool:
         """Apply the Tcl thread's requests; True if the lease must be renewed now."""

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import threading
+import time
 import tkinter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from failover.tclhost import ScriptResult, TclHost
 log = logging.getLogger("failover.procedures")
 
 _TCL_CANCEL_UNWIND = 0x100000   # tcl.h: catch cannot stop the unwinding
+_running: list[_Watchdog] = []   # guarded evaluations in progress, innermost last (cancel_running)
 
 
 def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
@@ -36,11 +38,12 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
     ``kind`` is start, stop, reclaim or check.  A check may also return a Tcl boolean:
     true keeps the service UP, false makes it FAIL.
     """
-    result, killed = run_guarded(tcl, lambda: tcl.run(script), timeout)
+    watchdog: list[_Watchdog] = []
+    result, killed = run_guarded(tcl, lambda: tcl.run(script), timeout, watchdog)
     if killed is not None:
-        log.error("%s: %s procedure timed out after %g s", service, kind, timeout)
-        return State.FAIL, (f"{kind} procedure timed out after {timeout:g} s; cancelled, "
-                            f"{killed} processes it started were killed")
+        why = watchdog[0].why
+        log.error("%s: %s procedure %s", service, kind, why)
+        return State.FAIL, f"{kind} procedure {why}; cancelled, {killed} processes it started were killed"
     if not result.ok:
         where = f" at {result.where}" if result.where else ""
         log.error("%s: %s procedure failed%s: %s", service, kind, where, result.value)
@@ -57,20 +60,48 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
     return State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL"
 
 
-def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float) -> tuple[ScriptResult, int | None]:
+def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float,
+                out: list | None = None) -> tuple[ScriptResult, int | None]:
     """Call ``run`` (a Tcl evaluation on this thread) under a watchdog of ``timeout`` s.
 
     Returns its result and, if the watchdog fired, how many processes it killed (else None).
+    ``out`` receives the watchdog (its ``why`` says timeout or cancel).
     """
     watchdog = _Watchdog(tcl, timeout)
+    if out is not None:
+        out.append(watchdog)
+    _running.append(watchdog)
     try:
         result = run()
     finally:
+        _running.remove(watchdog)
         fired = watchdog.finish()
     if fired:
         tcl.clear_cancel()
         return result, watchdog.killed
     return result, None
+
+
+def cancel_running(why: str) -> int:
+    """From any thread (SIGTERM, Ctrl-C): end every guarded evaluation now, as if its
+    timeout had fired; return how many there were."""
+    running = list(_running)
+    for watchdog in running:
+        watchdog.timer.cancel()
+        watchdog.fire(why)
+    return len(running)
+
+
+def running() -> bool:
+    """A guarded evaluation (procedure, trap, policy load) is in progress."""
+    return bool(_running)
+
+
+def busy_until() -> float:
+    """The monotonic time by which the guarded evaluations in progress end at the latest
+    (the outermost one's deadline, plus a second for the cancel); 0.0 if none runs."""
+    running = list(_running)  # read from the network thread
+    return running[0].deadline + 1.0 if running else 0.0
 
 
 def _boolean(tcl: TclHost, value: str) -> bool | None:
@@ -93,7 +124,9 @@ class _Watchdog:
         self.done = False
         self.fired = False
         self.killed = 0
-        self.timer = threading.Timer(timeout, self._fire)
+        self.why = f"timed out after {timeout:g} s"
+        self.deadline = time.monotonic() + timeout
+        self.timer = threading.Timer(timeout, self.fire)
         self.timer.daemon = True
         self.timer.start()
 
@@ -104,14 +137,15 @@ class _Watchdog:
             self.done = True
             return self.fired
 
-    def _fire(self) -> None:
+    def fire(self, why: str = "") -> None:
         with self.lock:
-            if self.done:
+            if self.done or self.fired:
                 return
             self.fired = True
+            self.why = why or self.why
             cancel_eval(self.interp_addr, self.flags)  # first, so an exec that returns below stops at once
             self.killed = _kill_new_children(self.before)
-        log.warning("procedure timeout: cancelled the Tcl evaluation, killed %d processes", self.killed)
+        log.warning("Tcl evaluation %s: cancelled, killed %d processes", self.why, self.killed)
 
 
 def _children(pid: int) -> list[int]:

@@ -31,6 +31,49 @@ SOCKET_HWM = 32
 HANDSHAKE_IVL_MS = 2000
 
 
+def peer_address(frame: zmq.Frame | None) -> str:
+    """Who sent ``frame`` (its TCP peer's address; "?" when ZeroMQ does not know)."""
+    if frame is None:
+        return "?"
+    try:
+        return frame.get("Peer-Address")
+    except (zmq.ZMQError, TypeError):
+        return "?"
+
+
+# one line per peer per period for refused (DENIED) and malformed requests (docs/security.md)
+REFUSED = daemon.RateLimit(log, "refused requests")
+REJECTED = daemon.RateLimit(plog, "malformed requests")
+
+
+def serve_one(sock: zmq.Socket, handle: Callable[[bytes, zmq.Frame], bytes], flags: int = 0) -> bool:
+    """Receive one request on the REP socket ``sock`` and send exactly one reply.
+
+    Every listener that speaks the faild protocol (faild, failsh's control port, hc's
+    monitor) serves through this: a multi-frame request gets an error reply (replying
+    before its last frame is EFSM, which would stop the thread), and an exception in
+    ``handle`` an INTERNAL one; nothing a client sends makes this raise.  False if no
+    request was waiting (zmq.Again: NOBLOCK or the receive timeout).
+    """
+    try:
+        frame = sock.recv(flags, copy=False)
+    except zmq.Again:
+        return False
+    if frame.more:
+        parts = 1 + len(sock.recv_multipart(zmq.NOBLOCK))  # the rest arrived with it
+        REJECTED.log(logging.INFO, peer_address(frame), "rejected request of %d frames from %s",
+                     parts, peer_address(frame))
+        reply = protocol.encode(protocol.error_reply(None, "BADREQUEST", f"a request is one frame, not {parts}"))
+    else:
+        try:
+            reply = handle(frame.bytes, frame)
+        except Exception as exc:  # a REP socket must answer every request, or it is stuck
+            log.exception("internal error on a request from %s", peer_address(frame))
+            reply = protocol.encode(protocol.error_reply(None, "INTERNAL", f"internal error: {type(exc).__name__}"))
+    sock.send(reply)
+    return True
+
+
 class Denied(Exception):
     """The request's community may not do this (not PermissionError: that is an OSError)."""
 
@@ -59,19 +102,27 @@ class Faild:
         self._stop = False
 
     # Request handling (pure: frame in, frame out) ----------------------
-    def handle(self, frame: bytes) -> bytes:
+    def invalidate(self) -> None:
+        """The store changed behind this object's back (hc's runner): drop the cached replies."""
+        self._services_json.clear()
+
+    def handle(self, frame: bytes, meta: zmq.Frame | None = None) -> bytes:
+        """One request in, one reply out; ``meta`` (the received frame) names the peer in
+        the log lines of refused and malformed requests, never the offered community."""
         try:
             req = protocol.decode_request(frame)
         except protocol.ProtocolError as exc:
-            plog.info("rejected request: %s", exc)
+            peer = peer_address(meta)
+            REJECTED.log(logging.INFO, peer, "rejected request from %s: %s", peer, exc)
             return protocol.encode(protocol.error_reply(exc.request_id, exc.code, str(exc)))
         try:
             if req.op in ("get", "list"):
                 return self._read(req)
             reply = self._dispatch(req)
         except Denied as exc:
-            log.warning("refused %s on %s for community %r: %s", req.op, req.service or "*",
-                        req.community, exc)
+            peer = peer_address(meta)
+            REFUSED.log(logging.WARNING, peer, "refused %s on %s from %s: %s", req.op, req.service or "*",
+                        peer, exc)
             reply = protocol.error_reply(req.id, "DENIED", str(exc))
         except NoService as exc:
             reply = protocol.error_reply(req.id, "NOSERVICE", str(exc))
@@ -222,19 +273,11 @@ class Faild:
             ready()
         try:
             while not self._stop:
-                try:
-                    frame = sock.recv()
-                except zmq.Again:  # idle (or a malformed message libzmq discarded, tech notes §4.4)
+                if not serve_one(sock, self.handle):  # idle (or a message libzmq discarded, tech notes §4.4)
+                    REFUSED.flush()
+                    REJECTED.flush()
                     if auth is not None and not auth.is_alive():  # fail closed, see start_authenticator
-                        raise RuntimeError("the CURVE authenticator thread stopped") from None
-                else:
-                    if sock.get(zmq.RCVMORE):  # replying before the last frame is EFSM: read them all
-                        parts = 1 + len(sock.recv_multipart(zmq.NOBLOCK))
-                        plog.info("rejected request of %d frames", parts)
-                        sock.send(protocol.encode(protocol.error_reply(
-                            None, "BADREQUEST", f"a request is one frame, not {parts}")))
-                    else:
-                        sock.send(self.handle(frame))
+                        raise RuntimeError("the CURVE authenticator thread stopped")
                 if pending:
                     self._signals(pending)
         finally:

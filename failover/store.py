@@ -2,25 +2,37 @@
 
 The state file is JSON, written to a temporary file, fsync'd and renamed over the
 old one (then the directory is fsync'd), so a ``kill -9`` at any moment leaves
-either the old or the new complete file.
+either the old or the new complete file.  A symlink as state file is followed: the
+file it points to is replaced, the link stays.  Every field is checked at load, so a
+file faild starts with never breaks a reader later (docs/faild.md, "State file").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import reprlib
+import stat
 import tempfile
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
+from failover import protocol
 from failover.model import ServiceRecord, Transition
 from failover.states import State, parse_state
 
 log = logging.getLogger("failover.store")
 FILE_FORMAT = 1
 HISTORY_LIMIT = 500
+MAX_FILE = 16 * 1024 * 1024  # far above 256 services + 500 transitions (~200 KiB)
+MAX_REASON = 256  # what protocol accepts in a set request
+LATEST_TIME = 4102444800.0  # 2100-01-01: later "times" are garbage, not clock skew
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 class StateFileError(Exception):
@@ -33,26 +45,31 @@ class Store:
         self.records: dict[str, ServiceRecord] = {}
         self.history: deque[Transition] = deque(maxlen=history_limit)
         self.counter = 0
-        if path is not None and path.exists():
-            self._load(path)
+        raw = read_state_file(path) if path is not None else None
+        if raw is not None:
+            self._load(path, raw)
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path, raw: bytes) -> None:
         try:
-            data = json.loads(path.read_text())
-            if data.get("format") != FILE_FORMAT:
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            for d in data["services"]:
-                rec = ServiceRecord(name=d["name"], state=d["state"],
-                                    last_change=float(d["last_change"]), counter=int(d["counter"]))
+            data = json.loads(raw)
+            _check(isinstance(data, dict), "not a JSON object")
+            _check(data.get("format") == FILE_FORMAT, f"unknown format {data.get('format')!r}")
+            services = _field(data, "services", list)
+            _check(len(services) <= protocol.MAX_SERVICES, f"more than {protocol.MAX_SERVICES} services")
+            for i, d in enumerate(services):
+                rec = _record(d, f"services[{i}]")
+                _check(rec.name not in self.records, f"services[{i}]: service {rec.name!r} twice")
                 self.records[rec.name] = rec
-            for t in data.get("history", []):
-                self.history.append(Transition(
-                    service=t["service"], old=parse_state(t["old"]) if t.get("old") else None,
-                    new=parse_state(t["new"]), time=float(t["time"]), counter=int(t["counter"]),
-                    reason=t.get("reason", "")))
-            self.counter = int(data["counter"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-            raise StateFileError(f"cannot read state file {path}: {exc}") from None
+            for i, t in enumerate(_field(data, "history", list, default=[])):
+                self.history.append(_transition(t, f"history[{i}]"))
+            self.counter = _count(data, "counter", "top level")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise StateFileError(f"invalid state file {path}: {exc}") from None
+        highest = max([r.counter for r in self.records.values()] + [t.counter for t in self.history] + [0])
+        if self.counter < highest:  # else the next set would reuse a counter peers have seen
+            log.warning("state file %s: counter %d is below the highest counter in it; raised to %d",
+                        path, self.counter, highest)
+            self.counter = highest
         log.info("loaded %d services from %s", len(self.records), path)
 
     def get(self, name: str) -> ServiceRecord | None:
@@ -62,43 +79,119 @@ class Store:
         return sorted(self.records.values(), key=lambda r: r.name)
 
     def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
-        """Set a state; return the record and whether it changed.  Persists changes."""
+        """Set a state; return the record and whether it changed.  Persists changes first:
+        if the write fails, memory is left as it was (as the file is) and the error raised."""
         old = self.records.get(name)
         if old is not None and old.state is state:
             return old, False
-        self.counter += 1
+        counter = self.counter + 1
         now = time.time()
-        rec = ServiceRecord(name=name, state=state, last_change=now, counter=self.counter)
+        rec = ServiceRecord(name=name, state=state, last_change=now, counter=counter)
+        change = Transition(service=name, old=old.state if old else None, new=state,
+                            time=now, counter=counter, reason=reason)
+        history = list(self.history)
+        if self.history.maxlen is not None and len(history) >= self.history.maxlen:
+            history = history[len(history) - self.history.maxlen + 1:]
+        self._write(counter, {**self.records, name: rec}, [*history, change])
+        self.counter = counter
         self.records[name] = rec
-        self.history.append(Transition(service=name, old=old.state if old else None, new=state,
-                                       time=now, counter=self.counter, reason=reason))
-        try:
-            self.save()
-        except BaseException:  # not saved: undo, so memory never runs ahead of the file
-            self.counter -= 1
-            self.history.pop()
-            if old is None:
-                del self.records[name]
-            else:
-                self.records[name] = old
-            raise
+        self.history.append(change)
         return rec, True
 
     def save(self) -> None:
+        self._write(self.counter, self.records, list(self.history))
+
+    def _write(self, counter: int, records: dict[str, ServiceRecord], history: list[Transition]) -> None:
         if self.path is None:
             return
-        data = {"format": FILE_FORMAT, "counter": self.counter,
-                "services": [r.to_wire() for r in self.all()],
-                "history": [t.to_wire() for t in self.history]}
-        atomic_write(self.path, json.dumps(data, indent=1).encode())
+        data = {"format": FILE_FORMAT, "counter": counter,
+                "services": [records[n].to_wire() for n in sorted(records)],
+                "history": [t.to_wire() for t in history]}
+        atomic_write(write_target(self.path), json.dumps(data, indent=1).encode())
+
+    def clean_temp(self) -> None:
+        """Remove temporary files a killed faild left next to the state file (faild start-up
+        only: a second reader of the file must not delete a running faild's temp file)."""
+        if self.path is None:
+            return
+        target = write_target(self.path)
+        for tmp in target.parent.glob(f".{target.name}.*"):
+            try:
+                if stat.S_ISREG(tmp.lstat().st_mode):
+                    tmp.unlink()
+                    log.info("removed stale temporary file %s", tmp)
+            except OSError as exc:
+                log.warning("cannot remove stale temporary file %s: %s", tmp, exc)
 
 
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Write temp file + fsync + rename + fsync(dir): never a torn file."""
+def write_target(path: Path) -> Path:
+    """The file to replace: a symlink's target (it must exist: a dangling link is usually a
+    file system not mounted yet, and replacing the link would hide the real state)."""
+    if not path.is_symlink():
+        return path
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except OSError:
+        raise FileNotFoundError(f"{path} is a symlink to {os.readlink(path)!r}, which does not exist") from None
+
+
+def read_state_file(path: Path) -> bytes | None:
+    """The state file's bytes, or None if there is none; StateFileError if it cannot be used.
+    Opened non-blocking and read with a bound: a FIFO or a device cannot hang or flood faild."""
+    try:
+        target = write_target(path)
+        if not target.exists():
+            return None
+        _regular(path, target.stat())  # before open: opening some devices has effects
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, StateFileError) as exc:
+        raise StateFileError(f"cannot use state file {path}: {exc}") from None
+    try:
+        _regular(path, os.fstat(fd))  # replaced between stat and open?
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE:
+                raise StateFileError(f"state file {path} is larger than {MAX_FILE} bytes")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StateFileError(f"cannot read state file {path}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _regular(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "special")
+        raise StateFileError(f"state file {path} is {kind}, not a regular file")
+    if st.st_size > MAX_FILE:
+        raise StateFileError(f"state file {path} is larger than {MAX_FILE} bytes ({st.st_size})")
+
+
+def make_dir(path: Path, mode: int = DIR_MODE) -> None:
+    """mkdir -p whose new directories get ``mode`` whatever the umask; existing ones are kept."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            continue
+        os.chmod(d, mode)
+
+
+def atomic_write(path: Path, payload: bytes, mode: int = FILE_MODE) -> None:
+    """Write temp file + fsync + rename + fsync(dir): never a torn file.  The file gets
+    ``mode`` whatever the umask."""
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
@@ -111,3 +204,67 @@ def atomic_write(path: Path, payload: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+# Field checks for _load: each raises ValueError naming where the bad value is ------
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)
+
+
+def _field(d: dict, key: str, kind: type, where: str = "top level", default: Any = ...) -> Any:
+    if key not in d and default is not ...:
+        return default
+    _check(key in d, f"{where}: no {key!r}")
+    value = d[key]
+    _check(isinstance(value, kind), f"{where}: {key!r} must be a {kind.__name__}, not {reprlib.repr(value)}")
+    return value
+
+
+def _object(d: Any, where: str) -> dict:
+    _check(isinstance(d, dict), f"{where}: expected an object, got {reprlib.repr(d)}")
+    return d
+
+
+def _name(d: dict, key: str, where: str) -> str:
+    value = _field(d, key, str, where)
+    _check(protocol.valid_name(value), f"{where}: invalid name {reprlib.repr(value)}")
+    return value
+
+
+def _time(d: dict, key: str, where: str) -> float:
+    value = d.get(key)
+    ok = type(value) in (int, float) and math.isfinite(value) and 0 <= value <= LATEST_TIME
+    _check(ok, f"{where}: {key} must be a time in seconds since 1970, not {reprlib.repr(value)}")
+    return float(value)
+
+
+def _count(d: dict, key: str, where: str) -> int:
+    value = d.get(key)
+    _check(type(value) is int and 0 <= value < 2**63, f"{where}: {key} must be a whole number >= 0, "
+           f"not {reprlib.repr(value)}")
+    return value
+
+
+def _state(d: dict, key: str, where: str) -> State:
+    value = _field(d, key, str, where)
+    try:
+        return parse_state(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _record(d: Any, where: str) -> ServiceRecord:
+    d = _object(d, where)
+    return ServiceRecord(name=_name(d, "name", where), state=_state(d, "state", where),
+                         last_change=_time(d, "last_change", where), counter=_count(d, "counter", where))
+
+
+def _transition(t: Any, where: str) -> Transition:
+    t = _object(t, where)
+    old = t.get("old")
+    reason = _field(t, "reason", str, where, "")
+    _check(len(reason) <= MAX_REASON, f"{where}: reason longer than {MAX_REASON} characters")
+    return Transition(service=_name(t, "service", where), old=_state(t, "old", where) if old else None,
+                      new=_state(t, "new", where), time=_time(t, "time", where),
+                      counter=_count(t, "counter", where), reason=reason)

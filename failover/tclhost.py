@@ -152,6 +152,7 @@ class TclHost:
         try:
             self.source(path)
         except PolicyError:
+            self.clear_cancel()  # a load cancelled for its time bound leaves the interpreter cancelled
             self.interp.eval(restore)
             raise
 

@@ -181,7 +181,7 @@ def test_refuses_corrupt_state_file(faild_factory, content: str) -> None:
     proc = f.spawn()
     assert proc.wait(10) == 5
     lines = f.log().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("faild: cannot read state file"), lines
+    assert len(lines) == 1 and lines[0].startswith("faild: invalid state file"), lines
     assert str(f.statefile) in lines[0]
     assert f.statefile.read_text() == content, "faild must not overwrite a state file it could not read"
     assert not f.pidfile.exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 from failover import community, daemon, keys, protocol
 from failover.cli import common
 from failover.server import Faild, host_info
-from failover.store import StateFileError, Store
+from failover.store import StateFileError, Store, make_dir, write_target
 
 log = logging.getLogger("failover.server")
 
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return genkey(*args.genkey)
     if (args.curve_secret is None) != (args.curve_allow is None):
         p.error("--curve-secret and --curve-allow go together")
+    if args.node is not None and not protocol.valid_name(args.node):
+        p.error(f"invalid node name {args.node[:70]!r}: use 1-64 letters, digits and _.:@+- (a host name)")
     foreground = args.foreground or bool(args.debug)
     try:
         for facility in args.debug:
@@ -74,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             user_entry(args.user)  # fail now, not after binding
         rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
         curve = keys.load_server(args.curve_secret, args.curve_allow) if args.curve_secret else None
-        args.statefile.parent.mkdir(parents=True, exist_ok=True)
         store = Store(args.statefile)
+        store_dir = write_target(args.statefile).parent
+        make_dir(store_dir)
+        store.clean_temp()
     except (community.CommunityFileError, StateFileError, OSError, keys.KeyFileError) as exc:
         print(f"faild: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
+import tkinter
+from collections.abc import Callable
 from pathlib import Path
 
-from failover import daemon, keys, metrics, protocol, repl
+from failover import daemon, keys, metrics, procedures, protocol, repl
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.failsh import Engine, Options
 from failover.monitor import MONITOR_PORT
+from failover.peers import Wakeup
 from failover.policy import DEAD_FACTOR
 from failover.tclext import ADDRESS
 from failover.tclhost import PolicyError
@@ -26,7 +31,8 @@ EXIT_FAILED = 1       # failsh had to stop on an internal failure (its network t
 EPILOG = """The policy is a Tcl script using failsvc, failhost and failtrap (failover 0.5
 scripts run unchanged) and the newer commands of docs/tcl-extension.md.
 
-signals: SIGTERM  stop every UP service, release the lease, exit (peers take over)
+signals: SIGTERM  cancel a running procedure, stop every UP service, release the lease,
+                  exit (peers take over)
          SIGHUP   re-read the policy; UP services stay UP; a broken file is ignored
          SIGINT   write the state dump to -l (a FIFO stays open for the next dump)
 
@@ -45,7 +51,7 @@ def build_parser():
     p.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument("-d", "--debug", action="append", default=[], metavar="FACILITY",
                    help=f"debug output for FACILITY (implies -F): all, {', '.join(daemon.FACILITIES)}")
-    p.add_argument("-l", "--dumpfile", type=Path, default=Path("/var/tmp/failsh.dump"),
+    p.add_argument("-l", "--dumpfile", type=Path, default=Path("/run/failover/failsh.dump"),
                    help="state dump written on SIGINT (default: %(default)s)")
     p.add_argument("-i", "--pidfile", type=Path, default=Path("/run/failsh.pid"),
                    help="pid file (default: %(default)s)")
@@ -70,6 +76,9 @@ def build_parser():
                    help="a peer silent for this many intervals counts as FAIL (default: %(default)s)")
     p.add_argument("--interactive", action="store_true", help="open the prompt after loading -f")
     p.add_argument("--check", action="store_true", help="load the policy, print its services and exit")
+    p.add_argument("--load-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a policy (re)load still running after this is cancelled and refused "
+                        "(default: %(default)s)")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
     p.add_argument("--http", metavar="[ADDR:]PORT",
                    help="serve the live web page, /snapshot.json and /metrics (default ADDR 127.0.0.1)")
@@ -95,6 +104,10 @@ def options(args) -> Options:
     for what, port in (("monitor", monitor_port), ("debug", debug_port)):
         if not 0 <= port < 65536:
             raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")
+    if not protocol.valid_name(args.node):
+        raise ValueError(f"-N {args.node!r}: not a valid host name (letters, digits, '.', '_', '-')")
+    if not 0.1 <= args.load_timeout <= 3600:
+        raise ValueError(f"--load-timeout {args.load_timeout:g}: expected 0.1 to 3600 seconds")
     if not 1 <= args.dead_factor <= 100:
         raise ValueError(f"--dead-factor {args.dead_factor:g}: expected 1 to 100 intervals")
     monitor = f"tcp://{args.monitor_listen}:{monitor_port}" if monitor_port else None
@@ -103,7 +116,7 @@ def options(args) -> Options:
         metrics.parse_listen(args.http)  # ValueError: a usage error
     if (args.curve_secret is None) != (args.curve_keys is None):
         raise ValueError("--curve-secret and --curve-keys go together")
-    return Options(curve_keys=args.curve_keys,
+    return Options(curve_keys=args.curve_keys, load_timeout=args.load_timeout,
                    node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
                    faild_community=args.faild_community, addresses=addresses, monitor=monitor,
                    control=control, control_community=args.community, dumpfile=args.dumpfile,
@@ -154,16 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(engine: Engine, args, interactive: bool) -> int:
     interp = engine.tcl.interp
-    stopping: list[int] = []
     failed: list[str] = []
 
     def leave() -> None:
         interp.quit()
         interp.call("after", 0, "")  # wake the blocking event loop so it sees quit
-
-    def on_term(signum: int, _frame: object) -> None:
-        stopping.append(signum)
-        leave()
 
     def on_fatal(why: str) -> None:
         failed.append(why)
@@ -192,10 +200,8 @@ def run(engine: Engine, args, interactive: bool) -> int:
     if not interactive:
         if os.access(args.pidfile.parent, os.W_OK):
             daemon.write_pidfile(args.pidfile)
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGQUIT, on_term)
-        signal.signal(signal.SIGHUP, lambda *_: interp.after(0, lambda: reload(engine)))
-        signal.signal(signal.SIGINT, lambda *_: interp.after(0, engine.dump))
+        _Signals(engine, {signal.SIGTERM: leave, signal.SIGQUIT: leave,
+                          signal.SIGHUP: lambda: reload(engine), signal.SIGINT: engine.dump})
         daemon.sd_notify("READY=1")
         log.info("failsh %s running %s: %d services", engine.opts.node, args.file, len(engine.policy.services))
     else:
@@ -211,6 +217,49 @@ def run(engine: Engine, args, interactive: bool) -> int:
         engine.shutdown()
         daemon.remove_pidfile(args.pidfile)
     return status
+
+
+class _Signals:
+    """Signals of a running policy.  Python runs its handlers on the main thread between
+    bytecodes, never while Tcl blocks in an ``exec``; so the C handler's wake-up byte is read
+    on a thread of its own, which cancels a running procedure at once on SIGTERM and hands
+    each signal to the Tcl thread through a pipe (the handler then runs there)."""
+
+    STOP = (signal.SIGTERM, signal.SIGQUIT)
+
+    def __init__(self, engine: Engine, actions: dict[int, Callable[[], None]]) -> None:
+        self.engine = engine
+        self.actions = actions
+        self.pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.to_tcl = Wakeup()
+        engine.tcl.interp.createfilehandler(self.to_tcl.fd, tkinter.READABLE, self._dispatch)
+        self.read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        for signum in actions:
+            signal.signal(signum, lambda *_: None)  # the C handler writes write_fd; the thread acts
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="failsh-signals", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            for signum in os.read(self.read_fd, 64):
+                if signum not in self.actions:
+                    continue
+                if signum in self.STOP:
+                    self.engine.scheduler.halted = True  # no new run between the cancel and the stop
+                    if procedures.cancel_running(f"cancelled: failsh got {signal.Signals(signum).name}"):
+                        log.warning("%s: running procedure cancelled", signal.Signals(signum).name)
+                self.pending.put(signum)
+                self.to_tcl.poke()
+
+    def _dispatch(self, _fd: int, _mask: int) -> None:
+        self.to_tcl.drain()
+        while not self.pending.empty():
+            signum = self.pending.get_nowait()
+            try:
+                self.actions[signum]()
+            except Exception:  # never end the event loop on a handler's bug
+                log.exception("handling %s failed", signal.Signals(signum).name)
 
 
 def reload(engine: Engine) -> None:

@@ -23,7 +23,7 @@ from failover.client import Client, ClientError, RequestFailed, configure_socket
 from failover.hc import DEFAULT_PORT
 from failover.hc.runner import Runner
 from failover.model import HostInfo
-from failover.server import Faild, bind_with_retry
+from failover.server import REFUSED, REJECTED, Faild, bind_with_retry, serve_one
 from failover.states import State
 
 log = logging.getLogger("failover.hc.monitor")
@@ -39,8 +39,8 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def handle(self, frame: bytes) -> bytes:
-        """One request frame in, one reply frame out (never raises)."""
+    def handle(self, frame: bytes, meta: zmq.Frame | None = None) -> bytes:
+        """One request frame in, one reply frame out; ``meta`` names the peer in the log."""
         try:
             req: protocol.Request | None = protocol.decode_request(frame)
         except protocol.ProtocolError:
@@ -49,7 +49,7 @@ class Monitor:
             return protocol.encode(protocol.error_reply(
                 req.id, "DENIED", "hc computes its states from checks; set service states in faild"))
         with self.runner.lock:
-            reply = self._server().handle(frame)
+            reply = self._server().handle(frame, meta)
             if req is None or req.op not in ("get", "list"):
                 return reply
             details = self.runner.snapshot()
@@ -64,11 +64,11 @@ class Monitor:
         return extended if len(extended) <= protocol.MAX_MESSAGE else reply
 
     def _server(self) -> Faild:
-        """The Faild answering over the runner's store.  Faild may cache what it serves and
+        """The Faild answering over the runner's store.  Faild caches what it serves and
         expects every change to go through it; hc's runner changes the store directly, so
-        a store change gets a fresh Faild (cheap: it holds no state hc uses)."""
+        a store change drops that cache."""
         if self.runner.store.counter != self._counter:
-            self._faild = Faild(self.runner.store, self.rules, self.host)
+            self._faild.invalidate()
             self._counter = self.runner.store.counter
         return self._faild
 
@@ -95,13 +95,11 @@ class Monitor:
     def _serve(self, sock: zmq.Socket) -> None:
         try:
             while not self._stop.is_set():
-                if not sock.poll(200, zmq.POLLIN):
-                    continue
-                try:
-                    frame = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
-                sock.send(self.handle(frame))
+                if sock.poll(200, zmq.POLLIN):
+                    serve_one(sock, self.handle, zmq.NOBLOCK)
+                else:
+                    REFUSED.flush()
+                    REJECTED.flush()
         finally:
             sock.close(linger=0)
 
