@@ -61,13 +61,23 @@ def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = T
     return f"tcp://{bare}:{port}"
 
 
-def configure_socket(sock: zmq.Socket) -> None:
-    """Options every failover socket gets: no linger, size cap, fast reconnect."""
+def configure_socket(sock: zmq.Socket, deadtime: float | None = None) -> None:
+    """Options every failover socket gets: no linger, size cap, fast reconnect.
+
+    ``deadtime``: a socket that stays connected to a peer (a poll's DEALER or REQ, a change
+    hints SUB) sends ZMTP heartbeats and drops a connection silent for that long, so it
+    reconnects after a peer vanished without closing it (power loss, a pulled cable)
+    instead of keeping a dead TCP connection for minutes."""
     sock.linger = 0
     sock.ipv6 = True  # tcp://[::1]:N works; '*' binds both families, falls back to IPv4 only
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    if deadtime is not None:
+        ms = min(max(int(deadtime * 1000), 200), 600_000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(ms // 4, 50))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, ms)
 
 
 def reconnect(sock: zmq.Socket, endpoint: str) -> None:
@@ -88,16 +98,17 @@ class Client:
 
     def __init__(self, endpoint: str, community: str = protocol.DEFAULT_COMMUNITY,
                  timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None,
-                 curve: keys.Curve | None = None) -> None:
+                 curve: keys.Curve | None = None, deadtime: float | None = None) -> None:
         """``curve``: authenticate and encrypt with CURVE (a faild started with --curve-secret
-        answers nothing else); a faild that refuses the key looks unreachable."""
+        answers nothing else); a faild that refuses the key looks unreachable.  ``deadtime``:
+        ZMTP heartbeats for a client that stays connected (see :func:`configure_socket`)."""
         self.endpoint = endpoint
         self.community = community
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.REQ)
-        configure_socket(self._sock)
+        configure_socket(self._sock, deadtime)
         self._sock.setsockopt(zmq.REQ_RELAXED, 1)
         self._sock.setsockopt(zmq.REQ_CORRELATE, 1)
         self._sock.sndtimeo = max(1, int(timeout * 1000))  # a send can block: see call()
