@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import reprlib
 import stat
@@ -21,16 +20,16 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from failover import protocol
+from failover import model, protocol
 from failover.model import ServiceRecord, Transition
-from failover.states import State, parse_state
+from failover.states import State
 
 log = logging.getLogger("failover.store")
 FILE_FORMAT = 1
 HISTORY_LIMIT = 500
 MAX_FILE = 16 * 1024 * 1024  # far above 256 services + 500 transitions (~200 KiB)
-MAX_REASON = 256  # what protocol accepts in a set request
-LATEST_TIME = 4102444800.0  # 2100-01-01: later "times" are garbage, not clock skew
+MAX_REASON = model.MAX_REASON  # what protocol accepts in a set request
+LATEST_TIME = model.LATEST_TIME
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -84,6 +83,7 @@ class Store:
         old = self.records.get(name)
         if old is not None and old.state is state:
             return old, False
+        reason = protocol.clean_text(reason)[:MAX_REASON]  # as the loader wants it (hc's reasons too)
         counter = self.counter + 1
         now = time.time()
         rec = ServiceRecord(name=name, state=state, last_change=now, counter=counter)
@@ -206,7 +206,8 @@ def atomic_write(path: Path, payload: bytes, mode: int = FILE_MODE) -> None:
         os.close(dfd)
 
 
-# Field checks for _load: each raises ValueError naming where the bad value is ------
+# Field checks for _load: each raises ValueError naming where the bad value is; the
+# records and transitions are read by the same code as a reply's (model.from_wire) ------
 def _check(ok: bool, what: str) -> None:
     if not ok:
         raise ValueError(what)
@@ -221,24 +222,6 @@ def _field(d: dict, key: str, kind: type, where: str = "top level", default: Any
     return value
 
 
-def _object(d: Any, where: str) -> dict:
-    _check(isinstance(d, dict), f"{where}: expected an object, got {reprlib.repr(d)}")
-    return d
-
-
-def _name(d: dict, key: str, where: str) -> str:
-    value = _field(d, key, str, where)
-    _check(protocol.valid_name(value), f"{where}: invalid name {reprlib.repr(value)}")
-    return value
-
-
-def _time(d: dict, key: str, where: str) -> float:
-    value = d.get(key)
-    ok = type(value) in (int, float) and math.isfinite(value) and 0 <= value <= LATEST_TIME
-    _check(ok, f"{where}: {key} must be a time in seconds since 1970, not {reprlib.repr(value)}")
-    return float(value)
-
-
 def _count(d: dict, key: str, where: str) -> int:
     value = d.get(key)
     _check(type(value) is int and 0 <= value < 2**63, f"{where}: {key} must be a whole number >= 0, "
@@ -246,25 +229,9 @@ def _count(d: dict, key: str, where: str) -> int:
     return value
 
 
-def _state(d: dict, key: str, where: str) -> State:
-    value = _field(d, key, str, where)
-    try:
-        return parse_state(value)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
 def _record(d: Any, where: str) -> ServiceRecord:
-    d = _object(d, where)
-    return ServiceRecord(name=_name(d, "name", where), state=_state(d, "state", where),
-                         last_change=_time(d, "last_change", where), counter=_count(d, "counter", where))
+    return ServiceRecord.from_wire(d, where)  # ProtocolError is a ValueError
 
 
 def _transition(t: Any, where: str) -> Transition:
-    t = _object(t, where)
-    old = t.get("old")
-    reason = _field(t, "reason", str, where, "")
-    _check(len(reason) <= MAX_REASON, f"{where}: reason longer than {MAX_REASON} characters")
-    return Transition(service=_name(t, "service", where), old=_state(t, "old", where) if old else None,
-                      new=_state(t, "new", where), time=_time(t, "time", where),
-                      counter=_count(t, "counter", where), reason=reason)
+    return Transition.from_wire(t, where)
