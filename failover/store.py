@@ -9,6 +9,7 @@ file faild starts with never breaks a reader later (docs/faild.md, "State file")
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -171,7 +172,10 @@ def _regular(path: Path, st: os.stat_result) -> None:
 
 
 def make_dir(path: Path, mode: int = DIR_MODE) -> None:
-    """mkdir -p whose new directories get ``mode`` whatever the umask; existing ones are kept."""
+    """mkdir -p whose new directories get ``mode`` whatever the umask; existing ones are kept.
+    NotADirectoryError if ``path`` (or a parent) is something else."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
     missing = []
     while not path.exists() and path != path.parent:
         missing.append(path)

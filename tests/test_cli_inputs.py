@@ -188,7 +188,8 @@ def test_failkey_directory_that_is_a_file(tmp_path: Path) -> None:
     f.write_text("not a directory\n")
     r = run_cli("failkey", "-d", str(f), "www1")
     assert r.returncode == 5
-    assert r.stderr.strip() == f"failkey: cannot write the key pair in {f}: File exists"
+    # ENOTDIR, not EEXIST: "File exists" would read as "the key files exist already"
+    assert r.stderr.strip() == f"failkey: cannot write the key pair in {f}: Not a directory"
     assert f.read_text() == "not a directory\n" and "Traceback" not in r.stderr
 
 

@@ -68,6 +68,7 @@ class Feed:
             sock.linger = 0
             sock.ipv6 = True
             sock.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
+            sock.setsockopt(zmq.MAXMSGSIZE, monitor.MAX_SNAPSHOT)  # a hostile feed: connection dropped
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.setsockopt(zmq.SUBSCRIBE, monitor.SNAPSHOT_TOPIC)  # not the peers' change hints
@@ -101,8 +102,10 @@ class Feed:
                 try:
                     snap = monitor.decode(frame)
                 except monitor.BadSnapshot as exc:
+                    # shown by every mode (the error line, the curses status lines); the log
+                    # only with -d monitor, else a feed of bad snapshots floods stderr
                     self.bad[target] = f"bad snapshot from {target}: {exc}"
-                    log.warning("%s", self.bad[target])
+                    log.debug("%s", self.bad[target])
                     continue
                 log.debug("%s: snapshot %s from %s", target, snap.get("seq"), snap.get("node"))
                 self.snaps[target] = snap
