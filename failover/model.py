@@ -34,9 +34,10 @@ _repr.maxlist = _repr.maxdict = 4
 def _show(value: object) -> str:
     """A short repr for an error message (escapes control characters, cuts long values)."""
     try:
-        return _repr.repr(value)
+        text = _repr.repr(value)
     except ValueError:  # an int too long for str()
         return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def bad(where: str, what: str) -> protocol.ProtocolError:
