@@ -10,9 +10,11 @@ file faild starts with never breaks a reader later (docs/faild.md, "State file")
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import os
+import re
 import reprlib
 import stat
 import tempfile
@@ -58,7 +60,7 @@ class Store:
             _check(len(services) <= protocol.MAX_SERVICES, f"more than {protocol.MAX_SERVICES} services")
             for i, d in enumerate(services):
                 rec = _record(d, f"services[{i}]")
-                _check(rec.name not in self.records, f"services[{i}]: service {rec.name!r} twice")
+                _check(rec.name not in self.records, f"services[{i}].name: service {rec.name!r} twice")
                 self.records[rec.name] = rec
             for i, t in enumerate(_field(data, "history", list, default=[])):
                 self.history.append(_transition(t, f"history[{i}]"))
@@ -116,7 +118,10 @@ class Store:
         if self.path is None:
             return
         target = write_target(self.path)
-        for tmp in target.parent.glob(f".{target.name}.*"):
+        ours = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}")  # what mkstemp names (atomic_write)
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*"):
+            if not ours.fullmatch(tmp.name):  # .faild.state.bak is the admin's
+                continue
             try:
                 if stat.S_ISREG(tmp.lstat().st_mode):
                     tmp.unlink()

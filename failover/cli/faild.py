@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import logging
 import os
 import pwd
+import socket
 import sys
 from pathlib import Path
 
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--curve-secret and --curve-allow go together")
     if args.node is not None and not protocol.valid_name(args.node):
         p.error(f"invalid node name {args.node[:70]!r}: use 1-64 letters, digits and _.:@+- (a host name)")
+    if args.node is None and not protocol.valid_name(socket.gethostname()):  # clients would refuse its replies
+        p.error(f"the host name {socket.gethostname()[:70]!r} is not a valid node name: give one with -N")
     foreground = args.foreground or bool(args.debug)
     try:
         for facility in args.debug:
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"faild: {exc}", file=sys.stderr)
         return common.EXIT_USAGE
+    # before the state file is read: what the loader logs (a counter raised, stale temporary
+    # files removed) must reach the log; its errors are one line on stderr (exit 5)
+    daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
     try:
         if args.user:
             user_entry(args.user)  # fail now, not after binding
@@ -88,16 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         return common.EXIT_CONFIG
     if not foreground:
         daemon.daemonize()
-    daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
     if args.communities is None:
         log.warning("no community file: community 'public' may read and write every service")
     if curve is not None and not curve.allowed:
         keys.log.warning("allow-list %s holds no *.key file: every client will be refused", curve.allow_dir)
     try:
         tune_process(args)
-        daemon.write_pidfile(args.pidfile)
     except OSError as exc:
         log.error("%s", exc)
+        return common.EXIT_CONFIG
+    try:
+        daemon.write_pidfile(args.pidfile)
+    except OSError as exc:
+        why = "it is a symlink, which faild does not follow" if exc.errno == errno.ELOOP else exc.strerror
+        log.error("cannot write pid file %s: %s", args.pidfile, why)
         return common.EXIT_CONFIG
     server = Faild(store, rules, host_info(args.node), args.communities, curve=curve)
     if args.metrics and not start_metrics(server, args.metrics):
