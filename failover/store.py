@@ -143,37 +143,48 @@ def write_target(path: Path) -> Path:
 
 def read_state_file(path: Path) -> bytes | None:
     """The state file's bytes, or None if there is none; StateFileError if it cannot be used.
-    Opened non-blocking and read with a bound: a FIFO or a device cannot hang or flood faild."""
+    A dangling symlink is an error (see write_target); the rest as :func:`read_file`."""
     try:
         target = write_target(path)
         if not target.exists():
             return None
-        _regular(path, target.stat())  # before open: opening some devices has effects
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, StateFileError) as exc:
-        raise StateFileError(f"cannot use state file {path}: {exc}") from None
+        return read_file(target, MAX_FILE, "state file", shown=path)
+    except ValueError as exc:  # names the file already
+        raise StateFileError(str(exc)) from None
+    except OSError as exc:
+        raise StateFileError(f"cannot use state file {path}: {exc.strerror or exc}") from None
+
+
+def read_file(path: Path, limit: int, what: str = "file", shown: Path | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (symlinks followed), at most ``limit`` of them.
+
+    For every file failover reads from an admin (state, community, key files): opened
+    non-blocking after a stat, so a FIFO or a device can neither hang the reader nor flood
+    its memory.  ValueError (not a regular file, too large) or OSError (cannot open/read),
+    each naming ``what`` and ``shown`` (default ``path``)."""
+    shown = path if shown is None else shown
+    _regular(shown, os.stat(path), what, limit)  # before open: opening some devices has effects
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        _regular(path, os.fstat(fd))  # replaced between stat and open?
+        _regular(shown, os.fstat(fd), what, limit)  # replaced between stat and open?
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_FILE:
-                raise StateFileError(f"state file {path} is larger than {MAX_FILE} bytes")
+            if size > limit:  # grew while read
+                raise ValueError(f"{what} {shown} is larger than {limit} bytes")
         return b"".join(chunks)
-    except OSError as exc:
-        raise StateFileError(f"cannot read state file {path}: {exc}") from None
     finally:
         os.close(fd)
 
 
-def _regular(path: Path, st: os.stat_result) -> None:
+def _regular(path: Path, st: os.stat_result, what: str, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "special")
-        raise StateFileError(f"state file {path} is {kind}, not a regular file")
-    if st.st_size > MAX_FILE:
-        raise StateFileError(f"state file {path} is larger than {MAX_FILE} bytes ({st.st_size})")
+        raise ValueError(f"{what} {path} is {kind}, not a regular file")
+    if st.st_size > limit:
+        raise ValueError(f"{what} {path} is larger than {limit} bytes ({st.st_size})")
 
 
 def make_dir(path: Path, mode: int = DIR_MODE) -> None:

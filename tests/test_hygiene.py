@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -178,3 +180,53 @@ def test_invalid_node_name_is_a_usage_error(prog: str, node: list[str], tmp_path
     if prog == "failsh" and len(r.stderr) >= 2000:
         pytest.xfail("failsh's -N message (cli/failsh.py, not this branch's) quotes the whole name")
     assert len(r.stderr) < 2000, (prog, len(r.stderr))
+
+
+# files an admin names: never waited on, never read without bound ----------------------------------------
+def test_community_file_that_is_a_fifo(faild_factory: Callable[..., FaildProcess], tmp_path: Path) -> None:
+    fifo = tmp_path / "communities"
+    os.mkfifo(fifo)
+    f = faild_factory(start=False, communities=fifo)
+    status = f.spawn().wait(15)  # bounded: a hang fails
+    assert status == 5 and f.log().strip() == f"faild: community file {fifo} is a FIFO, not a regular file"
+
+
+def test_sighup_onto_a_fifo_keeps_the_rules_and_serves(faild_factory: Callable[..., FaildProcess],
+                                                       tmp_path: Path) -> None:
+    communities = tmp_path / "communities"
+    communities.write_text("* admin RW\n")
+    f = faild_factory(communities=communities)
+    communities.unlink()
+    os.mkfifo(communities)
+    f.send(signal.SIGHUP)
+    wait_for(lambda: "is a FIFO, not a regular file; keeping the previous rules" in f.log(), 10, "the reload error")
+    with f.client(community="admin") as c:
+        assert c.set("web", State.UP).state is State.UP
+
+
+def test_community_file_errors_do_not_show_the_community(faild_factory: Callable[..., FaildProcess],
+                                                         tmp_path: Path) -> None:
+    communities = tmp_path / "communities"
+    communities.write_text("* admin RW\nweb Sup3r-Secret\n")
+    f = faild_factory(start=False, communities=communities)
+    assert f.spawn().wait(15) == 5
+    assert "Sup3r" not in f.log() and f"{communities}:2: expected 'SERVICE COMMUNITY RO|RW', got 2 words" in f.log()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "short key", "bad z85"])
+def test_key_files_that_are_not_keys(kind: str, tmp_path: Path) -> None:
+    secret = tmp_path / "k.key_secret"
+    if kind == "fifo":
+        os.mkfifo(secret, 0o600)
+    elif kind == "dev-zero":
+        secret.symlink_to("/dev/zero")
+    else:
+        key = '"abc"' if kind == "short key" else '"' + "\x7f" * 40 + '"'
+        secret.write_text(f"public-key = {key}\nsecret-key = {key}\n")
+        secret.chmod(0o600)
+    for prog, args in (("failc", ["-h", "127.0.0.1:9", "-t", "0.2", "--curve-secret", str(secret),
+                                  "--server-key", str(secret), "web"]),
+                       ("failkey", ["--show", str(secret)])):
+        r = run_cli(prog, *args, timeout=15)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 5 and len(lines) == 1 and lines[0].startswith(f"{prog}: "), (prog, kind, r.stderr)
