@@ -230,3 +230,17 @@ def test_key_files_that_are_not_keys(kind: str, tmp_path: Path) -> None:
         r = run_cli(prog, *args, timeout=15)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 5 and len(lines) == 1 and lines[0].startswith(f"{prog}: "), (prog, kind, r.stderr)
+
+
+@pytest.mark.parametrize(("args", "status", "needle"), [
+    (["-n", "99999999999999999999"], 2, "nice decrement"),
+    (["-n", "-5"], 2, "nice decrement"),
+    (["-u", ""], 5, "faild: unknown user ''"),
+    (["-u", "99999999999999999999"], 5, "faild: unknown user"),
+    (["-u", "\u00b2"], 5, "faild: unknown user"),
+])
+def test_faild_odd_options(args: list[str], status: int, needle: str, tmp_path: Path) -> None:
+    r = run_cli("faild", "-F", "-s", str(tmp_path / "state"), "-r", str(tmp_path / "pid"), "-p", "9", "-N", "t",
+                *args, timeout=15)
+    assert r.returncode == status and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "pid").exists()

@@ -41,7 +41,8 @@ def build_parser():
                    help="TCP port (default: %(default)s)")
     p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
     p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")
-    p.add_argument("-n", "--nonice", type=int, default=0, help="lower the nice value by N (root only)")
+    p.add_argument("-n", "--nonice", type=common.bounded("nice decrement", int, 0, 39, "0..39"), default=0,
+                   help="lower the nice value by N, 0..39 (root only)")
     p.add_argument("-u", "--user", help="switch to this user (name or uid) after binding")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
     p.add_argument("--metrics", type=listen_address, metavar="[ADDR:]PORT",
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     # files removed) must reach the log; its errors are one line on stderr (exit 5)
     daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
     try:
-        if args.user:
-            user_entry(args.user)  # fail now, not after binding
+        if args.user is not None:
+            user_entry(args.user)  # fail now, not after binding ('' too: no silent "stay root")
         rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
         curve = keys.load_server(args.curve_secret, args.curve_allow) if args.curve_secret else None
         store = Store(args.statefile)
@@ -165,7 +166,10 @@ def tune_process(args) -> None:
 
 def user_entry(user: str) -> pwd.struct_passwd:
     """-u takes a user name or, as 0.5's '-u uid', a numeric uid; KeyError if unknown."""
-    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    try:
+        return pwd.getpwuid(int(user)) if user.isascii() and user.isdigit() else pwd.getpwnam(user)
+    except (OverflowError, ValueError):  # a uid beyond uid_t, a name with a NUL
+        raise KeyError(user) from None
 
 
 def drop_privileges(user: str | None) -> None:
