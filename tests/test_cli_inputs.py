@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -304,3 +305,17 @@ def test_failmon_odd_arguments(args: list[str], status: int) -> None:
     assert "Traceback" not in r.stderr and r.stderr.strip()
     if status != 2:
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(("prog", "args"), [
+    ("failstat", ["-t", "0.2", "\udcff"]), ("failc", ["-t", "0.2", "-h", "\udcff", "web"]),
+    ("failmon", ["-1", "-t", "0.2", "\udcff"]), ("hcmon", ["-t", "0.2", "\udcff"]),
+    ("failkey", ["--show", "/nonexistent/\udcff.key"]), ("faildebug", ["-t", "0.2", "-h", "\udcff", "all", "info"]),
+])
+def test_argument_that_is_not_utf8(prog: str, args: list[str], tmp_path: Path) -> None:
+    """A byte string that is not UTF-8 (here b'\\xff') comes back in messages as a lone
+    surrogate; a strict UTF-8 stdout/stderr (as in an en_US.UTF-8 locale) must not turn
+    that into a traceback."""
+    r = run_cli(prog, *args, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert "Traceback" not in r.stderr and r.returncode in (1, 3, 4, 5), (r.returncode, r.stderr)
+    assert "\\udcff" in r.stdout + r.stderr
