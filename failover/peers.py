@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 import attrs
 import zmq
 
-from failover import daemon, keys, lease, metrics, monitor, protocol, server
-from failover.client import configure_socket, host_from_wire, reconnect, record_from_wire
+from failover import daemon, keys, lease, metrics, model, monitor, protocol, server
+from failover.client import configure_socket, reconnect
 from failover.model import HostInfo, ServiceRecord
 from failover.states import State
 
@@ -454,21 +454,8 @@ def _parse_list(reply: dict) -> tuple[HostInfo | None, float | None, list[Servic
     not stop this thread."""
     if not reply["ok"]:
         return None, None, None
-    try:
-        host = host_from_wire(reply["host"]) if "host" in reply else None
-        lease_left = reply["host"].get("lease") if host is not None else None
-        if lease_left is not None and (type(lease_left) not in (int, float) or not 0 <= lease_left <= 3600):
-            raise ValueError(f"lease {lease_left!r} is not 0..3600 seconds")
-        records = None
-        if "services" in reply:
-            if not isinstance(reply["services"], list):
-                raise TypeError("'services' is not a list")
-            records = [record_from_wire(s) for s in reply["services"]]
-            if len({r.name for r in records}) != len(records):
-                raise ValueError("a service twice")
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise protocol.ProtocolError("BADREPLY", f"malformed reply: {type(exc).__name__}: {exc}") from None
-    return host, lease_left, records
+    parsed = model.reply_from_wire(reply)
+    return parsed.host, parsed.host.lease if parsed.host else None, parsed.services
 
 
 def _rearm(peer: _Peer) -> None:

@@ -177,8 +177,6 @@ def test_invalid_node_name_is_a_usage_error(prog: str, node: list[str], tmp_path
     assert r.returncode == 2, (r.returncode, r.stderr[:500])
     assert "Traceback" not in r.stderr and r.stderr.strip()
     assert not (tmp_path / "state").exists() and not (tmp_path / "pid").exists()
-    if prog == "failsh" and len(r.stderr) >= 2000:
-        pytest.xfail("failsh's -N message (cli/failsh.py, not this branch's) quotes the whole name")
     assert len(r.stderr) < 2000, (prog, len(r.stderr))
 
 

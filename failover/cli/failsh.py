@@ -105,7 +105,7 @@ def options(args) -> Options:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")
     if not protocol.valid_name(args.node):
-        raise ValueError(f"-N {args.node!r}: not a valid host name (letters, digits, '.', '_', '-')")
+        raise ValueError(f"invalid node name {args.node[:70]!r}: use 1-64 letters, digits and _.:@+- (a host name)")
     if not 0.1 <= args.load_timeout <= 3600:
         raise ValueError(f"--load-timeout {args.load_timeout:g}: expected 0.1 to 3600 seconds")
     if not 1 <= args.dead_factor <= 100:
