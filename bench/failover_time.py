@@ -200,7 +200,7 @@ class Failover(Contender):
 
     def start(self) -> None:
         text = self.template.read_text()
-        for k, v in {"@VIP@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
+        for k, v in {"@VIPS@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
                      "@MASTER@": self.master, "@SLAVE@": self.backup}.items():
             text = text.replace(k, v)
         self.policy.write_text(text)
