@@ -296,6 +296,19 @@ def test_ipup_twice_is_up_and_ipdown_leaves_nothing(tb: Testbed, family: int) ->
 
 
 @netns
+@pytest.mark.parametrize("family", [4, 6])
+def test_ipdown_removes_the_address_whatever_its_prefix_length(tb: Testbed, family: int) -> None:
+    """An address someone added by hand without a prefix (/32, /128) is still removed by
+    fo::ipdown ADDRESS/24 (/64): `ip addr del` must name the length the interface has."""
+    addr, cidr = (tb.vip, tb.vip_cidr) if family == 4 else (tb.vip6, tb.vip6_cidr)
+    tb.vip_add("h1", garp=False, cidr=f"{addr}/{32 if family == 4 else 128}")
+    out, log = tcl_in(tb, "h1", f"fo::ipdown {cidr} eth0")
+    assert out == ["RECOVER"], (out, log)
+    assert "WARNING" not in log and "ERROR" not in log, log
+    assert tb.holders(addr) == []
+
+
+@netns
 def test_garpcount_and_garpdelay_from_tcl(tb: Testbed) -> None:
     """::fo::garpcount and ::fo::garpdelay (keepalived's garp_master_repeat and the spacing)
     set how many announcements fo::ipup / fo::garp send and how far apart."""

@@ -379,6 +379,12 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
     assert tcl.interp.eval("fo::hasip 127.0.0.1 lo") == "1"
     assert tcl.interp.eval("fo::hasip 0:0::1 lo") == "1"         # IPv6, any spelling (ip -j, canonical)
     assert tcl.interp.eval("fo::hasip 127.0.0.1 nosuchdev0") == "0"
+    assert "127.0.0.1" in tcl.split(tcl.interp.eval("fo::ipaddrs lo"))
+    assert "127.0.0.1/8" in tcl.split(tcl.interp.eval("fo::ipaddrs -prefix lo"))   # the length lo has
+    assert tcl.interp.eval("fo::ipaddrs -prefix nosuchdev0") == ""
+    for bad in ("fo::ipaddrs", "fo::ipaddrs -prefix", "fo::ipaddrs -x lo", "fo::ipaddrs lo lo"):
+        assert tcl_error(tcl, bad) == ('wrong # args: should be "fo::ipaddrs ?-prefix? device"',
+                                       "FAILOVER TCL WRONGARGS")
     assert tcl.interp.eval("fo::ipcanon FD99:0::0001/64") == "fd99::1"
     with pytest.raises(tkinter.TclError, match='not an IP address: "10.1"'):
         tcl.interp.eval("fo::ipcanon 10.1")
