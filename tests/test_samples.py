@@ -33,6 +33,12 @@ from then on, through the whole handback (h1 RECOVER, h2 stops, h1 starts), no s
 kill9-faild when h1 was slow to notice), clients still send to h2's MAC until h1
 re-announces the address (the service's ``announce`` script, fo::garp); without that they
 wait 30-50 s for their ARP entry to expire.
+
+Every fault runs twice: with the IPv4 VIP and an IPv4 client, and with the IPv6 VIP
+(fd99:N::100/64, added with nodad, announced by unsolicited neighbour advertisements) and
+an IPv6 client; the checks are the same.  ``test_ipfailover_needs_no_arping`` runs the sample
+with both addresses and failsh's PATH stripped of every arping: failover sends its
+announcements itself (failover.announce), so no test here needs arping of either flavour.
 """
 
 from __future__ import annotations
