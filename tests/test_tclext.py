@@ -412,6 +412,22 @@ def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_
     assert "no such device" in caplog.text
 
 
+def test_garpcount_and_garpdelay_reach_the_announcer(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
+    """::fo::garpcount/::fo::garpdelay, set by the policy after the library loaded, are read
+    at every fo::garp (the namespace test bed counts the frames: tests/test_announce.py)."""
+    from failover.failsh import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    assert (tcl.interp.eval("set ::fo::garpcount"), tcl.interp.eval("set ::fo::garpdelay")) == ("2", "1")
+    done = tmp_path / "done"
+    fake = tmp_path / "announce"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {done}\n")
+    fake.chmod(0o755)
+    tcl.interp.setvar("::fo::announcer", str(fake))
+    tcl.interp.eval("set ::fo::garpcount 5; set ::fo::garpdelay 0.5; fo::garp 2001:DB8:0::10/64 eth9")
+    assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and done.exists() and done.read_text(), 10)
+    assert done.read_text().split() == ["eth9", "2001:db8::10", "--count", "5", "--delay", "0.5"]
+
+
 def test_ipdown_stops_a_garp_still_running(tcl: TclHost, cmds: Commands, tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     """The second announcement of fo::garp comes a second after the first: if the address is
