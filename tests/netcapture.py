@@ -6,8 +6,10 @@ Run inside a namespace of the bed (it only listens; it sends nothing)::
 
 It opens an AF_PACKET socket for every protocol on the interface, writes ``{"ready": true}``
 to FILE once it listens, then one JSON line per received ARP frame or ICMPv6 neighbour
-advertisement (``{"t": monotonic seconds, "frame": hex}``), and exits after `count` of them
-or `timeout` seconds, whichever comes first.  Frames this namespace sends itself are left out.
+advertisement (``{"t": monotonic seconds, "kt": the kernel's receive time, "frame": hex}``;
+"kt" is wall-clock time taken when the frame arrived, so spacings measured with it do not
+depend on when this process got to run), and exits after `count` of them or `timeout`
+seconds, whichever comes first.  Frames this namespace sends itself are left out.
 
 The decoders (``decode_arp``, ``decode_na``) are written from the RFCs, not from
 failover.announce, so the tests do not check the sender against itself.
@@ -28,6 +30,7 @@ from typing import Any
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+SO_TIMESTAMP = 29  # Linux (asm-generic); not exported by Python's socket module
 
 
 def _kind(frame: bytes) -> str | None:
@@ -45,6 +48,7 @@ def _kind(frame: bytes) -> str | None:
 def capture(iface: str, out: Path, count: int, timeout: float) -> int:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((iface, 0))
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
     got = 0
     end = time.monotonic() + timeout
     with s, open(out, "w") as f:
@@ -56,20 +60,26 @@ def capture(iface: str, out: Path, count: int, timeout: float) -> int:
                 break
             s.settimeout(left)
             try:
-                frame, addr = s.recvfrom(65535)
+                frame, ancillary, _, addr = s.recvmsg(65535, 64)
             except TimeoutError:
                 break
             t = time.monotonic()
             if addr[2] == PACKET_OUTGOING or _kind(frame) is None:
                 continue
-            f.write(json.dumps({"t": t, "frame": frame.hex()}) + "\n")
+            kt = None
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and len(data) >= 16:
+                    sec, usec = struct.unpack("@qq", data[:16])
+                    kt = sec + usec / 1e6
+            f.write(json.dumps({"t": t, "kt": kt, "frame": frame.hex()}) + "\n")
             f.flush()
             got += 1
     return 0
 
 
-def read(out: Path) -> tuple[bool, list[tuple[float, bytes]]]:
-    """(ready, [(time, frame), ...]) from a capture's output file so far."""
+def read(out: Path) -> tuple[bool, list[tuple[float, float, bytes]]]:
+    """(ready, [(monotonic time, kernel receive time, frame), ...]) from a capture's output
+    file so far (the kernel's time is the monotonic one if the kernel gave none)."""
     ready, frames = False, []
     try:
         lines = out.read_text().splitlines()
@@ -83,7 +93,7 @@ def read(out: Path) -> tuple[bool, list[tuple[float, bytes]]]:
         if rec.get("ready"):
             ready = True
         elif "frame" in rec:
-            frames.append((rec["t"], bytes.fromhex(rec["frame"])))
+            frames.append((rec["t"], rec.get("kt") or rec["t"], bytes.fromhex(rec["frame"])))
     return ready, frames
 
 
