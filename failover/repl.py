@@ -135,16 +135,19 @@ class Prompt:
         self.engine = engine
         self.running = False     # a typed command is being evaluated
         self.discarded = False   # Ctrl-C at the prompt: the partial command is dropped
+        self.consumed = 0        # Ctrl-Cs that interrupted a command (not for the prompt)
 
     def interrupt(self, signum: int) -> None:
         """Signal thread: Ctrl-C cancels the command running now, if any."""
         if signum == signal.SIGINT and self.running:
+            self.consumed += 1
             procedures.cancel_running("interrupted (Ctrl-C)")
 
     def discard_line(self) -> None:
         """Tcl thread, after a Ctrl-C: at the prompt, drop what was typed and prompt again."""
-        if self.running:
-            return  # the command's own error reports it
+        if self.consumed:
+            self.consumed -= 1
+            return  # it interrupted a command, whose own error reports it
         self.discarded = True
         sys.stdout.write("^C\n")
         sys.stdout.flush()

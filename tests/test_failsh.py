@@ -548,9 +548,9 @@ def test_ctrl_c_at_the_prompt_drops_the_line_and_interrupts_commands(faild: Fail
         term.expect("failsh% ")
         term.send("info procs partial\r")
         term.expect("failsh% ")
-        for command in ("while 1 {}", "exec sleep 100 >@ stdout"):
-            term.send(command + "\r")
-            time.sleep(0.5)
+        for command in ("while 1 {}", "exec sleep 100"):
+            term.send(f"puts running; flush stdout; {command}\r")
+            term.expect("running\r\n")
             term.send("\x03")
             term.expect("interrupted")
             term.expect("failsh% ")
