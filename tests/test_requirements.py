@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from failover import cli, requirements
+from failover import requirements
+from failover.cli import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,13 +52,13 @@ def test_this_environment_passes() -> None:
 
 def test_every_console_script_is_checked() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {name: f"failover.cli:{name}" for name in cli.PROGRAMS}
+    assert scripts == {name: f"failover.cli.launch:{name}" for name in launch.PROGRAMS}
 
 
 def run_without_tkinter(program: str, *args: str) -> subprocess.CompletedProcess:
     """The console script's entry point in a Python where ``import tkinter`` fails (a module
     set to None in sys.modules cannot be imported: Python's own way to block one)."""
-    code = f"import sys; sys.modules['tkinter'] = None; from failover import cli; sys.exit(cli.{program}())"
+    code = f"import sys; sys.modules['tkinter'] = None; from failover.cli import launch; sys.exit(launch.{program}())"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
 
