@@ -32,7 +32,7 @@ def parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
     try:
         import tkinter  # noqa: F401
     except ImportError:
-        sys.modules.setdefault("tkinter", types.ModuleType("tkinter"))
+        sys.modules["tkinter"] = types.ModuleType("tkinter")
     for program in PROGRAMS:
         module = importlib.import_module(f"failover.cli.{program}")
         yield program, module.build_parser()
