@@ -9,7 +9,7 @@ namespace runs vipclient against the VIP, opening a connection every 10 ms (200 
 and logging which host answered.  Each contender manages the VIP in turn:
 
 * failover: faild + failsh on each host with the samples/ipfailover-linux policy
-  (ip addr add/del + arping -U), service interval 1 s ("default") or 0.1 s ("fast");
+  (ip addr add/del + gratuitous ARP), service interval 1 s ("default") or 0.1 s ("fast");
 * keepalived: VRRPv3 on the same bridge (multicast; the contender "keepalived-unicast" uses
   unicast), priorities 150/100, preemption on, advert_int 1 s ("default") or 0.1 s ("fast").
 
@@ -174,7 +174,7 @@ class KeepalivedUnicast(Keepalived):
 
 class Failover(Contender):
     """faild + failsh per host running samples/ipfailover-linux (fo::ipup = ip addr add +
-    arping -U, fo::ipdown = ip addr del) with master h1 and slave h2, started and faulted by
+    gratuitous ARP from failover.announce, fo::ipdown = ip addr del) with master h1 and slave h2, started and faulted by
     the test bed's FailoverHosts, as tests/test_samples.py does."""
 
     name = "failover"
@@ -200,7 +200,7 @@ class Failover(Contender):
 
     def start(self) -> None:
         text = self.template.read_text()
-        for k, v in {"@VIP@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
+        for k, v in {"@VIPS@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
                      "@MASTER@": self.master, "@SLAVE@": self.backup}.items():
             text = text.replace(k, v)
         self.policy.write_text(text)

@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--minutes must be 0.05 .. 1440")
     if not 0 <= args.loss <= 100:
         ap.error("--loss must be 0 .. 100")
-    reason = available() or (None if shutil.which("nft") else "nft not installed (apt-get install nftables)") \
-        or (None if shutil.which("arping") else "arping not installed (apt-get install iputils-arping)")
+    reason = available() or (None if shutil.which("nft") else "nft not installed (apt-get install nftables)")
     if reason:
         print(f"soak: cannot run: {reason}", file=sys.stderr)
         return 2

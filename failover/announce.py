@@ -17,14 +17,22 @@ The frames:
 - Unsolicited NA (RFC 4861 section 4.4, 7.2.6): to ff02::1 (33:33:00:00:00:01), hop limit 255,
   source the address itself (as keepalived), flags O (override) only, with the target
   link-layer address option.
+
+Only an address the interface holds is announced (``ip -j addr show``, checked before every
+announcement; an IPv6 address whose duplicate address detection failed does not count): an
+announcement of someone else's address would send its clients here.  Every error (unknown
+interface, not an address, address not held, no permission for the raw socket) is one line on
+stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -47,6 +55,8 @@ class AnnounceError(Exception):
 
 def parse_address(text: str) -> IPAddress:
     """``ADDRESS`` or ``ADDRESS/PREFIX`` (IPv4 or IPv6) -> the address."""
+    if "%" in text:
+        raise AnnounceError(f"not an IP address: {text!r} (no %scope: the interface says where)")
     try:
         return ipaddress.ip_interface(text).ip
     except ValueError:
@@ -94,12 +104,31 @@ def frame_for(mac: bytes, addr: IPAddress) -> bytes:
     return garp_frame(mac, addr) if addr.version == 4 else na_frame(mac, addr)
 
 
+def held(iface: str, addr: IPAddress) -> bool:
+    """Whether `iface` holds `addr` (``ip -j addr show dev IFACE``; not if its DAD failed)."""
+    try:
+        r = subprocess.run(["ip", "-j", "addr", "show", "dev", iface], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise AnnounceError(f"cannot list the addresses of {iface!r}: ip: {e}") from None
+    if r.returncode != 0:
+        raise AnnounceError(f"interface {iface!r}: {r.stderr.strip() or 'ip addr show failed'}")
+    try:
+        infos = [a for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", [])]
+        return any(ipaddress.ip_address(a["local"]) == addr and not a.get("dadfailed")
+                   for a in infos if "local" in a)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise AnnounceError(f"unexpected output of ip -j addr show dev {iface}: {e}") from None
+
+
 def open_socket(iface: str) -> tuple[socket.socket, bytes]:
     """A raw packet socket bound to `iface`, and the interface's hardware address."""
     try:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     except PermissionError:
         raise AnnounceError("raw packet socket not permitted (needs root or CAP_NET_RAW)") from None
+    except OSError as e:
+        raise AnnounceError(f"no raw packet socket: {e.strerror or e}") from None
     try:
         s.bind((iface, 0))
     except OSError as e:
@@ -113,7 +142,9 @@ def open_socket(iface: str) -> tuple[socket.socket, bytes]:
 
 
 def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0) -> int:
-    """Send `count` announcements of `addr` on `iface`, `delay` s apart; returns how many left."""
+    """Send `count` announcements of `addr` on `iface`, `delay` s apart; returns how many left.
+
+    Each one only while `iface` still holds `addr` (AnnounceError otherwise, none sent after)."""
     s, mac = open_socket(iface)
     frame = frame_for(mac, addr)
     sent = 0
@@ -121,6 +152,9 @@ def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0) ->
         for i in range(count):
             if i:
                 time.sleep(delay)
+            if not held(iface, addr):
+                what = "is not" if not sent else f"is no longer (after {sent} of {count} announcements)"
+                raise AnnounceError(f"{addr} {what} on {iface}: not announcing an address this host does not hold")
             try:
                 s.send(frame)
             except OSError as e:

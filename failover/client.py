@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from failover import keys, protocol
-from failover.model import HostInfo, ServiceRecord, Transition
+from failover.model import HostInfo, Reply, ServiceRecord, Transition, reply_from_wire
 from failover.states import State, parse_state
 
 
@@ -61,13 +61,23 @@ def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = T
     return f"tcp://{bare}:{port}"
 
 
-def configure_socket(sock: zmq.Socket) -> None:
-    """Options every failover socket gets: no linger, size cap, fast reconnect."""
+def configure_socket(sock: zmq.Socket, deadtime: float | None = None) -> None:
+    """Options every failover socket gets: no linger, size cap, fast reconnect.
+
+    ``deadtime``: a socket that stays connected to a peer (a poll's DEALER or REQ, a change
+    hints SUB) sends ZMTP heartbeats and drops a connection silent for that long, so it
+    reconnects after a peer vanished without closing it (power loss, a pulled cable)
+    instead of keeping a dead TCP connection for minutes."""
     sock.linger = 0
     sock.ipv6 = True  # tcp://[::1]:N works; '*' binds both families, falls back to IPv4 only
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    if deadtime is not None:
+        ms = min(max(int(deadtime * 1000), 200), 600_000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(ms // 4, 50))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, ms)
 
 
 def reconnect(sock: zmq.Socket, endpoint: str) -> None:
@@ -88,16 +98,17 @@ class Client:
 
     def __init__(self, endpoint: str, community: str = protocol.DEFAULT_COMMUNITY,
                  timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None,
-                 curve: keys.Curve | None = None) -> None:
+                 curve: keys.Curve | None = None, deadtime: float | None = None) -> None:
         """``curve``: authenticate and encrypt with CURVE (a faild started with --curve-secret
-        answers nothing else); a faild that refuses the key looks unreachable."""
+        answers nothing else); a faild that refuses the key looks unreachable.  ``deadtime``:
+        ZMTP heartbeats for a client that stays connected (see :func:`configure_socket`)."""
         self.endpoint = endpoint
         self.community = community
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.REQ)
-        configure_socket(self._sock)
+        configure_socket(self._sock, deadtime)
         self._sock.setsockopt(zmq.REQ_RELAXED, 1)
         self._sock.setsockopt(zmq.REQ_CORRELATE, 1)
         self._sock.sndtimeo = max(1, int(timeout * 1000))  # a send can block: see call()
@@ -120,7 +131,24 @@ class Client:
         self.close()
 
     def call(self, op: str, **fields: Any) -> dict:
-        """Send one request and return the ok reply; raise a ClientError otherwise."""
+        """Send one request and return the ok reply, whose ``host``, ``services``,
+        ``history``, ``changed`` and ``truncated`` (where present) are valid (see
+        :meth:`ask`); raise a ClientError otherwise."""
+        return self._exchange(op, fields)[0]
+
+    def ask(self, op: str, **fields: Any) -> Reply:
+        """:meth:`call`, with the reply's members as model objects.  A reply with a bad
+        member is RequestFailed (BADREPLY) naming the member, like a malformed reply."""
+        return self._exchange(op, fields)[1]
+
+    def _exchange(self, op: str, fields: dict[str, Any]) -> tuple[dict, Reply]:
+        reply = self._call(op, fields)
+        try:
+            return reply, reply_from_wire(reply)
+        except protocol.ProtocolError as exc:
+            raise RequestFailed(exc.code, f"bad reply from {self.endpoint}: {exc}") from None
+
+    def _call(self, op: str, fields: dict[str, Any]) -> dict:
         rid = f"{self._prefix}{next(self._ids)}"
         request = protocol.Request(op=op, id=rid, community=self.community, **fields)
         frame = protocol.encode(request.to_wire())
@@ -137,7 +165,7 @@ class Client:
             reply = self._await(rid, deadline)
             if reply is not None:
                 if not reply["ok"]:
-                    raise RequestFailed(str(reply.get("error")), reply["message"])
+                    raise RequestFailed(_printable(reply.get("error"), 32), _printable(reply["message"], 500))
                 return reply
         raise Unreachable(f"no reply from {self.endpoint} after {self.retries + 1} "
                           f"tries of {self.timeout:g} s")
@@ -162,36 +190,45 @@ class Client:
                 return reply
         return None
 
-    # Typed helpers -------------------------------------------------------
+    # Typed helpers ---------------------------------------------------------------
+    def _need(self, value: Any, member: str) -> Any:
+        if value is None:
+            raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: reply.{member}: missing")
+        return value
+
     def ping(self) -> HostInfo:
-        return host_from_wire(self.call("ping")["host"])
+        return self._need(self.ask("ping").host, "host")
 
     def get(self, service: str) -> ServiceRecord:
-        return record_from_wire(self.call("get", service=service)["services"][0])
+        services = self._need(self.ask("get", service=service).services, "services")
+        if len(services) != 1 or services[0].name != service:
+            raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: reply.services: "
+                                f"not the one record of {service!r}")
+        return services[0]
 
     def list(self) -> tuple[HostInfo, list[ServiceRecord]]:
-        reply = self.call("list")
-        return host_from_wire(reply["host"]), [record_from_wire(s) for s in reply["services"]]
+        reply = self.ask("list")
+        return self._need(reply.host, "host"), self._need(reply.services, "services")
 
     def set(self, service: str, state: State | str, reason: str = "") -> ServiceRecord:
-        reply = self.call("set", service=service, state=parse_state(state), reason=reason)
-        return record_from_wire(reply["services"][0])
+        services = self._need(self.ask("set", service=service, state=parse_state(state), reason=reason).services,
+                              "services")
+        if len(services) != 1 or services[0].name != service:
+            raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: reply.services: "
+                                f"not the one record of {service!r}")
+        return services[0]
 
     def history(self, service: str | None = None, limit: int = 100) -> list[Transition]:
-        reply = self.call("history", service=service, limit=limit)
-        return [transition_from_wire(t) for t in reply["history"]]
+        return self._need(self.ask("history", service=service, limit=limit).history, "history")
 
 
-def record_from_wire(d: dict) -> ServiceRecord:
-    return ServiceRecord(name=d["name"], state=d["state"], last_change=float(d["last_change"]),
-                         counter=int(d["counter"]))
+def _printable(value: object, limit: int) -> str:
+    """Text from a reply made safe for a terminal or a log line, and bounded."""
+    text = protocol.clean_text(value if isinstance(value, str) else str(value))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
-def host_from_wire(d: dict) -> HostInfo:
-    return HostInfo(name=d["name"], started=float(d["started"]), pid=int(d["pid"]))
-
-
-def transition_from_wire(d: dict) -> Transition:
-    old = parse_state(d["old"]) if d.get("old") else None
-    return Transition(service=d["service"], old=old, new=parse_state(d["new"]), time=float(d["time"]),
-                      counter=int(d["counter"]), reason=d.get("reason", ""))
+# The conversions live in model.py (from_wire); these names stay for older callers.
+record_from_wire = ServiceRecord.from_wire
+host_from_wire = HostInfo.from_wire
+transition_from_wire = Transition.from_wire

@@ -16,6 +16,7 @@ from pathlib import Path
 import attrs
 
 from failover.protocol import DEFAULT_COMMUNITY, valid_name
+from failover.store import read_file
 
 NONE, RO, RW = 0, 1, 2
 _LEVELS = {"RO": RO, "RW": RW}
@@ -57,8 +58,9 @@ def parse(text: str, origin: str = "<community>") -> Rules:
         if not line:
             continue
         fields = line.split()
-        if len(fields) != 3:
-            raise CommunityFileError(f"{origin}:{number}: expected 'SERVICE COMMUNITY RO|RW', got {raw.strip()!r}")
+        if len(fields) != 3:  # the line is not quoted: it may hold a community, a secret
+            raise CommunityFileError(f"{origin}:{number}: expected 'SERVICE COMMUNITY RO|RW', "
+                                     f"got {len(fields)} words")
         service, community, level = fields
         if service != "*" and not valid_name(service):
             raise CommunityFileError(f"{origin}:{number}: invalid service name {service!r}")
@@ -69,10 +71,18 @@ def parse(text: str, origin: str = "<community>") -> Rules:
     return Rules(table)
 
 
+MAX_FILE = 1024 * 1024
+
+
 def load(path: Path) -> Rules:
+    """The rules of a community file (faild -c; re-read on SIGHUP, so it must never block:
+    read bounded, a FIFO or a device refused)."""
     try:
-        return parse(path.read_text(), str(path))
+        text = read_file(path, MAX_FILE, "community file").decode()
     except OSError as exc:
-        raise CommunityFileError(f"cannot read community file {path}: {exc.strerror}") from None
+        raise CommunityFileError(f"cannot read community file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise CommunityFileError(f"cannot read community file {path}: not a UTF-8 text file") from None
+    except ValueError as exc:
+        raise CommunityFileError(str(exc)) from None
+    return parse(text, str(path))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import stat
 import threading
 import time
@@ -80,6 +79,7 @@ class Engine:
         self.activated_at = 0.0  # monotonic time of that
         self.stopping = False
         self._lease_held = False  # the local faild was down: no lease until it is rewritten
+        self._lease_waiting = False  # no lease yet: a master has not answered (_take_lease)
         self._busy: set[str] = set()    # services in a run (a procedure may enter the event loop)
         self._acting: set[str] = set()  # services whose procedure is running
         self.fatal = ""          # why failsh must stop (the network thread died)
@@ -172,7 +172,7 @@ class Engine:
         the lease and the schedule.  Raises OSError if a port cannot be bound."""
         self.commands.engine = self
         self.faild = client.Client(self.opts.faild, self.opts.faild_community, timeout=0.5, retries=1,
-                                   curve=self._curve(self.opts.node))
+                                   curve=self._curve(self.opts.node), deadtime=self._lease_ttl())
         if self.opts.http:
             self.dashboard = dashboard.Dashboard(self.opts.http, self.opts.node)
             self.dashboard.start()
@@ -201,8 +201,32 @@ class Engine:
         for name in self.policy.services:
             if name not in self.local:
                 self._adopt(name)
-        if self.net is not None:
-            self.net.set_lease(self._lease_ttl())
+        self._take_lease()
+
+    def _take_lease(self) -> None:
+        """Hold the lease (peers then count this host's states), but only once every master
+        of every service has answered or been counted FAIL.  A lease in RECOVER makes the
+        slaves yield; with a master not heard yet this host could not start, so a slave
+        that serves now would hand back to nobody for up to that master's dead time."""
+        if not self.active or self._lease_held or self.net is None:
+            return
+        unheard = self._unheard_masters()
+        if unheard:
+            if not self._lease_waiting:
+                log.info("waiting for master %s to answer before taking the lease, so that slaves keep "
+                         "serving meanwhile (at most %g s)", ", ".join(unheard),
+                         max(self._deadtime(h) for h in unheard))
+            self._lease_waiting = True
+            return
+        if self._lease_waiting:
+            log.info("every master answered or counts FAIL: taking the lease")
+        self._lease_waiting = False
+        self.net.set_lease(self._lease_ttl())
+
+    def _unheard_masters(self) -> list[str]:
+        assert self.net is not None
+        masters = {h for svc in self.policy.services.values() for h in svc.masters}
+        return sorted(h for h in masters if (v := self.net.snapshot.get(h)) is None or v.status == UNKNOWN)
 
     def _adopt(self, name: str) -> None:
         """Initial state of a service from the local faild (docs/failsh.md, "start-up")."""
@@ -229,6 +253,7 @@ class Engine:
         A prompt that never had scheduling on only leaves: it owns nothing.
         """
         self.stopping = True
+        self.tcl.clear_cancel()  # SIGTERM may have unwound a stuck script (cli/failsh.py _Signals)
         self.scheduler.stop()
         if self.active:
             for name, state in list(self.local.items()):
@@ -254,8 +279,7 @@ class Engine:
             for name in self.policy.services:
                 if name not in self.local:
                     self._adopt(name)
-            if self.net is not None and not self._lease_held:
-                self.net.set_lease(self._lease_ttl())
+            self._take_lease()
         self.set_scheduling(self.scheduling)
 
     def set_scheduling(self, on: bool) -> None:
@@ -353,6 +377,11 @@ class Engine:
             self._local_back()
         elif self.dirty:
             self._retry_writes()
+        if self._lease_waiting:
+            self._take_lease()
+            if self._lease_waiting:
+                self._note(name, f"wait: no lease yet, master {', '.join(self._unheard_masters())} not heard")
+                return
         self._follow_external(name, local_view)
         views = {h: self.net.snapshot.get(h) for h in svc.peers()}
         unknown = sorted(h for h, v in views.items() if v is None or v.status == UNKNOWN)
@@ -560,8 +589,8 @@ class Engine:
         self._retry_writes()
         if self._lease_held and not self.dirty and self.net is not None and self.active:
             self._lease_held = False
-            self.net.set_lease(self._lease_ttl())
             log.info("local faild answers again and has this host's states: lease renewed")
+            self._take_lease()
 
     def _retry_writes(self) -> None:
         for name in list(self.dirty):
@@ -609,6 +638,8 @@ class Engine:
                 continue
             self._peer_traps(name, view)
             due.update(self.policy.services_of(name))
+        if self._lease_waiting:
+            self._take_lease()
         if self.scheduling:
             for svc in sorted(due):
                 self.run_service(svc)
@@ -760,7 +791,7 @@ class Engine:
 
     # Event loop ------------------------------------------------------------------
     def install_loop_hooks(self) -> None:
-        """Pipe from the network thread and signal wake-ups into the Tcl event loop."""
+        """Pipe from the network thread into the Tcl event loop."""
         wakeup = Wakeup()
         self._poke = wakeup.poke
 
@@ -771,9 +802,6 @@ class Engine:
             except Exception:  # an exception here would end mainloop (tkinter keeps it)
                 log.exception("handling peer events failed")
         self.tcl.interp.createfilehandler(wakeup.fd, tkinter.READABLE, drain)
-        signals = Wakeup()
-        signal.set_wakeup_fd(signals.write_fd)  # lets Python signal handlers run while Tcl waits
-        self.tcl.interp.createfilehandler(signals.fd, tkinter.READABLE, lambda _fd, _m: signals.drain())
 
     def _poke(self) -> None:  # replaced by install_loop_hooks
         pass

@@ -20,7 +20,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from failover.store import make_dir
+from failover.store import make_dir, read_file
 
 log = logging.getLogger("failover.security")
 
@@ -90,14 +90,42 @@ def load_public(path: Path) -> bytes:
     return _load(path)[0]
 
 
+MAX_KEY_FILE = 64 * 1024  # a certificate is a few hundred bytes
+
+
 def _load(path: Path) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) from a ZeroMQ certificate file (zmq.auth's format, read as
+    zmq.auth.load_certificate does).  The file is read bounded (a FIFO or a device is
+    refused, never waited on) and each key must be 40 characters of Z85 (32 bytes)."""
     try:
-        public, secret = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc}") from None
+        text = read_file(path, MAX_KEY_FILE, "key file")
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise KeyFileError(str(exc)) from None
+    found: dict[bytes, bytes] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        for name in (b"public-key", b"secret-key"):
+            if line.startswith(name) and b"=" in line and name not in found:
+                found[name] = line.split(b"=", 1)[1].strip(b" \t'\"")
+    public, secret = found.get(b"public-key"), found.get(b"secret-key")
     if not public:
         raise KeyFileError(f"{path} is not a ZeroMQ certificate (no public-key)")
+    for key in (public, secret):
+        if key is not None and not _z85_key(key):
+            raise KeyFileError(f"{path} holds a key that is not 40 characters of Z85 (a 32-byte CURVE key)")
     return public, secret
+
+
+def _z85_key(key: bytes) -> bool:
+    if len(key) != 40:
+        return False
+    try:
+        zmq.utils.z85.decode(key)
+    except (ValueError, KeyError, TypeError, IndexError):
+        return False
+    return True
 
 
 def load_allowed(directory: Path) -> set[bytes]:

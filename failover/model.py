@@ -1,10 +1,103 @@
-"""Value classes shared by faild, its clients and failsh."""
+"""Value classes shared by faild, its clients and failsh, and the one place that turns
+what comes from outside (a reply, the state file) into them.
+
+Every ``from_wire`` is strict: a field of the wrong type, a number that is not finite or
+out of range, an invalid name or state raise :class:`protocol.ProtocolError` with code
+``BADREPLY`` and a message naming the field (``services[2].last_change: ...``).  Unknown
+members are ignored (docs/protocol.md, "Clients must ignore reply members they do not
+know"); ``reason`` text is stripped of control characters (protocol.clean_text).
+"""
 
 from __future__ import annotations
 
+import math
+import reprlib
+from typing import Any
+
 import attrs
 
-from failover.states import State, parse_state
+from failover import protocol
+from failover.states import BadState, State, parse_state
+
+LATEST_TIME = 4102444800.0  # 2100-01-01: a later "time" is garbage, not clock skew
+MAX_COUNTER = 2**63 - 1
+MAX_PID = 2**31 - 1
+MAX_LEASE = 3600.0  # what protocol accepts as a lease ttl
+MAX_REASON = 256    # what protocol accepts as a set request's reason
+MAX_HISTORY = 1000  # a history reply holds at most 'limit' (<= 1000) transitions
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = _repr.maxlong = 40
+_repr.maxlist = _repr.maxdict = 4
+
+
+def _show(value: object) -> str:
+    """A short repr for an error message (escapes control characters, cuts long values)."""
+    try:
+        text = _repr.repr(value)
+    except ValueError:  # an int too long for str()
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def bad(where: str, what: str) -> protocol.ProtocolError:
+    """The BADREPLY error for the field ``where``."""
+    return protocol.ProtocolError("BADREPLY", f"{where}: {what}")
+
+
+def _object(d: object, where: str) -> dict:
+    if not isinstance(d, dict):
+        raise bad(where, f"expected an object, not {_show(d)}")
+    return d
+
+
+def _value(d: dict, key: str, where: str) -> Any:
+    if key not in d:
+        raise bad(where, f"no {key!r}")
+    return d[key]
+
+
+def wire_name(d: dict, key: str, where: str) -> str:
+    value = _value(d, key, where)
+    if not protocol.valid_name(value):
+        raise bad(f"{where}.{key}", f"not a name (1-64 of A-Za-z0-9_.:@+-): {_show(value)}")
+    return value
+
+
+def wire_state(d: dict, key: str, where: str) -> State:
+    value = _value(d, key, where)
+    if not isinstance(value, str):
+        raise bad(f"{where}.{key}", f"not a state: {_show(value)}")
+    try:
+        return parse_state(value)
+    except BadState:
+        raise bad(f"{where}.{key}", f"not UP, RECOVER or FAIL: {_show(value)}") from None
+
+
+def wire_number(d: dict, key: str, where: str, low: float, high: float) -> float:
+    value = _value(d, key, where)
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise bad(f"{where}.{key}", f"not a number in [{low:g}, {high:g}]: {_show(value)}")
+    return float(value)
+
+
+def wire_time(d: dict, key: str, where: str) -> float:
+    """Seconds since 1970, up to the year 2100."""
+    return wire_number(d, key, where, 0, LATEST_TIME)
+
+
+def wire_int(d: dict, key: str, where: str, low: int = 0, high: int = MAX_COUNTER) -> int:
+    value = _value(d, key, where)
+    if type(value) is not int or not low <= value <= high:  # type(): no bool
+        raise bad(f"{where}.{key}", f"not a whole number in [{low}, {high}]: {_show(value)}")
+    return value
+
+
+def wire_list(d: dict, key: str, where: str, limit: int) -> list:
+    value = _value(d, key, where)
+    if not isinstance(value, list) or len(value) > limit:
+        raise bad(f"{where}.{key}", f"not a list of at most {limit} items: {_show(value)}")
+    return value
 
 
 @attrs.frozen
@@ -19,6 +112,13 @@ class ServiceRecord:
     def to_wire(self) -> dict:
         return {"name": self.name, "state": self.state.value,
                 "last_change": self.last_change, "counter": self.counter}
+
+    @classmethod
+    def from_wire(cls, d: object, where: str = "service") -> ServiceRecord:
+        """A record from a reply or the state file; ProtocolError (BADREPLY) naming the field."""
+        d = _object(d, where)
+        return cls(name=wire_name(d, "name", where), state=wire_state(d, "state", where),
+                   last_change=wire_time(d, "last_change", where), counter=wire_int(d, "counter", where))
 
 
 @attrs.frozen
@@ -37,14 +137,98 @@ class Transition:
                 "new": self.new.value, "time": self.time, "counter": self.counter,
                 "reason": self.reason}
 
+    @classmethod
+    def from_wire(cls, d: object, where: str = "transition") -> Transition:
+        """A transition from a reply or the state file; ``reason`` (optional, at most 256
+        characters) comes without control characters."""
+        d = _object(d, where)
+        old = d.get("old")
+        reason = d.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise bad(f"{where}.reason", f"not a string of at most {MAX_REASON} characters: {_show(reason)}")
+        return cls(service=wire_name(d, "service", where), old=None if old is None else wire_state(d, "old", where),
+                   new=wire_state(d, "new", where), time=wire_time(d, "time", where),
+                   counter=wire_int(d, "counter", where), reason=protocol.clean_text(reason))
+
 
 @attrs.frozen
 class HostInfo:
-    """Who answered: the node name faild was given and when it started."""
+    """Who answered: the node name faild was given, when it started, its pid, and (in
+    replies only) the seconds left of its failsh's lease (None: no live failsh)."""
 
     name: str
     started: float
     pid: int
+    lease: float | None = None
 
     def to_wire(self) -> dict:
-        return {"name": self.name, "started": self.started, "pid": self.pid}
+        wire: dict[str, Any] = {"name": self.name, "started": self.started, "pid": self.pid}
+        if self.lease is not None:
+            wire["lease"] = self.lease
+        return wire
+
+    @classmethod
+    def from_wire(cls, d: object, where: str = "host") -> HostInfo:
+        """The ``host`` member of a reply; ProtocolError (BADREPLY) naming the field."""
+        d = _object(d, where)
+        lease = None if d.get("lease") is None else wire_number(d, "lease", where, 0, MAX_LEASE)
+        return cls(name=wire_name(d, "name", where), started=wire_time(d, "started", where),
+                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease)
+
+
+def records_from_wire(items: object, where: str = "services") -> list[ServiceRecord]:
+    """A ``services`` list: at most 256 records, each name once."""
+    if not isinstance(items, list) or len(items) > protocol.MAX_SERVICES:
+        raise bad(where, f"not a list of at most {protocol.MAX_SERVICES} records: {_show(items)}")
+    records = [ServiceRecord.from_wire(d, f"{where}[{i}]") for i, d in enumerate(items)]
+    seen: set[str] = set()
+    for i, rec in enumerate(records):
+        if rec.name in seen:
+            raise bad(f"{where}[{i}].name", f"service {rec.name!r} twice")
+        seen.add(rec.name)
+    return records
+
+
+def history_from_wire(items: object, where: str = "history") -> list[Transition]:
+    if not isinstance(items, list) or len(items) > MAX_HISTORY:
+        raise bad(where, f"not a list of at most {MAX_HISTORY} transitions: {_show(items)}")
+    return [Transition.from_wire(d, f"{where}[{i}]") for i, d in enumerate(items)]
+
+
+@attrs.frozen
+class Reply:
+    """An ok reply with every member a client reads validated; None for what it lacks."""
+
+    host: HostInfo | None = None
+    services: list[ServiceRecord] | None = None
+    history: list[Transition] | None = None
+    changed: bool | None = None
+    truncated: bool = False
+
+
+def reply_from_wire(reply: object) -> Reply:
+    """Validate the members of an ok reply (as protocol.decode_reply returns it) that any
+    op may carry: ``host``, ``services``, ``history``, ``changed``, ``truncated``; a member
+    that is there is checked whether or not the op needs it.  ProtocolError (BADREPLY)."""
+    d = _object(reply, "reply")
+    for key in ("changed", "truncated"):
+        if d.get(key) is not None and not isinstance(d[key], bool):
+            raise bad(f"reply.{key}", f"not true or false: {_show(d[key])}")
+    return Reply(host=None if d.get("host") is None else HostInfo.from_wire(d["host"]),
+                 services=None if "services" not in d else records_from_wire(d["services"]),
+                 history=None if "history" not in d else history_from_wire(d["history"]),
+                 changed=d.get("changed"), truncated=bool(d.get("truncated")))
+
+
+def list_from_wire(reply: object) -> tuple[HostInfo, list[ServiceRecord]]:
+    """A whole ``list`` (or ``get``) reply: ``host`` must be an object and ``services`` a
+    list of valid records, each name once; ProtocolError (BADREPLY) naming the bad field
+    otherwise.  For failsh's polling of its peers (peers.py) and failstat."""
+    d = _object(reply, "reply")
+    if not isinstance(d.get("host"), dict):
+        raise bad("reply.host", f"not an object: {_show(d.get('host'))}")
+    if not isinstance(d.get("services"), list):
+        raise bad("reply.services", f"not a list: {_show(d.get('services'))}")
+    parsed = reply_from_wire(d)
+    assert parsed.host is not None and parsed.services is not None
+    return parsed.host, parsed.services

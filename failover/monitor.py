@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from failover.model import LATEST_TIME
+from failover.protocol import clean_text, valid_name
 from failover.timefmt import age, local_time
 
 FEED_VERSION = 1
@@ -14,6 +16,7 @@ MONITOR_PORT = 1848  # 0.5's failmon port
 # snapshots for failmon, and change hints for peer failsh (docs/failsh.md, "hints").
 SNAPSHOT_TOPIC = b'{"v":%d,"type":"snapshot"' % FEED_VERSION
 CHANGE_TOPIC = b'{"v":%d,"type":"change"' % FEED_VERSION
+MAX_SNAPSHOT = 16 * 1024 * 1024  # ZMQ_MAXMSGSIZE of failmon's SUB: far above 256 services
 
 
 def encode(snapshot: dict) -> bytes:
@@ -29,11 +32,13 @@ def decode_change(frame: bytes) -> str:
     """The node a change hint names; ValueError if the frame is not one."""
     try:
         msg = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ValueError(f"not a change hint: {exc}") from None
-    if not isinstance(msg, dict) or msg.get("v") != FEED_VERSION or msg.get("type") != "change" \
-            or not isinstance(msg.get("node"), str):
+    if not isinstance(msg, dict) or type(msg.get("v")) is not int or msg["v"] != FEED_VERSION \
+            or msg.get("type") != "change":
         raise ValueError("not a version-1 change hint")
+    if not valid_name(msg.get("node")):
+        raise ValueError("a change hint without a valid node name")
     return msg["node"]
 
 
@@ -41,8 +46,9 @@ class BadSnapshot(ValueError):
     """A feed message that is not a well-formed version-1 snapshot."""
 
 
-MAX_TIME = 4e10  # seconds since the epoch (year 3237): what local_time() can still show
+MAX_TIME = LATEST_TIME  # seconds since the epoch (2100-01-01), as in faild's replies
 _LIMIT = 10000   # items in any list of a snapshot
+_TEXT = 4096     # characters in any text of a snapshot
 
 
 def _check(ok: bool, where: str, what: str) -> None:
@@ -51,24 +57,30 @@ def _check(ok: bool, where: str, what: str) -> None:
 
 
 def _text(d: dict, key: str, where: str) -> str:
+    """A text member, made safe for a terminal: stored back without control characters."""
     value = d.get(key)
-    _check(isinstance(value, str), f"{where}.{key}", "not a string")
-    return value
+    _check(isinstance(value, str) and len(value) <= _TEXT, f"{where}.{key}",
+           f"not a string of at most {_TEXT} characters")
+    d[key] = clean_text(value)
+    return d[key]
 
 
 def _number(d: dict, key: str, where: str, optional: bool = False, low: float = 0,
             high: float = MAX_TIME) -> None:
+    """A finite number in [low, high]; an optional one may be missing or null (stored as null)."""
     value = d.get(key)
     if value is None and optional:
+        d[key] = None
         return
-    _check(isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high,
+    _check(type(value) in (int, float) and low <= value <= high,  # NaN is in no range
            f"{where}.{key}", f"not a number in [{low:g}, {high:g}]")
 
 
 def _items(d: dict, key: str, kind: type, where: str, optional: bool = False) -> list | dict:
+    """A list or object member; an optional one that is missing or null is stored empty."""
     value = d.get(key)
     if value is None and optional:
-        return kind()
+        value = d[key] = kind()
     _check(isinstance(value, kind) and len(value) <= _LIMIT, f"{where}.{key}",
            f"not a {kind.__name__} of at most {_LIMIT} items")
     return value
@@ -79,18 +91,27 @@ def _record(item: object, where: str) -> dict:
     return item
 
 
+def _names(s: dict, key: str, where: str) -> None:
+    names = _items(s, key, list, where)
+    _check(all(isinstance(h, str) and len(h) <= _TEXT for h in names), f"{where}.{key}", "not a list of names")
+    s[key] = [clean_text(h) for h in names]
+
+
 def _service(s: dict, where: str) -> None:
     for key in ("name", "state", "role", "decision"):
         _text(s, key, where)
     for key in ("masters", "slaves"):
-        _check(all(isinstance(h, str) for h in _items(s, key, list, where)), f"{where}.{key}", "not a list of names")
+        _names(s, key, where)
     _number(s, "interval", where, high=1e9)
     _number(s, "last_change", where, optional=True)
     _number(s, "last_check", where, optional=True)
+    peers = {}
     for host, p in _items(s, "peers", dict, where).items():
-        p = _record(p, f"{where}.peers.{host}")
+        p = _record(p, f"{where}.peers.{clean_text(host)}")
         for key in ("role", "state", "status"):
-            _text(p, key, f"{where}.peers.{host}")
+            _text(p, key, f"{where}.peers.{clean_text(host)}")
+        peers[clean_text(host)] = p
+    s["peers"] = peers
 
 
 def _host(h: dict, where: str) -> None:
@@ -105,14 +126,20 @@ def _host(h: dict, where: str) -> None:
 def _transition(t: dict, where: str) -> None:
     for key in ("service", "new", "reason"):
         _text(t, key, where)
-    _check(t.get("old") is None or isinstance(t["old"], str), f"{where}.old", "not a string or null")
+    old = t.get("old")
+    _check(old is None or isinstance(old, str) and len(old) <= _TEXT, f"{where}.old", "not a string or null")
+    t["old"] = None if old is None else clean_text(old)
     _number(t, "time", where)
 
 
 def validate(snap: object) -> dict:
-    """``snap`` if every field failmon shows has its type and range; BadSnapshot otherwise."""
-    _check(isinstance(snap, dict) and snap.get("v") == FEED_VERSION and snap.get("type") == "snapshot",
+    """``snap`` if every field failmon shows has its type and range; BadSnapshot otherwise.
+    On the way, text is stripped of control characters (protocol.clean_text) and missing
+    optional members are filled in (null, or an empty list), so every view can show it."""
+    _check(isinstance(snap, dict) and type(snap.get("v")) is int and snap["v"] == FEED_VERSION
+           and snap.get("type") == "snapshot",
            "message", "not a version-1 failsh snapshot")
+    assert isinstance(snap, dict)
     _text(snap, "node", "snapshot")
     _number(snap, "time", "snapshot")
     _number(snap, "seq", "snapshot", high=2**63)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 import attrs
 import zmq
 
-from failover import keys, lease, metrics, monitor, protocol, server
-from failover.client import configure_socket, reconnect, record_from_wire
-from failover.model import ServiceRecord
+from failover import daemon, keys, lease, metrics, model, monitor, protocol, server
+from failover.client import configure_socket, reconnect
+from failover.model import HostInfo, ServiceRecord
 from failover.states import State
 
 log = logging.getLogger("failover.peers")
@@ -274,7 +274,7 @@ class NetThread(threading.Thread):
         for name, spec in wanted.items():
             if name not in peers:
                 sock = self._ctx.socket(zmq.DEALER)
-                configure_socket(sock)
+                configure_socket(sock, spec.deadtime)
                 sock.setsockopt(zmq.IMMEDIATE, 1)  # don't queue polls for a peer that is down
                 if spec.curve is not None:
                     keys.client_socket(sock, spec.curve.identity, spec.curve.server)
@@ -295,7 +295,7 @@ class NetThread(threading.Thread):
         if not spec.hint:
             return None
         sock = self._ctx.socket(zmq.SUB)
-        configure_socket(sock)
+        configure_socket(sock, spec.deadtime)
         sock.rcvhwm = 16
         sock.setsockopt(zmq.SUBSCRIBE, monitor.CHANGE_TOPIC)
         try:
@@ -342,13 +342,21 @@ class NetThread(threading.Thread):
             changed |= self._reply(peer, frames[-1])
 
     def _reply(self, peer: _Peer, frame: bytes) -> bool:
+        """Take one reply; a malformed one, or one from a faild that is not the host we
+        meant to poll, counts as no reply (the peer goes FAIL after its dead time)."""
         try:
             reply = protocol.decode_reply(frame)
+            sent = peer.sent.pop(str(reply.get("id")), None)
+            if sent is None:
+                return False
+            host, lease_left, records = _parse_list(reply)
         except protocol.ProtocolError as exc:
-            log.warning("bad reply from %s: %s", peer.spec.name, exc)
+            BAD_REPLIES.log(logging.WARNING, peer.spec.name, "bad reply from %s: %s", peer.spec.name, exc)
             return False
-        sent = peer.sent.pop(str(reply.get("id")), None)
-        if sent is None:
+        if host is not None and host.name != peer.spec.name:
+            BAD_REPLIES.log(logging.ERROR, peer.spec.name, "%s at %s answers as %r, not %r: counted as not "
+                            "answering (check its faild -N and failsh's failhost/-P address)",
+                            peer.spec.name, peer.spec.endpoint, host.name, peer.spec.name)
             return False
         now = time.monotonic()
         peer.last_ok = now
@@ -360,9 +368,8 @@ class NetThread(threading.Thread):
                 log.warning("%s refused our poll: %s", peer.spec.name, error)
             peer.view = attrs.evolve(old, status=UP, error=error, last_seen=time.time())
             return old.status != UP or old.error != error
-        host = reply.get("host") or {}
         fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
-                        "lease": host.get("lease"), "started": host.get("started")}
+                        "lease": lease_left, "started": host.started if host else None}
         if peer.spec.name == self.local.name and old.lease is None and fields["lease"] is not None:
             self._hint()  # we hold a lease now: a slave can hand back to us
         fields["leased"] = old.leased or fields["lease"] is not None
@@ -371,8 +378,8 @@ class NetThread(threading.Thread):
             fields["leased"] = fields["lease"] is not None
             if peer.spec.name == self.local.name:
                 self._renew_now = True  # and that failsh is us
-        if "services" in reply:
-            fields["services"] = {s["name"]: record_from_wire(s) for s in reply["services"]}
+        if records is not None:
+            fields["services"] = {r.name: r for r in records}
         peer.view = attrs.evolve(old, **fields)
         return (old.status != UP or (old.lease is None) != (peer.view.lease is None)
                 or _states(old) != _states(peer.view) or old.started != peer.view.started)
@@ -436,6 +443,19 @@ class NetThread(threading.Thread):
                     peers[self.local.name].sock.poll(500)
                     self._hint()  # peers may take over now: our services count FAIL
                 arg.set()
+
+
+BAD_REPLIES = daemon.RateLimit(log, "bad replies", burst=1, period=10.0)
+
+
+def _parse_list(reply: dict) -> tuple[HostInfo | None, float | None, list[ServiceRecord] | None]:
+    """The host, its lease's seconds left and the service records of an ok reply (None
+    where absent); ProtocolError (BADREPLY) if any field is malformed: a peer's bug must
+    not stop this thread."""
+    if not reply["ok"]:
+        return None, None, None
+    parsed = model.reply_from_wire(reply)
+    return parsed.host, parsed.host.lease if parsed.host else None, parsed.services
 
 
 def _rearm(peer: _Peer) -> None:

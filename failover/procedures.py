@@ -60,9 +60,10 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
     return State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL"
 
 
-def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float,
+def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float | None,
                 out: list | None = None) -> tuple[ScriptResult, int | None]:
-    """Call ``run`` (a Tcl evaluation on this thread) under a watchdog of ``timeout`` s.
+    """Call ``run`` (a Tcl evaluation on this thread) under a watchdog of ``timeout`` s
+    (None: no time bound, only :func:`cancel_running` ends it: a command typed at the prompt).
 
     Returns its result and, if the watchdog fired, how many processes it killed (else None).
     ``out`` receives the watchdog (its ``why`` says timeout or cancel).
@@ -87,9 +88,15 @@ def cancel_running(why: str) -> int:
     timeout had fired; return how many there were."""
     running = list(_running)
     for watchdog in running:
-        watchdog.timer.cancel()
+        watchdog.finish_timer()
         watchdog.fire(why)
     return len(running)
+
+
+def cancel_stuck(interp_addr: int) -> bool:
+    """From any thread: unwind whatever Tcl evaluation runs in that interpreter now, guarded
+    or not (an ``after`` script that never returns, when SIGTERM found the thread stuck)."""
+    return cancel_eval(interp_addr, _TCL_CANCEL_UNWIND)
 
 
 def running() -> bool:
@@ -98,10 +105,11 @@ def running() -> bool:
 
 
 def busy_until() -> float:
-    """The monotonic time by which the guarded evaluations in progress end at the latest
-    (the outermost one's deadline, plus a second for the cancel); 0.0 if none runs."""
-    running = list(_running)  # read from the network thread
-    return running[0].deadline + 1.0 if running else 0.0
+    """The monotonic time by which the time-bounded evaluations in progress end at the
+    latest, plus a second for the cancel; 0.0 if none runs.  An unbounded one (a command at
+    the prompt) does not count: failsh is not deciding while it runs."""
+    deadlines = [w.deadline for w in list(_running) if w.deadline is not None]  # network thread
+    return max(deadlines) + 1.0 if deadlines else 0.0
 
 
 def _boolean(tcl: TclHost, value: str) -> bool | None:
@@ -114,7 +122,7 @@ def _boolean(tcl: TclHost, value: str) -> bool | None:
 class _Watchdog:
     """Ends the running procedure after ``timeout`` seconds, from its own thread."""
 
-    def __init__(self, tcl: TclHost, timeout: float) -> None:
+    def __init__(self, tcl: TclHost, timeout: float | None) -> None:
         self.before = set(_children(os.getpid()))
         self.interp_addr = tcl.interp.interpaddr()
         # Inside a Tcl command (startservice, a trap) an unwinding cancel would also end the
@@ -124,15 +132,20 @@ class _Watchdog:
         self.done = False
         self.fired = False
         self.killed = 0
-        self.why = f"timed out after {timeout:g} s"
-        self.deadline = time.monotonic() + timeout
-        self.timer = threading.Timer(timeout, self.fire)
-        self.timer.daemon = True
-        self.timer.start()
+        self.why = f"timed out after {timeout:g} s" if timeout is not None else "cancelled"
+        self.deadline = time.monotonic() + timeout if timeout is not None else None
+        self.timer = threading.Timer(timeout, self.fire) if timeout is not None else None
+        if self.timer is not None:
+            self.timer.daemon = True
+            self.timer.start()
+
+    def finish_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     def finish(self) -> bool:
         """The procedure returned: disarm; True if the timeout had fired."""
-        self.timer.cancel()
+        self.finish_timer()
         with self.lock:
             self.done = True
             return self.fired

@@ -52,6 +52,24 @@ def valid_name(name: object) -> bool:
     return isinstance(name, str) and bool(_NAME.match(name))
 
 
+# What free text from outside (a ``reason``) may not carry into a log line or a terminal:
+# line breaks (a forged log line), C0 controls with ESC (terminal escapes), DEL, C1, the
+# Unicode line and paragraph separators, the bidi controls (text shown reordered) and
+# lone surrogates (which no UTF-8 stream can write).  Line breaks and tabs become a
+# space, the rest goes.
+_SPACES = "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85\u2028\u2029"
+_CLEAN = {c: None for c in [*range(0x20), *range(0x7f, 0xa0), 0x061c, 0x200e, 0x200f,
+                            *range(0x202a, 0x202f), *range(0x2066, 0x206a)]}
+_CLEAN.update({ord(c): " " for c in _SPACES})
+_CLEAN.update({c: "\ufffd" for c in range(0xd800, 0xe000)})
+_DIRTY = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without control characters (see _CLEAN): safe to log and to print."""
+    return text.translate(_CLEAN) if _DIRTY.search(text) else text
+
+
 @attrs.frozen
 class Request:
     op: str
@@ -176,7 +194,7 @@ def _build(msg: dict, op: str, rid: str | int) -> Request:
         raise ProtocolError("BADREQUEST", "field 'pidstart' must be an integer 0..2**63-1")
     return Request(op=op, id=rid, ttl=float(ttl), pid=pid, pidstart=pidstart,
                    community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
-                   service=service, state=state, reason=_text(msg, "reason"), limit=limit,
+                   service=service, state=state, reason=clean_text(_text(msg, "reason")), limit=limit,
                    facility=_text(msg, "facility", "", 32) or None,
                    level=_text(msg, "level", "", 16) or None)
 

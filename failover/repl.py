@@ -10,13 +10,16 @@ failsh waits for the next line, and no prompt is printed.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import re
+import signal
 import sys
 import tkinter
 from collections import deque
 from pathlib import Path
 
+from failover import procedures
 from failover.failsh import Engine
 
 try:
@@ -28,7 +31,8 @@ _EXIT = re.compile(r"exit(?:\s+(\d{1,3}))?;?")
 HISTORY = Path(os.environ.get("FAILSH_HISTORY", Path.home() / ".failsh_history"))
 BANNER = """failsh interactive shell on node {node}.  Tcl {tcl} with the failover commands.
 Try: failsvc web masters {{a b}} ; whatif web a FAIL b UP ; peers ; services ; schedule on
-Scheduling is {sched}; Ctrl-D quits, Ctrl-C discards a partial command."""
+Scheduling is {sched}; Ctrl-D quits, Ctrl-C drops the line or interrupts a command."""
+PROMPT, MORE = "failsh% ", "     > "
 
 
 class Completer:
@@ -120,60 +124,114 @@ class LineReader:
         return self.lines.popleft() if self.lines else None
 
 
-def interact(engine: Engine) -> int:
-    interp = engine.tcl.interp
-    tty = sys.stdin.isatty()
-    reader = None
-    if tty:
-        _setup_readline(engine)
-        print(BANNER.format(node=engine.opts.node, tcl=interp.eval("info patchlevel"),
-                            sched="on" if engine.scheduling else "off (type: schedule on)"))
-    else:
-        reader = LineReader(interp, sys.stdin.fileno())
-    buf = ""
-    failures = 0
-    while True:
-        if reader is not None:
-            sys.stdout.flush()
-            line = reader.readline()
-            if line is None:
-                if buf.strip():
-                    print(f"error: incomplete command at end of input: {buf.strip()[:60]}", file=sys.stderr)
-                    return 1
-                return 1 if failures else 0  # piped commands: like a script, report failure
+class Prompt:
+    """The read-eval-print loop.  Ctrl-C works as in a shell: at the prompt it drops the
+    line being typed (and a partial multi-line command); while a command runs it cancels
+    that command and what it started.  It never raises KeyboardInterrupt (failsh's signal
+    thread calls :meth:`interrupt` and then :meth:`discard_line` on the Tcl thread), so no
+    traceback and never an exit that would stop the host's services."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.running = False     # a typed command is being evaluated
+        self.discarded = False   # Ctrl-C at the prompt: the partial command is dropped
+
+    def interrupt(self, signum: int) -> None:
+        """Signal thread: Ctrl-C cancels the command running now, if any."""
+        if signum == signal.SIGINT and self.running:
+            procedures.cancel_running("interrupted (Ctrl-C)")
+
+    def discard_line(self) -> None:
+        """Tcl thread, after a Ctrl-C: at the prompt, drop what was typed and prompt again."""
+        if self.running:
+            return  # the command's own error reports it
+        self.discarded = True
+        sys.stdout.write("^C\n")
+        sys.stdout.flush()
+        rl = _libreadline()
+        if rl is not None and sys.stdin.isatty():
+            rl.rl_replace_line(b"", 0)
+            rl.rl_set_prompt(PROMPT.encode())
+            rl.rl_on_new_line()
+            rl.rl_redisplay()
+
+    def interact(self) -> int:
+        engine = self.engine
+        interp = engine.tcl.interp
+        tty = sys.stdin.isatty()
+        reader = None
+        if tty:
+            _setup_readline(engine)
+            print(BANNER.format(node=engine.opts.node, tcl=interp.eval("info patchlevel"),
+                                sched="on" if engine.scheduling else "off (type: schedule on)"))
         else:
-            try:
-                line = input("failsh% " if not buf else "     > ")
-            except EOFError:
-                print()
-                return 0
-            except KeyboardInterrupt:
-                print()
-                buf = ""
+            reader = LineReader(interp, sys.stdin.fileno())
+        buf = ""
+        failures = 0
+        while True:
+            if reader is not None:
+                sys.stdout.flush()
+                line = reader.readline()
+                if line is None:
+                    if buf.strip():
+                        print(f"error: incomplete command at end of input: {buf.strip()[:60]}", file=sys.stderr)
+                        return 1
+                    return 1 if failures else 0  # piped commands: like a script, report failure
+            else:
+                try:
+                    line = input(PROMPT if not buf else MORE)
+                except EOFError:
+                    print()
+                    return 0
+            if self.discarded:
+                buf, self.discarded = "", False
+            buf += line + "\n"
+            if str(interp.call("info", "complete", buf)) == "0":
                 continue
-        buf += line + "\n"
-        if str(interp.call("info", "complete", buf)) == "0":
-            continue
-        script, buf = buf.strip(), ""
-        if not script:
-            continue
-        if readline is not None and tty:
-            readline.add_history(script.replace("\n", " "))
-        typed_exit = _EXIT.fullmatch(script)
-        if typed_exit:  # Tcl's exit would end the process without the shutdown (lease, history)
-            return int(typed_exit.group(1) or 0)
-        result = engine.tcl.run(script)
+            script, buf = buf.strip(), ""
+            if not script:
+                continue
+            if readline is not None and tty:
+                readline.add_history(script.replace("\n", " "))
+            typed_exit = _EXIT.fullmatch(script)
+            if typed_exit:  # Tcl's exit would end the process without the shutdown (lease, history)
+                return int(typed_exit.group(1) or 0)
+            failures += not self._run(script)
+            sys.stdout.flush()
+            _pump(interp)
+            if engine.exit_status is not None:  # a proc called exit
+                return engine.exit_status
+
+    def _run(self, script: str) -> bool:
+        """Evaluate one typed command and print its result or error; False on error."""
+        self.running = True
+        try:
+            result, killed = procedures.run_guarded(self.engine.tcl, lambda: self.engine.tcl.run(script), None)
+        finally:
+            self.running = False
+        if killed is not None:
+            print(f"interrupted{f'; {killed} processes it started were killed' if killed else ''}", file=sys.stderr)
+            return False
         if result.ok:
             if result.value:
                 print(result.value)
-        else:
-            where = f" ({result.where})" if result.where else ""
-            print(f"error: {result.value}{where}", file=sys.stderr)
-            failures += 1
-        sys.stdout.flush()
-        _pump(interp)
-        if engine.exit_status is not None:  # a proc called exit
-            return engine.exit_status
+            return True
+        where = f" ({result.where})" if result.where else ""
+        print(f"error: {result.value}{where}", file=sys.stderr)
+        return False
+
+
+def _libreadline() -> ctypes.CDLL | None:
+    """GNU readline's C API (to drop the typed line from a Ctrl-C handler); None with libedit."""
+    if readline is None or "GNU" not in (readline.__doc__ or ""):
+        return None
+    try:
+        lib = ctypes.CDLL(readline.__file__)  # its symbols and those of libreadline it links
+        lib.rl_replace_line.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.rl_set_prompt.argtypes = [ctypes.c_char_p]
+        return lib
+    except (OSError, AttributeError):
+        return None
 
 
 def _pump(interp: tkinter.Tcl) -> None:

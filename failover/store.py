@@ -9,10 +9,12 @@ file faild starts with never breaks a reader later (docs/faild.md, "State file")
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import logging
-import math
 import os
+import re
 import reprlib
 import stat
 import tempfile
@@ -21,16 +23,16 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from failover import protocol
+from failover import model, protocol
 from failover.model import ServiceRecord, Transition
-from failover.states import State, parse_state
+from failover.states import State
 
 log = logging.getLogger("failover.store")
 FILE_FORMAT = 1
 HISTORY_LIMIT = 500
 MAX_FILE = 16 * 1024 * 1024  # far above 256 services + 500 transitions (~200 KiB)
-MAX_REASON = 256  # what protocol accepts in a set request
-LATEST_TIME = 4102444800.0  # 2100-01-01: later "times" are garbage, not clock skew
+MAX_REASON = model.MAX_REASON  # what protocol accepts in a set request
+LATEST_TIME = model.LATEST_TIME
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -58,7 +60,7 @@ class Store:
             _check(len(services) <= protocol.MAX_SERVICES, f"more than {protocol.MAX_SERVICES} services")
             for i, d in enumerate(services):
                 rec = _record(d, f"services[{i}]")
-                _check(rec.name not in self.records, f"services[{i}]: service {rec.name!r} twice")
+                _check(rec.name not in self.records, f"services[{i}].name: service {rec.name!r} twice")
                 self.records[rec.name] = rec
             for i, t in enumerate(_field(data, "history", list, default=[])):
                 self.history.append(_transition(t, f"history[{i}]"))
@@ -84,6 +86,7 @@ class Store:
         old = self.records.get(name)
         if old is not None and old.state is state:
             return old, False
+        reason = protocol.clean_text(reason)[:MAX_REASON]  # as the loader wants it (hc's reasons too)
         counter = self.counter + 1
         now = time.time()
         rec = ServiceRecord(name=name, state=state, last_change=now, counter=counter)
@@ -115,7 +118,10 @@ class Store:
         if self.path is None:
             return
         target = write_target(self.path)
-        for tmp in target.parent.glob(f".{target.name}.*"):
+        ours = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}")  # what mkstemp names (atomic_write)
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*"):
+            if not ours.fullmatch(tmp.name):  # .faild.state.bak is the admin's
+                continue
             try:
                 if stat.S_ISREG(tmp.lstat().st_mode):
                     tmp.unlink()
@@ -137,41 +143,55 @@ def write_target(path: Path) -> Path:
 
 def read_state_file(path: Path) -> bytes | None:
     """The state file's bytes, or None if there is none; StateFileError if it cannot be used.
-    Opened non-blocking and read with a bound: a FIFO or a device cannot hang or flood faild."""
+    A dangling symlink is an error (see write_target); the rest as :func:`read_file`."""
     try:
         target = write_target(path)
         if not target.exists():
             return None
-        _regular(path, target.stat())  # before open: opening some devices has effects
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, StateFileError) as exc:
-        raise StateFileError(f"cannot use state file {path}: {exc}") from None
+        return read_file(target, MAX_FILE, "state file", shown=path)
+    except ValueError as exc:  # names the file already
+        raise StateFileError(str(exc)) from None
+    except OSError as exc:
+        raise StateFileError(f"cannot use state file {path}: {exc.strerror or exc}") from None
+
+
+def read_file(path: Path, limit: int, what: str = "file", shown: Path | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (symlinks followed), at most ``limit`` of them.
+
+    For every file failover reads from an admin (state, community, key files): opened
+    non-blocking after a stat, so a FIFO or a device can neither hang the reader nor flood
+    its memory.  ValueError (not a regular file, too large) or OSError (cannot open/read),
+    each naming ``what`` and ``shown`` (default ``path``)."""
+    shown = path if shown is None else shown
+    _regular(shown, os.stat(path), what, limit)  # before open: opening some devices has effects
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        _regular(path, os.fstat(fd))  # replaced between stat and open?
+        _regular(shown, os.fstat(fd), what, limit)  # replaced between stat and open?
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_FILE:
-                raise StateFileError(f"state file {path} is larger than {MAX_FILE} bytes")
+            if size > limit:  # grew while read
+                raise ValueError(f"{what} {shown} is larger than {limit} bytes")
         return b"".join(chunks)
-    except OSError as exc:
-        raise StateFileError(f"cannot read state file {path}: {exc}") from None
     finally:
         os.close(fd)
 
 
-def _regular(path: Path, st: os.stat_result) -> None:
+def _regular(path: Path, st: os.stat_result, what: str, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "special")
-        raise StateFileError(f"state file {path} is {kind}, not a regular file")
-    if st.st_size > MAX_FILE:
-        raise StateFileError(f"state file {path} is larger than {MAX_FILE} bytes ({st.st_size})")
+        raise ValueError(f"{what} {path} is {kind}, not a regular file")
+    if st.st_size > limit:
+        raise ValueError(f"{what} {path} is larger than {limit} bytes ({st.st_size})")
 
 
 def make_dir(path: Path, mode: int = DIR_MODE) -> None:
-    """mkdir -p whose new directories get ``mode`` whatever the umask; existing ones are kept."""
+    """mkdir -p whose new directories get ``mode`` whatever the umask; existing ones are kept.
+    NotADirectoryError if ``path`` (or a parent) is something else."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
     missing = []
     while not path.exists() and path != path.parent:
         missing.append(path)
@@ -206,7 +226,8 @@ def atomic_write(path: Path, payload: bytes, mode: int = FILE_MODE) -> None:
         os.close(dfd)
 
 
-# Field checks for _load: each raises ValueError naming where the bad value is ------
+# Field checks for _load: each raises ValueError naming where the bad value is; the
+# records and transitions are read by the same code as a reply's (model.from_wire) ------
 def _check(ok: bool, what: str) -> None:
     if not ok:
         raise ValueError(what)
@@ -221,24 +242,6 @@ def _field(d: dict, key: str, kind: type, where: str = "top level", default: Any
     return value
 
 
-def _object(d: Any, where: str) -> dict:
-    _check(isinstance(d, dict), f"{where}: expected an object, got {reprlib.repr(d)}")
-    return d
-
-
-def _name(d: dict, key: str, where: str) -> str:
-    value = _field(d, key, str, where)
-    _check(protocol.valid_name(value), f"{where}: invalid name {reprlib.repr(value)}")
-    return value
-
-
-def _time(d: dict, key: str, where: str) -> float:
-    value = d.get(key)
-    ok = type(value) in (int, float) and math.isfinite(value) and 0 <= value <= LATEST_TIME
-    _check(ok, f"{where}: {key} must be a time in seconds since 1970, not {reprlib.repr(value)}")
-    return float(value)
-
-
 def _count(d: dict, key: str, where: str) -> int:
     value = d.get(key)
     _check(type(value) is int and 0 <= value < 2**63, f"{where}: {key} must be a whole number >= 0, "
@@ -246,25 +249,9 @@ def _count(d: dict, key: str, where: str) -> int:
     return value
 
 
-def _state(d: dict, key: str, where: str) -> State:
-    value = _field(d, key, str, where)
-    try:
-        return parse_state(value)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
 def _record(d: Any, where: str) -> ServiceRecord:
-    d = _object(d, where)
-    return ServiceRecord(name=_name(d, "name", where), state=_state(d, "state", where),
-                         last_change=_time(d, "last_change", where), counter=_count(d, "counter", where))
+    return ServiceRecord.from_wire(d, where)  # ProtocolError is a ValueError
 
 
 def _transition(t: Any, where: str) -> Transition:
-    t = _object(t, where)
-    old = t.get("old")
-    reason = _field(t, "reason", str, where, "")
-    _check(len(reason) <= MAX_REASON, f"{where}: reason longer than {MAX_REASON} characters")
-    return Transition(service=_name(t, "service", where), old=_state(t, "old", where) if old else None,
-                      new=_state(t, "new", where), time=_time(t, "time", where),
-                      counter=_count(t, "counter", where), reason=reason)
+    return Transition.from_wire(t, where)

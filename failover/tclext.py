@@ -320,9 +320,14 @@ class Commands:
         log.log(levels[level], "%s", " ".join(message))
         return ""
 
-    def cmd_ipaddrs(self, dev: str) -> tuple:
-        """fo::ipaddrs DEVICE: every address (IPv4 and IPv6, canonical, no prefix) on DEVICE,
-        from ``ip -j addr show``; empty if the device does not exist."""
+    def cmd_ipaddrs(self, *args: str) -> tuple:
+        """fo::ipaddrs ?-prefix? DEVICE: every address (IPv4 and IPv6, canonical; with -prefix
+        as ADDRESS/PREFIXLEN, the length the interface has) on DEVICE, from ``ip -j addr show``;
+        empty if the device does not exist."""
+        with_prefix = args[:1] == ("-prefix",)
+        if len(args) != 1 + with_prefix:
+            raise TclCommandError('wrong # args: should be "fo::ipaddrs ?-prefix? device"', "TCL", "WRONGARGS")
+        dev = args[-1]
         try:
             r = subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
                                timeout=10)
@@ -331,8 +336,8 @@ class Commands:
         if r.returncode != 0:
             return ()
         try:
-            return tuple(str(ipaddress.ip_address(a["local"])) for link in json.loads(r.stdout or "[]")
-                         for a in link.get("addr_info", []) if "local" in a)
+            return tuple(str(ipaddress.ip_address(a["local"])) + (f"/{int(a['prefixlen'])}" if with_prefix else "")
+                         for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", []) if "local" in a)
         except (ValueError, TypeError, KeyError) as exc:
             raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
 

@@ -615,6 +615,27 @@ class Testbed:
         out = _cmd(["ip", "-n", self._node(host).ns, "-j", f"-{family}", "addr", "show", "dev", "eth0"]).stdout
         return [a["local"] for i in json.loads(out or "[]") for a in i.get("addr_info", [])]
 
+    def holders(self, addr: str | None = None) -> list[str]:
+        """Names of the hosts that have `addr` (default: the VIP; IPv4 or IPv6) on eth0."""
+        addr = addr or self.vip
+        family = 6 if ":" in addr else 4
+        return [h.name for h in self.hosts if addr in self.addresses(h, family)]
+
+    def mac(self, host: Host | str) -> str:
+        """The hardware address of `host`'s eth0 (lower case, colons)."""
+        out = _cmd(["ip", "-n", self._node(host).ns, "-j", "link", "show", "dev", "eth0"]).stdout
+        return str(json.loads(out)[0]["address"])
+
+    def neighbour(self, host: Host | str, addr: str) -> tuple[str | None, str | None]:
+        """(MAC, state) of `host`'s neighbour-table entry for `addr` on eth0 (``ip neigh``,
+        reads the table, sends nothing); (None, None) if there is none."""
+        out = _cmd(["ip", "-n", self._node(host).ns, "-j", "neigh", "show", "to", addr, "dev", "eth0"]).stdout
+        for e in json.loads(out or "[]"):
+            if e.get("dst") == addr:
+                states = e.get("state") or [None]
+                return e.get("lladdr"), states[0]
+        return None, None
+
     def has_vip(self, host: Host | str) -> bool:
         return self.vip in self.addresses(host)
 
@@ -691,15 +712,17 @@ class Testbed:
         return p
 
     def start_failsh(self, host: Host | str, policy: Path | str, *, env: dict[str, str] | None = None,
-                     tag: str = "failover", args: Sequence[str] = ()) -> subprocess.Popen[Any]:
+                     tag: str = "failover", args: Sequence[str] = (),
+                     wrapper: Sequence[str] = ()) -> subprocess.Popen[Any]:
         """failsh -f `policy` in `host`: -N host, ``-P name=address`` for every other host
         of the bed (the namespaces share one host name and have no DNS), the monitor feed
         on its default port (peers take change hints from it), no control port, pid and
-        dump files under ``failover_dir``."""
+        dump files under ``failover_dir``.  `wrapper` goes before the command, e.g.
+        ``["setpriv", "--bounding-set", "-net_raw"]`` to run it without CAP_NET_RAW."""
         node = self._node(host)
         d = self.failover_dir(node, tag)
         peers = [a for h in self.hosts if h.name != node.name for a in ("-P", f"{h.name}={h.addr}")]
-        return self.run(node, [sys.executable, "-m", "failover.cli.failsh", "-F", "-N", node.name,
+        return self.run(node, [*wrapper, sys.executable, "-m", "failover.cli.failsh", "-F", "-N", node.name,
                                "-f", str(policy), "-i", str(d / "failsh.pid"), "-l", str(d / "failsh.dump"),
                                "-D", "0", *peers, *args], env=env, log_name="failsh")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -188,7 +189,8 @@ def test_failkey_directory_that_is_a_file(tmp_path: Path) -> None:
     f.write_text("not a directory\n")
     r = run_cli("failkey", "-d", str(f), "www1")
     assert r.returncode == 5
-    assert r.stderr.strip() == f"failkey: cannot write the key pair in {f}: File exists"
+    # ENOTDIR, not EEXIST: "File exists" would read as "the key files exist already"
+    assert r.stderr.strip() == f"failkey: cannot write the key pair in {f}: Not a directory"
     assert f.read_text() == "not a directory\n" and "Traceback" not in r.stderr
 
 
@@ -259,3 +261,61 @@ def test_hostile_faild_reply_is_one_line(zctx: zmq.Context, prog: str, fields: d
     assert "Traceback" not in r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: "), r.stderr
+
+
+HOSTILE_HC = {
+    "details of every wrong type": {"host": HOST, "services": [{**RECORD, "hc": {
+        "last_check": "now", "latency": "fast", "ok": "yes", "detail": ["x"], "fall": "2", "rise": None,
+        "interval": math.nan, "deps": [1, 2], "recent": "+-x", "kind": {"a": 1}, "reason": 5}}], "history": []},
+    "details a list": {"host": HOST, "services": [{**RECORD, "hc": ["tcp"]}], "history": []},
+    "details with escapes": {"host": HOST, "services": [{**RECORD, "hc": {
+        "kind": "tcp", "last_check": NOW, "latency": 1e300, "ok": True, "detail": "\x1b[2Jok\nforged",
+        "fall": 2, "rise": 2, "interval": 1e300}}], "history": []},
+    "numeric service name": HOSTILE_REPLIES["numeric service name"],
+    "history time NaN": HOSTILE_REPLIES["history time NaN"],
+}
+
+
+@pytest.mark.parametrize("fields", HOSTILE_HC.values(), ids=HOSTILE_HC.keys())
+def test_hcmon_on_a_hostile_hc(zctx: zmq.Context, fields: dict) -> None:
+    hc = HostileFaild(zctx, fields)
+    try:
+        r = run_cli("hcmon", "--history", "5", f"127.0.0.1:{hc.port}")
+    finally:
+        hc.close()
+    assert "Traceback" not in r.stdout + r.stderr and "\x1b" not in r.stdout
+    assert r.stdout.startswith("<!DOCTYPE html>") and r.stdout.rstrip().endswith("</html>")
+    if "hc" in fields["services"][0]:  # bad details: left out, the rest shown
+        assert r.returncode == 0, r.stderr
+        assert "<td>web" in r.stdout
+    else:
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert 'class="error">bad reply from' in r.stdout
+
+
+@pytest.mark.parametrize(("args", "status"), [
+    (["-1", "-t", "nan", "127.0.0.1:1"], 2), (["-1", "-t", "1e300", "127.0.0.1:1"], 2),
+    (["-1", "-t", "0", "127.0.0.1:1"], 2), (["-l", "--every", "nan", "127.0.0.1:1"], 2),
+    (["-l", "--count", "-1", "127.0.0.1:1"], 2), (["-h", "--refresh", "x", "127.0.0.1:1"], 2),
+    (["-1", "-t", "0.2", "tcp://"], 4), (["-1", "-t", "0.2", "nosuch://x"], 4), (["-1", "-t", "0.2", "[::1"], 4),
+])
+def test_failmon_odd_arguments(args: list[str], status: int) -> None:
+    r = run_cli("failmon", *args)
+    assert r.returncode == status, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip()
+    if status != 2:
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(("prog", "args"), [
+    ("failstat", ["-t", "0.2", "\udcff"]), ("failc", ["-t", "0.2", "-h", "\udcff", "web"]),
+    ("failmon", ["-1", "-t", "0.2", "\udcff"]), ("hcmon", ["-t", "0.2", "\udcff"]),
+    ("failkey", ["--show", "/nonexistent/\udcff.key"]), ("faildebug", ["-t", "0.2", "-h", "\udcff", "all", "info"]),
+])
+def test_argument_that_is_not_utf8(prog: str, args: list[str], tmp_path: Path) -> None:
+    """A byte string that is not UTF-8 (here b'\\xff') comes back in messages as a lone
+    surrogate; a strict UTF-8 stdout/stderr (as in an en_US.UTF-8 locale) must not turn
+    that into a traceback."""
+    r = run_cli(prog, *args, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert "Traceback" not in r.stderr and r.returncode in (1, 3, 4, 5), (r.returncode, r.stderr)
+    assert "\\udcff" in r.stdout + r.stderr

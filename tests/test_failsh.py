@@ -7,6 +7,7 @@ process they started, whatever the outcome.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -452,8 +454,9 @@ class Pty:
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.master, slave = os.openpty()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     start_new_session=True)
+        # its own session with the terminal as controlling tty, so Ctrl-C sends SIGINT
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         os.close(slave)
         self.out = b""
         self.pos = 0
@@ -520,6 +523,47 @@ def test_repl_on_a_terminal(faild: FaildProcess, tmp_path: Path) -> None:
     # a prompt without scheduling writes nothing into faild
     with faild.client() as c:
         assert c.list()[1] == []
+
+
+def test_ctrl_c_at_the_prompt_drops_the_line_and_interrupts_commands(faild: FaildProcess, tmp_path: Path) -> None:
+    """Ctrl-C as in a shell: the half-typed line (and a partial multi-line command) is
+    dropped, a running command (a Tcl loop, a blocking exec) is interrupted; never a
+    traceback, and failsh keeps running with its services (here: scheduling on)."""
+    env = {**os.environ, "TERM": "dumb", "INPUTRC": "/dev/null", "FAILSH_HISTORY": str(tmp_path / "hist")}
+    term = Pty([sys.executable, "-m", "failover.cli.failsh", "-N", faild.node, "--faild", faild.address,
+                "-m", "0", "-D", "0"], env)
+    try:
+        term.expect("failsh% ")
+        term.send("failsvc web start {return UP}; schedule on\r")
+        term.expect("failsh% ")
+        term.send("puts half-typed")
+        term.expect("half-typed")
+        term.send("\x03")
+        term.expect("failsh% ")
+        term.send("puts fresh\r")
+        assert "half-typed" not in term.expect("fresh\r\n")    # the new line is not glued to the old one
+        term.send("proc partial {} {\r")
+        term.expect("> ")
+        term.send("\x03")
+        term.expect("failsh% ")
+        term.send("info procs partial\r")
+        term.expect("failsh% ")
+        for command in ("while 1 {}", "exec sleep 100 >@ stdout"):
+            term.send(command + "\r")
+            time.sleep(0.5)
+            term.send("\x03")
+            term.expect("interrupted")
+            term.expect("failsh% ")
+        term.send("getstate web\r")
+        term.expect("UP")
+        assert "Traceback" not in term.out.decode(errors="replace")
+        assert term.proc.poll() is None
+        with faild.client() as c:
+            assert c.get("web").state.value == "UP"  # Ctrl-C never stopped the service
+        term.send("\x04")
+        assert term.proc.wait(10) == 0
+    finally:
+        term.close()
 
 
 def test_repl_piped_keeps_the_event_loop_running(faild: FaildProcess) -> None:

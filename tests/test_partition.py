@@ -13,8 +13,9 @@ the time.  What happens, and what the tests assert:
   witness does not help here: h2 still reaches h3, so it is allowed to take over.
 * **h2 cut off from everyone** (link down): with ``failsvc ip witnesses {h3}`` it cannot
   reach the witness and stays RECOVER; with a tie-breaker that asks "can I reach the
-  client's address?" (arping) it stays RECOVER too.  With the guard, a master that is
-  really gone is still taken over (h2 reaches the witness / the client).
+  client network?" (one TCP request to a server in the client namespace) it stays RECOVER
+  too.  With the guard, a master that is really gone is still taken over (h2 reaches the
+  witness / the client).
 * **Crash soak**: kill -9 of a random daemon on a random host every few seconds for a
   minute, each restarted shortly after; afterwards exactly one host is UP per service,
   the VIPs are where the policy puts them, and every faild's state file is valid JSON
@@ -29,6 +30,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 import time
 
 import pytest
@@ -52,6 +54,7 @@ from test_samples import (
 from failover.store import Store
 from failover.testbed import FailoverHosts, HolderSampler, Testbed, TestbedError, log_tails, wait_until
 from failover.vipclient import Tail, first_ok
+from failover.vipserver import DEFAULT_PORT
 
 
 def _reason() -> str | None:
@@ -218,8 +221,12 @@ def test_witness_keeps_an_isolated_slave_down(bed: Bed) -> None:
 
 def test_tiebreaker_keeps_an_isolated_slave_down(bed: Bed) -> None:
     tb = bed.tb
-    # "Can I still see the client network?": one ARP request to the client's address.
-    bed.start(f"failsvc ip tiebreaker {{fo::sh arping -q -c 1 -w 1 -I eth0 {tb.client.addr}}}\n")
+    # "Can I still see the client network?": one request to a server there (on a real network
+    # this would be `fo::sh ping -c 1 -W 1 GATEWAY`; the bed has no ping, and needs no arping).
+    if not tb.listening(tb.client, DEFAULT_PORT):
+        tb.start_vipserver(tb.client)
+    probe = [sys.executable, "-m", "failover.vipclient", "--once", "--addr", tb.client.addr, "--timeout-ms", "500"]
+    bed.start(f"failsvc ip tiebreaker {{fo::sh {' '.join(probe)}}}\n")
     with HolderSampler(tb) as smp:
         tb.link_down("h2")
         time.sleep(OBSERVE)

@@ -33,13 +33,20 @@ from then on, through the whole handback (h1 RECOVER, h2 stops, h1 starts), no s
 kill9-faild when h1 was slow to notice), clients still send to h2's MAC until h1
 re-announces the address (the service's ``announce`` script, fo::garp); without that they
 wait 30-50 s for their ARP entry to expire.
+
+Every fault runs twice: with the IPv4 VIP and an IPv4 client, and with the IPv6 VIP
+(fd99:N::100/64, added with nodad, announced by unsolicited neighbour advertisements) and
+an IPv6 client; the checks are the same.  ``test_ipfailover_needs_no_arping`` runs the sample
+with both addresses and failsh's PATH stripped of every arping: failover sends its
+announcements itself (failover.announce), so no test here needs arping of either flavour.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -50,12 +57,7 @@ from failover.vipclient import Result, Tail, first_ok, longest_gap
 
 
 def _unavailable() -> str | None:
-    reason = testbed.available()
-    if reason:
-        return reason
-    if shutil.which("arping") is None:
-        return "arping not installed (apt-get install iputils-arping): the samples announce the VIP with it"
-    return None
+    return testbed.available()  # no arping: failover announces addresses itself (failover.announce)
 
 
 _reason = _unavailable()
@@ -91,10 +93,12 @@ FAULT_OVERLAP: dict[str, float | None] = {
 
 # ----- helpers (test_partition.py uses them too) -----------------------------------------------
 
-def gen_policy(out: Path, master: str, slave: str, vip_cidr: str, interval: float = INTERVAL) -> Path:
-    """samples/ipfailover-linux/setup.sh, as an administrator runs it (sed only, no traffic)."""
-    r = subprocess.run(["sh", str(IPFAILOVER / "setup.sh"), "-m", master, "-s", slave, "-a", vip_cidr,
-                        "-d", "eth0", "-i", f"{interval:g}", "-o", str(out)],
+def gen_policy(out: Path, master: str, slave: str, vip_cidr: str | Sequence[str], interval: float = INTERVAL) -> Path:
+    """samples/ipfailover-linux/setup.sh, as an administrator runs it (sed only, no traffic);
+    `vip_cidr` is one address or several (IPv4 and/or IPv6), each one ``-a``."""
+    cidrs = [vip_cidr] if isinstance(vip_cidr, str) else list(vip_cidr)
+    r = subprocess.run(["sh", str(IPFAILOVER / "setup.sh"), "-m", master, "-s", slave,
+                        *[a for c in cidrs for a in ("-a", c)], "-d", "eth0", "-i", f"{interval:g}", "-o", str(out)],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
     return out
@@ -102,8 +106,8 @@ def gen_policy(out: Path, master: str, slave: str, vip_cidr: str, interval: floa
 
 def assert_states(tb: Testbed, service: str, expected: dict[str, str | None], timeout: float = 5.0) -> None:
     """The hosts' faild hold `expected` for `service` within `timeout` s (None: faild does not
-    answer).  A start procedure records UP when it returns, after its arping (about 1 s
-    after the address is up), so the client may be served a moment before faild says UP."""
+    answer).  A start procedure records UP when it returns, after adding the address and
+    starting its announcements, so the client may be served a moment before faild says UP."""
     got: dict[str, str | None] = {}
 
     def ok() -> bool:
@@ -116,7 +120,7 @@ def assert_states(tb: Testbed, service: str, expected: dict[str, str | None], ti
 
 
 def holders(tb: Testbed, addr: str) -> list[str]:
-    return [h.name for h in tb.hosts if addr in tb.addresses(h)]
+    return tb.holders(addr)  # IPv4 or IPv6
 
 
 def wait_served(tail: Tail, host: str, after: float, timeout: float, what: str = "") -> Result:
@@ -165,83 +169,168 @@ def symmetric_setup(tb: Testbed) -> tuple[str, str, dict[str, str]]:
 # ----- samples/ipfailover-linux: the five faults on h1 -------------------------------------------
 
 class IpPair(FailoverHosts):
+    """h1 (master) and h2 (slave) running samples/ipfailover-linux for `cidrs` (IPv4 and/or
+    IPv6), with one vipclient per address in the client namespace (`tails`: address -> its
+    results)."""
+
     master, backup = "h1", "h2"
 
-    def __init__(self, tb: Testbed, tail: Tail) -> None:
-        policy = gen_policy(tb.tmpdir / "ipfailover.tcl", self.master, self.backup, tb.vip_cidr)
-        super().__init__(tb, {self.master: policy, self.backup: policy})
-        self.tail = tail
+    def __init__(self, tb: Testbed, tails: dict[str, Tail], cidrs: Sequence[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.cidrs = list(cidrs or [tb.vip_cidr])
+        policy = gen_policy(tb.tmpdir / f"ipfailover-{time.monotonic_ns()}.tcl", self.master, self.backup, self.cidrs)
+        super().__init__(tb, {self.master: policy, self.backup: policy}, env=env)
+        self.tails = tails
+
+    @property
+    def tail(self) -> Tail:
+        return next(iter(self.tails.values()))
+
+    def wait_alone(self, host: str, timeout: float) -> None:
+        """`host` alone holds every address and serves each to the client (STABLE s)."""
+        end = time.monotonic() + timeout
+        for addr, tail in self.tails.items():
+            wait_alone(self.tb, tail, host, max(1.0, end - time.monotonic()), addr)
 
     def reset(self) -> None:
         """Back to a clean start: every daemon restarted, links up, no VIP anywhere."""
         self.stop()
         for h in (self.master, self.backup):
             self.tb.link_up(h)
-            self.tb.vip_del(h)
+            for cidr in self.cidrs:
+                self.tb.vip_del(h, cidr)
         self.start()
 
 
-@pytest.fixture(scope="module")
-def ip_pair():
+def start_clients(tb: Testbed, addrs: Sequence[str]) -> dict[str, Tail]:
+    return {a: Tail(tb.start_vipclient(duration=900, addr=a)[1]) for a in addrs}
+
+
+@pytest.fixture(scope="module", params=[4, 6], ids=["ipv4", "ipv6"])
+def ip_pair(request: pytest.FixtureRequest):
+    """The IPv4 VIP (10.99.N.100/24) or the IPv6 VIP (fd99:N::100/64) alone, each with its
+    own client; one bed at a time (pytest runs every test of one before making the other)."""
     with Testbed(hosts=["h1", "h2"]) as tb:
         for h in tb.hosts:
             tb.start_vipserver(h)
-        _, results = tb.start_vipclient(duration=900)
-        pair = IpPair(tb, Tail(results))
+        vip, cidr = (tb.vip, tb.vip_cidr) if request.param == 4 else (tb.vip6, tb.vip6_cidr)
+        pair = IpPair(tb, start_clients(tb, [vip]), [cidr])
         pair.start()
-        wait_alone(tb, pair.tail, "h1", 30)
+        pair.wait_alone("h1", 30)
         yield pair
         pair.stop()
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-def test_ipfailover_fault_takeover_and_handback(ip_pair: IpPair, fault: str) -> None:
-    tb, tail, m, b = ip_pair.tb, ip_pair.tail, ip_pair.master, ip_pair.backup
+def fault_cycle(pair: IpPair, fault: str) -> None:
+    """`fault` on the master, the backup takes over every address, the fault is undone, the
+    master takes them back; the checks of the module docstring, for each address."""
+    tb, m, b = pair.tb, pair.master, pair.backup
+    addrs = list(pair.tails)
     try:
-        wait_alone(tb, tail, m, 20)
+        pair.wait_alone(m, 20)
     except TestbedError:  # an earlier test left a mess: start over
-        ip_pair.reset()
-        wait_alone(tb, tail, m, 30)
-    with HolderSampler(tb, [tb.vip]) as smp:
+        pair.reset()
+        pair.wait_alone(m, 30)
+    with HolderSampler(tb, addrs) as smp:
         t_fault = time.monotonic()
-        ip_pair.inject(m, fault)
+        pair.inject(m, fault)
         try:
-            r = wait_served(tail, b, t_fault, TAKEOVER_LIMIT, f"{b} serving after {fault}")
+            served = {a: wait_served(tail, b, t_fault, TAKEOVER_LIMIT, f"{b} serving {a} after {fault}")
+                      for a, tail in pair.tails.items()}
             time.sleep(FAULT_HOLD)
             t_restore = time.monotonic()
-            ip_pair.restore(m, fault)
-            wait_alone(tb, tail, m, HANDBACK_LIMIT)
+            pair.restore(m, fault)
+            pair.wait_alone(m, HANDBACK_LIMIT)
         except TestbedError as e:
-            pytest.fail(f"{fault}: {e}\nVIP holders now {tb.vip_holders()}\n{log_tails(ip_pair.logs())}")
-    takeover = r.t1 - t_fault
-    t_release = release_time(smp, b, t_restore)
-    back = first_ok(tail.since(t_release), t_release, host=m)
-    assert back is not None
-    during = smp.overlaps(None, t_fault, t_restore)
-    after = smp.overlaps(None, t_restore)
-    reannounced = "re-announcing" in (ip_pair.tb.log_path(ip_pair.failsh[m]) or Path("/nonexistent")).read_text()
-    print(f"\n{fault}: takeover {takeover:.2f} s (outage {longest_gap(tail.since(t_fault), t_fault, r.t1):.2f} s), "
-          f"two holders in {len(during)} samples ({overlap_span(during):.2f} s) during the fault and "
-          f"{f'until {after[-1][0] - t_restore:.2f} s after' if after else 'none after'} the restore; {b} let go "
-          f"{t_release - t_restore:.2f} s after the restore, the client served by {m} {back.t1 - t_release:.2f} s "
-          f"later{' (re-announced)' if reannounced else ''}")
+            pytest.fail(f"{fault}: {e}\nholders now {({a: tb.holders(a) for a in addrs})}\n{log_tails(pair.logs())}")
+    reannounced = "re-announcing" in (tb.log_path(pair.failsh[m]) or Path("/nonexistent")).read_text()
+    for addr, tail in pair.tails.items():
+        r = served[addr]
+        takeover = r.t1 - t_fault
+        t_release = release_time(smp, b, t_restore, addr)
+        back = first_ok(tail.since(t_release), t_release, host=m)
+        assert back is not None
+        during = smp.overlaps(addr, t_fault, t_restore)
+        after = smp.overlaps(addr, t_restore)
+        print(f"\n{fault} {addr}: takeover {takeover:.2f} s (outage "
+              f"{longest_gap(tail.since(t_fault), t_fault, r.t1):.2f} s), two holders in {len(during)} samples "
+              f"({overlap_span(during):.2f} s) during the fault and "
+              f"{f'until {after[-1][0] - t_restore:.2f} s after' if after else 'none after'} the restore; {b} let "
+              f"go {t_release - t_restore:.2f} s after the restore, the client served by {m} "
+              f"{back.t1 - t_release:.2f} s later{' (re-announced)' if reannounced else ''}")
 
-    # During the fault: the old master keeps the VIP only where it cannot help it.
-    limit = FAULT_OVERLAP[fault]
-    if limit == 0:
-        assert not during, f"{fault}: two holders during the fault: {during[:5]}"
-    elif limit is not None:
-        assert overlap_span(during) <= limit, f"{fault}: two holders during the fault: {during[:5]}..."
-    # After the restore: the overlap the fault left ends in time, and the handback adds none.
-    if after:
-        assert after[-1][0] - t_restore <= RESTORE_OVERLAP[fault], \
-            f"{fault}: two holders {after[-1][0] - t_restore:.2f} s after the restore"
-        first_single = next(t for t, h in smp.holders(None, t_restore) if len(h) <= 1)
-        assert after[-1][0] < first_single, f"{fault}: two holders again during the handback"
-    # The client follows the handback within seconds (the re-announcement), not after ARP expiry.
-    assert back.t1 - t_release <= SERVED_AFTER_RELEASE, \
-        f"{fault}: client served by {m} only {back.t1 - t_release:.1f} s after {b} let go"
+        # During the fault: the old master keeps the VIP only where it cannot help it.
+        limit = FAULT_OVERLAP[fault]
+        if limit == 0:
+            assert not during, f"{fault} {addr}: two holders during the fault: {during[:5]}"
+        elif limit is not None:
+            assert overlap_span(during) <= limit, f"{fault} {addr}: two holders during the fault: {during[:5]}..."
+        # After the restore: the overlap the fault left ends in time, and the handback adds none.
+        if after:
+            assert after[-1][0] - t_restore <= RESTORE_OVERLAP[fault], \
+                f"{fault} {addr}: two holders {after[-1][0] - t_restore:.2f} s after the restore"
+            first_single = next(t for t, h in smp.holders(addr, t_restore) if len(h) <= 1)
+            assert after[-1][0] < first_single, f"{fault} {addr}: two holders again during the handback"
+        # The client follows the handback within seconds (the re-announcement), not after ARP expiry.
+        assert back.t1 - t_release <= SERVED_AFTER_RELEASE, \
+            f"{fault} {addr}: client served by {m} only {back.t1 - t_release:.1f} s after {b} let go"
     assert_states(tb, "ip", {m: "UP", b: "RECOVER"})
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_ipfailover_fault_takeover_and_handback(ip_pair: IpPair, fault: str) -> None:
+    """The five faults, IPv4 and IPv6: with IPv6, fo::ipup adds the address with nodad and
+    announces it with unsolicited neighbour advertisements, fo::ipdown removes it for good,
+    and the IPv6 client follows every move as the IPv4 one does."""
+    fault_cycle(ip_pair, fault)
+
+
+# ----- samples/ipfailover-linux without any arping --------------------------------------------------
+
+def stripped_path(bindir: Path, drop: str = "arping") -> str:
+    """A PATH of one directory holding a link to every program the current PATH finds, except
+    those whose name starts with `drop`."""
+    bindir.mkdir()
+    for d in os.get_exec_path():
+        if not os.path.isdir(d):
+            continue
+        for e in os.scandir(d):
+            if e.name.startswith(drop) or os.path.lexists(bindir / e.name):
+                continue
+            if e.is_file() and os.access(e.path, os.X_OK):
+                (bindir / e.name).symlink_to(e.path)
+    return str(bindir)
+
+
+@pytest.mark.parametrize("variant", ["no arping", "trap arping"])
+def test_ipfailover_needs_no_arping(tmp_path: Path, variant: str) -> None:
+    """The sample with an IPv4 and an IPv6 VIP, failsh's PATH stripped of every arping: the
+    graceful takeover and the handback work, both clients follow (they would wait 15-45 s for
+    their neighbour entries without announcements).  With "trap arping" an arping that logs
+    its call and fails is first on the PATH: it is never called."""
+    path = stripped_path(tmp_path / "bin")
+    trap, ran = tmp_path / "trap" / "arping", tmp_path / "arping-ran"
+    if variant == "trap arping":
+        trap.parent.mkdir()
+        trap.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {ran}\nexit 1\n")
+        trap.chmod(0o755)
+        path = f"{trap.parent}:{path}"
+    with Testbed(hosts=["h1", "h2"]) as tb:
+        found = tb.exec("h1", ["env", f"PATH={path}", "sh", "-c", "command -v arping || echo none"]).stdout.strip()
+        assert found == (str(trap) if variant == "trap arping" else "none")
+        for h in tb.hosts:
+            tb.start_vipserver(h)
+        pair = IpPair(tb, start_clients(tb, [tb.vip, tb.vip6]), [tb.vip_cidr, tb.vip6_cidr], env={"PATH": path})
+        pair.start()
+        try:
+            pair.wait_alone("h1", 30)
+        except TestbedError as e:
+            pytest.fail(f"{e}\n{log_tails(pair.logs())}")
+        fault_cycle(pair, "graceful")
+        logs = {p.name: p.read_text(errors="replace") for p in pair.logs()}
+        pair.stop()
+    assert not ran.exists(), f"arping was run: {ran.read_text()}"
+    assert not [n for n, text in logs.items() if "arping" in text], "arping in the logs"
 
 
 # ----- samples/ipfailover-linux: three hosts in a chain ------------------------------------------
@@ -332,7 +421,7 @@ def test_symmetric_each_host_serves_its_own_and_takes_over_the_other() -> None:
                 fo.kill("h2", "failsh")
                 r = wait_served(mail_tail, "h1", t_fault, TAKEOVER_LIMIT, "mail served by h1")
                 assert "h1" in holders(tb, mail) and holders(tb, web) == ["h1"]
-                # h1 records UP once fo::ipup returns (its arping takes about 1 s); h2's faild
+                # h1 records UP once fo::ipup returns; h2's faild
                 # still says UP for mail (kill -9 left it there), but h2 holds no lease any more.
                 assert_states(tb, "mail", {"h1": "UP"})
                 assert_states(tb, "web", {"h1": "UP", "h2": "RECOVER"})

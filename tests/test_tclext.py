@@ -379,6 +379,12 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
     assert tcl.interp.eval("fo::hasip 127.0.0.1 lo") == "1"
     assert tcl.interp.eval("fo::hasip 0:0::1 lo") == "1"         # IPv6, any spelling (ip -j, canonical)
     assert tcl.interp.eval("fo::hasip 127.0.0.1 nosuchdev0") == "0"
+    assert "127.0.0.1" in tcl.split(tcl.interp.eval("fo::ipaddrs lo"))
+    assert "127.0.0.1/8" in tcl.split(tcl.interp.eval("fo::ipaddrs -prefix lo"))   # the length lo has
+    assert tcl.interp.eval("fo::ipaddrs -prefix nosuchdev0") == ""
+    for bad in ("fo::ipaddrs", "fo::ipaddrs -prefix", "fo::ipaddrs -x lo", "fo::ipaddrs lo lo"):
+        assert tcl_error(tcl, bad) == ('wrong # args: should be "fo::ipaddrs ?-prefix? device"',
+                                       "FAILOVER TCL WRONGARGS")
     assert tcl.interp.eval("fo::ipcanon FD99:0::0001/64") == "fd99::1"
     with pytest.raises(tkinter.TclError, match='not an IP address: "10.1"'):
         tcl.interp.eval("fo::ipcanon 10.1")
@@ -404,6 +410,22 @@ def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_
     assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and f"command failed: {fake}" in caplog.text, 10)
     assert done.read_text().split() == ["eth9", "192.0.2.10", "--count", "2", "--delay", "1"]
     assert "no such device" in caplog.text
+
+
+def test_garpcount_and_garpdelay_reach_the_announcer(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
+    """::fo::garpcount/::fo::garpdelay, set by the policy after the library loaded, are read
+    at every fo::garp (the namespace test bed counts the frames: tests/test_announce.py)."""
+    from failover.failsh import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    assert (tcl.interp.eval("set ::fo::garpcount"), tcl.interp.eval("set ::fo::garpdelay")) == ("2", "1")
+    done = tmp_path / "done"
+    fake = tmp_path / "announce"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {done}\n")
+    fake.chmod(0o755)
+    tcl.interp.setvar("::fo::announcer", str(fake))
+    tcl.interp.eval("set ::fo::garpcount 5; set ::fo::garpdelay 0.5; fo::garp 2001:DB8:0::10/64 eth9")
+    assert wait_for(lambda: tcl.interp.dooneevent(2) is not None and done.exists() and done.read_text(), 10)
+    assert done.read_text().split() == ["eth9", "2001:db8::10", "--count", "5", "--delay", "0.5"]
 
 
 def test_ipdown_stops_a_garp_still_running(tcl: TclHost, cmds: Commands, tmp_path: Path,

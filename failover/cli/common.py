@@ -26,8 +26,22 @@ EXIT_CODES_HELP = """exit codes:
   5  unusable configuration or state file"""
 
 
+def safe_output() -> None:
+    """stdout and stderr write what they cannot encode as escapes instead of raising: an
+    argument that is not valid UTF-8 (a file or host name) comes back in messages and
+    tables as lone surrogates, which a strict UTF-8 stream refuses with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.errors == "strict":
+                stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # not a TextIOWrapper, or closed
+            pass
+
+
 def parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
-    """An argparse parser with --help only (0.5 programs use -h for host or HTML) and -V."""
+    """An argparse parser with --help only (0.5 programs use -h for host or HTML) and -V.
+    Every program makes one first: its output is made safe here (see safe_output)."""
+    safe_output()
     p = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
                                 epilog=(epilog + "\n\n" + EXIT_CODES_HELP).strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

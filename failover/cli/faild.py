@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import logging
 import os
 import pwd
+import socket
 import sys
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def build_parser():
                    help="TCP port (default: %(default)s)")
     p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
     p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")
-    p.add_argument("-n", "--nonice", type=int, default=0, help="lower the nice value by N (root only)")
+    p.add_argument("-n", "--nonice", type=common.bounded("nice decrement", int, 0, 39, "0..39"), default=0,
+                   help="lower the nice value by N, 0..39 (root only)")
     p.add_argument("-u", "--user", help="switch to this user (name or uid) after binding")
     p.add_argument("--syslog", action="store_true", help="log to syslog even in the foreground")
     p.add_argument("--metrics", type=listen_address, metavar="[ADDR:]PORT",
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--curve-secret and --curve-allow go together")
     if args.node is not None and not protocol.valid_name(args.node):
         p.error(f"invalid node name {args.node[:70]!r}: use 1-64 letters, digits and _.:@+- (a host name)")
+    if args.node is None and not protocol.valid_name(socket.gethostname()):  # clients would refuse its replies
+        p.error(f"the host name {socket.gethostname()[:70]!r} is not a valid node name: give one with -N")
     foreground = args.foreground or bool(args.debug)
     try:
         for facility in args.debug:
@@ -71,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"faild: {exc}", file=sys.stderr)
         return common.EXIT_USAGE
+    # before the state file is read: what the loader logs (a counter raised, stale temporary
+    # files removed) must reach the log; its errors are one line on stderr (exit 5)
+    daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
     try:
-        if args.user:
-            user_entry(args.user)  # fail now, not after binding
+        if args.user is not None:
+            user_entry(args.user)  # fail now, not after binding ('' too: no silent "stay root")
         rules = community.load(args.communities) if args.communities else community.DEFAULT_RULES
         curve = keys.load_server(args.curve_secret, args.curve_allow) if args.curve_secret else None
         store = Store(args.statefile)
@@ -88,16 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         return common.EXIT_CONFIG
     if not foreground:
         daemon.daemonize()
-    daemon.setup_logging("faild", to_syslog=args.syslog or not foreground, debug=args.debug)
     if args.communities is None:
         log.warning("no community file: community 'public' may read and write every service")
     if curve is not None and not curve.allowed:
         keys.log.warning("allow-list %s holds no *.key file: every client will be refused", curve.allow_dir)
     try:
         tune_process(args)
-        daemon.write_pidfile(args.pidfile)
     except OSError as exc:
         log.error("%s", exc)
+        return common.EXIT_CONFIG
+    try:
+        daemon.write_pidfile(args.pidfile)
+    except OSError as exc:
+        why = "it is a symlink, which faild does not follow" if exc.errno == errno.ELOOP else exc.strerror
+        log.error("cannot write pid file %s: %s", args.pidfile, why)
         return common.EXIT_CONFIG
     server = Faild(store, rules, host_info(args.node), args.communities, curve=curve)
     if args.metrics and not start_metrics(server, args.metrics):
@@ -154,7 +166,10 @@ def tune_process(args) -> None:
 
 def user_entry(user: str) -> pwd.struct_passwd:
     """-u takes a user name or, as 0.5's '-u uid', a numeric uid; KeyError if unknown."""
-    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    try:
+        return pwd.getpwuid(int(user)) if user.isascii() and user.isdigit() else pwd.getpwnam(user)
+    except (OverflowError, ValueError):  # a uid beyond uid_t, a name with a NUL
+        raise KeyError(user) from None
 
 
 def drop_privileges(user: str | None) -> None:

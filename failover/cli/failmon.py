@@ -68,10 +68,16 @@ class Feed:
             sock.linger = 0
             sock.ipv6 = True
             sock.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
+            sock.setsockopt(zmq.MAXMSGSIZE, monitor.MAX_SNAPSHOT)  # a hostile feed: connection dropped
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.setsockopt(zmq.SUBSCRIBE, monitor.SNAPSHOT_TOPIC)  # not the peers' change hints
-            sock.connect(endpoint)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:  # 'tcp://', an unknown transport
+                sock.close(linger=0)
+                self.close()
+                raise client.UnknownHost(f"cannot use address {endpoint!r}: {exc.strerror}") from None
             self.sockets[target] = sock
             self.endpoints[target] = endpoint
             self.poller.register(sock, zmq.POLLIN)
@@ -101,8 +107,10 @@ class Feed:
                 try:
                     snap = monitor.decode(frame)
                 except monitor.BadSnapshot as exc:
+                    # shown by every mode (the error line, the curses status lines); the log
+                    # only with -d monitor, else a feed of bad snapshots floods stderr
                     self.bad[target] = f"bad snapshot from {target}: {exc}"
-                    log.warning("%s", self.bad[target])
+                    log.debug("%s", self.bad[target])
                     continue
                 log.debug("%s: snapshot %s from %s", target, snap.get("seq"), snap.get("node"))
                 self.snaps[target] = snap
@@ -477,6 +485,9 @@ def run_lines(feed: Feed, write: Callable[[str], None], every: float | None, cou
 
 
 # main ---------------------------------------------------------------------------------------------
+SECONDS = common.bounded("seconds", float, 0, 3600, "(0, 3600]", low_open=True)
+
+
 def build_parser():
     p = common.parser("failmon", "Watch one or several running failsh: services, hosts and transitions.", EPILOG)
     p.add_argument("-d", "--debug", action="append", default=[], metavar="FACILITY",
@@ -488,12 +499,13 @@ def build_parser():
     mode.add_argument("-1", dest="mode", action="store_const", const="once", help="one snapshot as text, then exit")
     p.add_argument("-p", "--port", type=common.port_number, default=DEFAULT_PORT,
                    help="failsh monitor port when a target has none (default: %(default)s)")
-    p.add_argument("-t", "--timeout", type=float, default=5.0,
+    p.add_argument("-t", "--timeout", type=SECONDS, default=5.0,
                    help="seconds to wait for the first snapshot of each target (default: %(default)s)")
-    p.add_argument("--every", type=float, metavar="SECONDS", help="-l: print every SECONDS instead of on Return")
-    p.add_argument("--count", type=int, metavar="N", help="-l: stop after N dumps")
-    p.add_argument("--refresh", type=int, default=None, metavar="SECONDS",
-                   help="-h: let the page reload itself (failmon.cgi: 10)")
+    p.add_argument("--every", type=SECONDS, metavar="SECONDS", help="-l: print every SECONDS instead of on Return")
+    p.add_argument("--count", type=common.bounded("count", int, 1, 10**9, "1..1000000000"), metavar="N",
+                   help="-l: stop after N dumps")
+    p.add_argument("--refresh", type=common.bounded("refresh", int, 0, 86400, "0..86400 seconds"), default=None,
+                   metavar="SECONDS", help="-h: let the page reload itself (failmon.cgi: 10)")
     p.add_argument("targets", nargs="*", metavar="TARGET[:PORT]",
                    help="hosts running failsh (default: this host's name)")
     return p
@@ -520,9 +532,6 @@ def main(argv: list[str] | None = None) -> int:
             return common.EXIT_USAGE
     if mode == "curses" and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("failmon: the curses screen needs a terminal; use -1, -l or -h", file=sys.stderr)
-        return common.EXIT_USAGE
-    if args.timeout <= 0 or (args.every is not None and args.every <= 0):
-        print("failmon: --timeout and --every must be positive", file=sys.stderr)
         return common.EXIT_USAGE
     targets = args.targets or [os.environ.get("FAILMON_TARGET") or _default_target()]
     try:

@@ -105,7 +105,7 @@ def options(args) -> Options:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")
     if not protocol.valid_name(args.node):
-        raise ValueError(f"-N {args.node!r}: not a valid host name (letters, digits, '.', '_', '-')")
+        raise ValueError(f"invalid node name {args.node[:70]!r}: use 1-64 letters, digits and _.:@+- (a host name)")
     if not 0.1 <= args.load_timeout <= 3600:
         raise ValueError(f"--load-timeout {args.load_timeout:g}: expected 0.1 to 3600 seconds")
     if not 1 <= args.dead_factor <= 100:
@@ -170,6 +170,7 @@ def run(engine: Engine, args, interactive: bool) -> int:
     failed: list[str] = []
 
     def leave() -> None:
+        engine.tcl.clear_cancel()  # after an unwound stuck script (_Signals) Tcl refuses the next call
         interp.quit()
         interp.call("after", 0, "")  # wake the blocking event loop so it sees quit
 
@@ -205,10 +206,11 @@ def run(engine: Engine, args, interactive: bool) -> int:
         daemon.sd_notify("READY=1")
         log.info("failsh %s running %s: %d services", engine.opts.node, args.file, len(engine.policy.services))
     else:
-        signal.signal(signal.SIGTERM, lambda *_: interp.after(0, terminate))
+        prompt = repl.Prompt(engine)
+        _Signals(engine, {signal.SIGTERM: terminate, signal.SIGINT: prompt.discard_line}, prompt.interrupt)
     try:
         if interactive:
-            status = repl.interact(engine)
+            status = prompt.interact()
         else:
             interp.mainloop(-1)
             status = EXIT_FAILED if failed else engine.exit_status or common.EXIT_OK
@@ -220,16 +222,22 @@ def run(engine: Engine, args, interactive: bool) -> int:
 
 
 class _Signals:
-    """Signals of a running policy.  Python runs its handlers on the main thread between
-    bytecodes, never while Tcl blocks in an ``exec``; so the C handler's wake-up byte is read
-    on a thread of its own, which cancels a running procedure at once on SIGTERM and hands
-    each signal to the Tcl thread through a pipe (the handler then runs there)."""
+    """Signals of a running failsh.  Python runs its handlers on the main thread between
+    bytecodes, never while Tcl blocks in an ``exec`` or loops; so the C handler's wake-up
+    byte is read on a thread of its own.  That thread acts at once where the Tcl thread may
+    be busy (``interrupt``: cancel a running procedure or command), then hands the signal to
+    the Tcl thread through a pipe, where ``actions`` run.  No handler ever raises: a
+    KeyboardInterrupt inside a Tcl callback would print a traceback and be lost."""
 
     STOP = (signal.SIGTERM, signal.SIGQUIT)
+    STUCK_AFTER = 1.0  # s: SIGTERM not taken up by the Tcl thread by then: unwind what it runs
 
-    def __init__(self, engine: Engine, actions: dict[int, Callable[[], None]]) -> None:
+    def __init__(self, engine: Engine, actions: dict[int, Callable[[], None]],
+                 interrupt: Callable[[int], None] | None = None) -> None:
         self.engine = engine
         self.actions = actions
+        self.interrupt = interrupt
+        self.interp_addr = engine.tcl.interp.interpaddr()
         self.pending: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.to_tcl = Wakeup()
         engine.tcl.interp.createfilehandler(self.to_tcl.fd, tkinter.READABLE, self._dispatch)
@@ -245,12 +253,23 @@ class _Signals:
             for signum in os.read(self.read_fd, 64):
                 if signum not in self.actions:
                     continue
+                name = signal.Signals(signum).name
                 if signum in self.STOP:
                     self.engine.scheduler.halted = True  # no new run between the cancel and the stop
-                    if procedures.cancel_running(f"cancelled: failsh got {signal.Signals(signum).name}"):
-                        log.warning("%s: running procedure cancelled", signal.Signals(signum).name)
+                    if procedures.cancel_running(f"cancelled: failsh got {name}"):
+                        log.warning("%s: running procedure cancelled", name)
+                    threading.Timer(self.STUCK_AFTER, self._unwind_if_stuck, (name,)).start()
+                if self.interrupt is not None:
+                    self.interrupt(signum)
                 self.pending.put(signum)
                 self.to_tcl.poke()
+
+    def _unwind_if_stuck(self, name: str) -> None:
+        """The Tcl thread did not begin to stop: a script outside any time bound holds it
+        (``after 0 {while 1 {}}``).  Unwind it so the stop procedures can run."""
+        if not self.engine.stopping and procedures.cancel_stuck(self.interp_addr):
+            log.error("%s: the policy thread did not respond within %g s: its running Tcl script "
+                      "was cancelled", name, self.STUCK_AFTER)
 
     def _dispatch(self, _fd: int, _mask: int) -> None:
         self.to_tcl.drain()

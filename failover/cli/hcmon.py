@@ -14,7 +14,7 @@ import sys
 import time
 from urllib.parse import parse_qs, quote
 
-from failover import client, protocol
+from failover import client, model, protocol
 from failover.cli import common
 from failover.hc import DEFAULT_PORT
 from failover.timefmt import age, local_time
@@ -50,24 +50,59 @@ small{color:#666}
 
 def fetch(host: str, community: str, timeout: float, retries: int, history: int,
           port: int = DEFAULT_PORT, check: str | None = None) -> dict:
-    """One hc's list (with details) and history as a dict; errors become an 'error' entry."""
+    """One hc's list (with details) and history as a dict; errors become an 'error' entry.
+    Every record and transition is validated (model.from_wire), the details of each check
+    too (_details): a hostile or broken hc gives an error line or fewer details, never a
+    traceback."""
     try:
         endpoint = client.endpoint_for(host, port)
         with client.Client(endpoint, community, timeout, retries) as c:
             reply = c.call("list")
-            services = reply["services"]
-            for i, s in enumerate(services):
-                if "hc" not in s:  # a list too big for one message comes without details
-                    services[i] = c.call("get", service=s["name"])["services"][0]
-            result = {"host": host, "name": reply["host"]["name"], "started": reply["host"]["started"],
-                      "services": services, "history": []}
+            info, records = model.list_from_wire(reply)
+            services = []
+            for rec, raw in zip(records, reply["services"], strict=True):
+                if not isinstance(raw.get("hc"), dict):  # a list too big for one message comes without details
+                    got = c.call("get", service=rec.name)["services"]  # validated, possibly empty
+                    raw = got[0] if got else {}
+                services.append({**rec.to_wire(), "hc": _details(raw.get("hc"))})
+            result = {"host": host, "name": info.name, "started": info.started, "services": services, "history": []}
             if history:
-                result["history"] = c.call("history", service=check, limit=history)["history"]
+                result["history"] = [t.to_wire() for t in c.history(check, limit=history)]
             return result
     except client.ClientError as exc:
         return {"host": host, "error": str(exc), "exit": common.exit_code(exc)}
-    except (KeyError, TypeError) as exc:
-        return {"host": host, "error": f"unexpected reply: {exc}", "exit": common.EXIT_REFUSED}
+    except protocol.ProtocolError as exc:
+        return {"host": host, "error": f"bad reply from {host}: {exc}", "exit": common.EXIT_REFUSED}
+
+
+_TEXTS = ("kind", "check", "target", "detail", "reason", "own")
+_COUNTS = ("fall", "rise", "checks", "failures", "streak")
+
+
+def _details(raw: object) -> dict:
+    """The check details hc adds to a record, each kept only if it has its type and range
+    (text without control characters); what is not is left out, and shown as unknown."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict = {}
+    for key in _TEXTS:
+        if isinstance(raw.get(key), str) and len(raw[key]) <= 4096:
+            out[key] = protocol.clean_text(raw[key])
+    if isinstance(raw.get("recent"), str) and len(raw["recent"]) <= 1000 and set(raw["recent"]) <= {"+", "-"}:
+        out["recent"] = raw["recent"]
+    deps = raw.get("deps")
+    if isinstance(deps, list) and len(deps) <= 1000 and all(protocol.valid_name(d) for d in deps):
+        out["deps"] = deps
+    for key, low, high in (("last_check", 0, model.LATEST_TIME), ("latency", 0, 1e6), ("interval", 0, 1e9),
+                           ("timeout", 0, 1e9)):
+        if type(raw.get(key)) in (int, float) and low <= raw[key] <= high:  # NaN is in no range
+            out[key] = raw[key]
+    for key in _COUNTS:
+        if type(raw.get(key)) is int and -10**9 <= raw[key] <= 10**9:
+            out[key] = raw[key]
+    if isinstance(raw.get("ok"), bool):
+        out["ok"] = raw["ok"]
+    return out
 
 
 def _e(value: object) -> str:
@@ -137,7 +172,7 @@ def _row(host: str, s: dict, link: str | None, now: float) -> str:
         last = (f'{"ok" if hc.get("ok") else "FAILED"} {_e(age(hc["last_check"], now))} ago{latency}: '
                 f'{_e(hc.get("detail", ""))}')
     damping = f' <small>(fall {hc["fall"]}, rise {hc["rise"]}, every {hc["interval"]:g} s)</small>' \
-        if "fall" in hc else ""
+        if all(k in hc for k in ("fall", "rise", "interval")) else ""
     deps = f'<br><small>needs {_e(", ".join(hc["deps"]))}</small>' if hc.get("deps") else ""
     return (f'<tr><td>{name}{deps}</td><td class="{_e(s["state"])}">{_e(s["state"])}</td>'
             f'<td>{_e(local_time(s["last_change"]))}<br><small>{_e(age(s["last_change"], now))}</small></td>'

@@ -87,11 +87,16 @@ proc ::fo::BgRead {chan cmd} {
 }
 
 # fo::ipdown ADDRESS/PREFIX DEVICE  -- remove a virtual IP; RECOVER only when it is really
-# gone from DEVICE (checked after the removal), FAIL with an error logged otherwise.
+# gone from DEVICE (checked after the removal), FAIL with an error logged otherwise.  It is
+# removed with the prefix length DEVICE has (someone may have added it as /32 or /128).
 proc ::fo::ipdown {cidr dev} {
     if {[catch {fo::ipcanon $cidr} ip]} { fo::log error "fo::ipdown: $ip"; return FAIL }
     fo::garpstop $ip
-    if {[fo::hasip $ip $dev]} { fo::sh ip addr del $cidr dev $dev }
+    if {![catch {fo::ipaddrs -prefix $dev} have]} {
+        foreach a $have {
+            if {[fo::ipcanon $a] eq $ip} { fo::sh ip addr del $a dev $dev }
+        }
+    }
     if {[catch {fo::ipaddrs $dev} addrs]} { fo::log error "fo::ipdown: $addrs"; return FAIL }
     if {[lsearch -exact $addrs $ip] >= 0} {
         fo::log error "fo::ipdown: $ip is still on $dev after ip addr del"

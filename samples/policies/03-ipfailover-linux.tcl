@@ -33,8 +33,9 @@ proc vipup {args} {
         fo::log error "cannot add $vip to $dev: $msg"
         return FAIL
     }
-    # gratuitous ARP: neighbours learn the new MAC at once
-    catch {exec arping -q -U -c 2 -w 1 -I $dev [address]}
+    # gratuitous ARP: neighbours learn the new MAC at once (0.5 ran arping here; failover's
+    # library sends it itself, in the background, see fo::garp in docs/tcl-extension.md)
+    fo::garp $vip $dev
     return UP
 }
 
