@@ -1,6 +1,6 @@
 """The README's demo: a two-host cluster on loopback that shows a real failover.
 
-www1 (master) and www2 (slave) each run faild and failsh with samples/demo/web.tcl.
+www1 (master) and www2 (slave) each run faild and failsh with failover/tcl/demo-web.tcl.
 A client asks the shared service address every 100 ms and reports who answers.
 The demo crashes www1 (kill -9 of its faild, failsh and web server), shows www2
 taking over and how long the client went unserved, then brings www1 back and
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from failover import client
+from failover import client, tcllib
 
-POLICY = Path(__file__).resolve().parent.parent / "samples" / "demo" / "web.tcl"
+POLICY = tcllib.path(tcllib.DEMO_POLICY)  # failover/tcl/demo-web.tcl, package data
 T0 = time.monotonic()
 
 
@@ -53,8 +53,9 @@ class Host:
     def start(self) -> None:
         bin_dir = Path(sys.executable).parent
         log = open(self.dir / f"{self.name}.log", "ab")
-        faild = [str(bin_dir / "faild"), "-F", "-N", self.name, "-p", str(self.ports[self.name]),
-                 "-s", str(self.dir / f"{self.name}.state"), "-r", str(self.dir / f"{self.name}.faild.pid")]
+        faild = [str(bin_dir / "faild"), "-F", "-N", self.name, "-l", "127.0.0.1",  # loopback only
+                 "-p", str(self.ports[self.name]), "-s", str(self.dir / f"{self.name}.state"),
+                 "-r", str(self.dir / f"{self.name}.faild.pid")]
         failsh = [str(bin_dir / "failsh"), "-F", "-N", self.name, "-f", str(POLICY),
                   "--faild", f"127.0.0.1:{self.ports[self.name]}",
                   "-P", f"{self.peer}=127.0.0.1:{self.ports[self.peer]}", "-m", "0", "-D", "0",

@@ -11,7 +11,6 @@ import logging
 import os
 import queue
 import stat
-import sys
 import threading
 import time
 import tkinter
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from failover import client, daemon, dashboard, keys, metrics, monitor, procedures, protocol, server, store
+from failover import client, daemon, dashboard, keys, metrics, monitor, procedures, protocol, server, store, tcllib
 from failover.community import Rules
 from failover.decide import Action, decide
 from failover.model import Transition
@@ -36,10 +35,7 @@ from failover.tclhost import PolicyError, ScriptResult, TclHost
 log = logging.getLogger("failover.scheduler")
 tlog = logging.getLogger("failover.policy")
 
-# the checkout (editable install), else where pyproject's data-files put it (pip install .)
-_CHECKOUT_TCL = Path(__file__).resolve().parent.parent / "tcl" / "failover.tcl"
-_INSTALLED_TCL = Path(sys.prefix) / "share" / "failover" / "tcl" / "failover.tcl"
-TCL_LIBRARY = _CHECKOUT_TCL if _CHECKOUT_TCL.exists() else _INSTALLED_TCL
+TCL_LIBRARY = tcllib.path()  # failover/tcl/failover.tcl, package data
 
 # What the control port (-D) answers: reads and log levels, never a state change
 CONTROL_OPS = frozenset({"ping", "get", "list", "history", "loglevel"})

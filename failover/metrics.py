@@ -25,7 +25,6 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -33,7 +32,12 @@ from prometheus_client.core import GaugeMetricFamily
 from failover.states import State
 
 STATES = tuple(s.value for s in State)
-disable_created_metrics()  # no *_created series: they double the output and nobody here uses them
+try:  # prometheus_client 0.17+; Debian 12's 0.16 keeps the *_created series
+    from prometheus_client import disable_created_metrics
+except ImportError:  # pragma: no cover - depends on the installed prometheus_client
+    pass
+else:
+    disable_created_metrics()  # no *_created series: they double the output and nobody here uses them
 
 FAILSH = CollectorRegistry()
 FAILD = CollectorRegistry()
@@ -229,6 +233,7 @@ def serve(listen: str, registry: CollectorRegistry = FAILD) -> str:
     OSError if the address cannot be bound.
     """
     host, port = parse_listen(listen)
-    server, _thread = start_http_server(port, host, registry=registry)
-    port = server.server_address[1]
+    started = start_http_server(port, host, registry=registry)  # (server, thread) since 0.19, None before
+    if started is not None:
+        port = started[0].server_address[1]
     return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"

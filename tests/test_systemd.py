@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +30,33 @@ def unit(name: str) -> configparser.ConfigParser:
     return cp
 
 
-@pytest.mark.parametrize("name,program", [("faild.service", "faild"), ("failsh.service", "failsh")])
+@pytest.mark.parametrize("name,program", [("faild.service", "faild"), ("failsh.service", "failsh"),
+                                          ("hc.service", "hc")])
 def test_unit_files(name: str, program: str) -> None:
     u = unit(name)
     svc = u["Service"]
     assert svc["Type"] == "notify"
     assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
     exe, *args = svc["ExecStart"].split()
-    assert Path(exe).name == program and "-F" in args  # in the foreground, as Type=notify needs
+    # the Debian package's path; a pip install substitutes its own (docs/getting-started.md)
+    assert exe == f"/usr/bin/{program}" and "-F" in args  # in the foreground, as Type=notify needs
     assert u["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_failsh_unit_has_a_watchdog_longer_than_a_procedure() -> None:
+    from failover.policy import DEFAULT_TIMEOUT
+    svc = unit("failsh.service")["Service"]
+    assert float(svc["WatchdogSec"]) > DEFAULT_TIMEOUT  # failsh sends WATCHDOG=1 (test below)
+    assert "$FAILSH_OPTS" in svc["ExecStart"].split()   # the RW community, from the package's env file
+
+
+def test_faild_unit_runs_unprivileged() -> None:
+    svc = unit("faild.service")["Service"]
+    assert svc["User"] == "failover"
+    args = svc["ExecStart"].split()
+    # its writable places are the ones systemd makes for that user
+    assert args[args.index("-s") + 1].startswith(f"/var/lib/{svc['StateDirectory']}/")
+    assert args[args.index("-r") + 1].startswith(f"/run/{svc['RuntimeDirectory']}/")
 
 
 def test_units_verify(tmp_path: Path) -> None:
@@ -48,9 +67,13 @@ def test_units_verify(tmp_path: Path) -> None:
     if not (venv / "faild").exists():
         pytest.skip("the console scripts are not installed in the venv")
     for f in UNITS.glob("*.service"):
-        (tmp_path / f.name).write_text(f.read_text().replace("/usr/local/bin/", f"{venv}/"))
+        (tmp_path / f.name).write_text(f.read_text().replace("/usr/bin/", f"{venv}/"))
+    # verify runs 'man' for the units' Documentation=man:NAME(1): the generated pages
+    from failover import manpage
+    manpage.write_all(tmp_path / "man" / "man1")
+    env = {**os.environ, "MANPATH": str(tmp_path / "man")}
     r = subprocess.run([analyze, "verify", *map(str, sorted(tmp_path.glob("*.service")))],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
 
 
@@ -75,8 +98,8 @@ def expect(s: socket.socket, *messages: str) -> None:
         got += lines
 
 
-def run(cmd: list[str], notify_path: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "NOTIFY_SOCKET": notify_path}
+def run(cmd: list[str], notify_path: str, log: Path, **extra_env: str) -> subprocess.Popen:
+    env = {**os.environ, "NOTIFY_SOCKET": notify_path, **extra_env}
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
@@ -115,6 +138,33 @@ def test_failsh_notifies(notify: tuple[str, socket.socket], tmp_path: Path) -> N
         failsh.send_signal(signal.SIGTERM)
         expect(s, "STOPPING=1")
         failsh.wait(15)
+    finally:
+        for p in (failsh, faild):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+
+
+def test_failsh_feeds_the_watchdog(notify: tuple[str, socket.socket], tmp_path: Path) -> None:
+    """WatchdogSec= in failsh.service: systemd sets WATCHDOG_USEC and failsh sends WATCHDOG=1
+    at least every half of it while its policy thread runs."""
+    path, s = notify
+    port = free_port()
+    faild = run([sys.executable, "-m", "failover.cli.faild", "-F", "-l", "127.0.0.1", "-p", str(port),
+                 "-s", str(tmp_path / "state"), "-r", str(tmp_path / "fpid")], "", tmp_path / "faild.log")
+    policy = tmp_path / "p.tcl"
+    policy.write_text(POLICY)
+    failsh = run([sys.executable, "-m", "failover.cli.failsh", "-F", "-N", "solo", "-f", str(policy),
+                  "--faild", f"127.0.0.1:{port}", "-m", "0", "-D", "0", "-i", str(tmp_path / "pid")],
+                 path, tmp_path / "failsh.log", WATCHDOG_USEC="1000000")
+    try:
+        expect(s, "READY=1")
+        seen: list[float] = []
+        start = time.monotonic()
+        while len(seen) < 4:
+            if "WATCHDOG=1" in s.recv(4096).decode().split("\n"):
+                seen.append(time.monotonic())
+        assert seen[-1] - start < 3.5  # four within 3.5 s: every 0.5 s or so
     finally:
         for p in (failsh, faild):
             if p.poll() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from failover import client
@@ -17,7 +18,7 @@ EPILOG = """examples:
   failc -h www2:1900 -q web exit status only: 0 if UP"""
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = common.parser("failc", "Query or set the state (UP, RECOVER, FAIL) of a service in faild. "
                       "Use it whenever a service was started or stopped outside failsh.", EPILOG)
     p.add_argument("-h", "--host", default="localhost", help="faild host[:port] (default: localhost)")
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="print nothing; when querying, exit 0 if UP and 1 otherwise")
     p.add_argument("service", help="service name")
     p.add_argument("state", nargs="?", help="new state: UP, RECOVER or FAIL (omit to query)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     common.check_curve_options(p, args)
     if not valid_name(args.service):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,11 +19,16 @@ NAME must talk to (faild --curve-allow DIR), and into the server-keys directory 
 clients that talk to NAME's faild (failsh --curve-keys DIR, failc --server-key FILE)."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = common.parser("failkey", "Generate or show a CURVE key pair for faild, failsh and clients.", EPILOG)
     p.add_argument("-d", "--directory", type=Path, default=Path("."), help="where to write (default: .)")
     p.add_argument("--show", type=Path, metavar="FILE", help="print the public key of a key file and exit")
     p.add_argument("name", nargs="?", help="name of the key pair, usually the host name")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         if args.show:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -54,7 +55,7 @@ def print_table(results: list[dict]) -> None:
                   f"  {t['reason']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = common.parser("failstat", "Dump all service states of one or several hosts' faild "
                       "(name, state, last change as local time, age).", EPILOG)
     common.add_client_options(p)
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--count", type=common.bounded("count", int, 1, 1000, "1..1000"), default=20, metavar="N",
                    help="transitions shown by --history, 1..1000 (default: %(default)s)")
     p.add_argument("hosts", nargs="*", default=["localhost"], metavar="HOST[:PORT]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     common.check_curve_options(p, args)
     try:

@@ -7,6 +7,7 @@ takes its hosts from the HCMON_HOSTS environment variable.
 
 from __future__ import annotations
 
+import argparse
 import html
 import os
 import sys
@@ -197,8 +198,7 @@ def cgi_hosts(environ: dict) -> tuple[list[str], str | None, str | None]:
     return hosts, check, None
 
 
-def main(argv: list[str] | None = None) -> int:
-    cgi = "GATEWAY_INTERFACE" in os.environ
+def build_parser() -> argparse.ArgumentParser:
     p = common.parser("hcmon", "HTML view of the checks of one or several hc monitors (hc -m). "
                       "Also runs as the CGI program hcmon.cgi.", EPILOG)
     common.add_client_options(p)
@@ -210,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", help="show only this check")
     p.add_argument("hosts", nargs="*", default=[], metavar="HOST[:PORT]",
                    help=f"hc monitors to ask (default: localhost:{DEFAULT_PORT})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    cgi = "GATEWAY_INTERFACE" in os.environ
+    p = build_parser()
     # A CGI may get the query string's words as arguments: ignore them.
     args = p.parse_args([] if cgi else argv)
     history = max(0, min(args.history, 100))  # keeps a reply within the protocol's size limit

@@ -1,0 +1,57 @@
+"""The console scripts' entry points (pyproject.toml): each checks the libraries its program
+needs (failover/requirements.py) before the program's module (failover/cli/NAME.py) is
+imported, so a missing tkinter or a too-old pyzmq is one line and exit 5, not a traceback.
+The functions are named after the programs, so they live here, not in failover/cli/__init__.py,
+where they would shadow the modules."""
+
+from __future__ import annotations
+
+import importlib
+
+from failover import requirements
+
+# program -> needs tkinter
+PROGRAMS = {"faild": False, "failsh": True, "failc": False, "failstat": False, "failmon": False,
+            "faildebug": False, "failkey": False, "hc": False, "hcmon": False}
+
+
+def launch(program: str) -> int:
+    """Check the libraries ``program`` needs, then run its ``main()``."""
+    requirements.require(program, tkinter=PROGRAMS[program])
+    return importlib.import_module(f"failover.cli.{program}").main()
+
+
+def faild() -> int:
+    return launch("faild")
+
+
+def failsh() -> int:
+    return launch("failsh")
+
+
+def failc() -> int:
+    return launch("failc")
+
+
+def failstat() -> int:
+    return launch("failstat")
+
+
+def failmon() -> int:
+    return launch("failmon")
+
+
+def faildebug() -> int:
+    return launch("faildebug")
+
+
+def failkey() -> int:
+    return launch("failkey")
+
+
+def hc() -> int:
+    return launch("hc")
+
+
+def hcmon() -> int:
+    return launch("hcmon")
