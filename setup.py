@@ -1,4 +1,4 @@
-"""Build-time step of pyproject.toml's build: the man pages (failover/manpage.py).
+"""Build-time step of pyproject.toml's build: the man pages (failover/cli/manpage.py).
 
 Everything else is declared in pyproject.toml.  ``build_man`` runs as part of ``build``
 (so in every wheel, sdist-built wheel and editable install, and in the Debian package's
@@ -21,7 +21,7 @@ PROGRAMS = ["faild", "failsh", "failc", "failstat", "failmon", "faildebug", "fai
 
 
 class build_man(Command):
-    description = "generate the man pages from the argparse parsers (failover/manpage.py)"
+    description = "generate the man pages from the argparse parsers (failover/cli/manpage.py)"
     user_options: list = []
 
     def initialize_options(self) -> None:
@@ -33,7 +33,7 @@ class build_man(Command):
     def run(self) -> None:
         # a fresh interpreter on the source tree: the parsers import failover's modules
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))}
-        subprocess.run([sys.executable, "-m", "failover.manpage", os.path.join(HERE, MAN_DIR)],
+        subprocess.run([sys.executable, "-m", "failover.cli.manpage", os.path.join(HERE, MAN_DIR)],
                        check=True, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
 
 

@@ -3,7 +3,7 @@
 
 Run as root with the project's virtualenv:  .venv/bin/python bench/failover_time.py [--quick]
 
-One network-namespace test bed (failover.testbed) for the whole run: hosts h1 (master) and
+One network-namespace test bed (failover.lab.testbed) for the whole run: hosts h1 (master) and
 h2 (backup) each run vipserver (answers with its node name on 0.0.0.0:18080), and a client
 namespace runs vipclient against the VIP, opening a connection every 10 ms (200 ms timeout)
 and logging which host answered.  Each contender manages the VIP in turn:
@@ -50,8 +50,8 @@ from typing import Any
 
 import attrs
 
-from failover.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, log_tails, wait_until
-from failover.vipclient import Tail, first_ok, longest_gap
+from failover.lab.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, log_tails, wait_until
+from failover.lab.vipclient import Tail, first_ok, longest_gap
 
 FAULT_KINDS = FAULTS
 PROFILES = {"default": 1.0, "fast": 0.1}

@@ -3,7 +3,7 @@
 
 Run as root with the project's virtualenv:  .venv/bin/python bench/soak.py [--minutes 5]
 
-One network-namespace test bed (failover.testbed): h1 (master) and h2 (slave) run faild,
+One network-namespace test bed (failover.lab.testbed): h1 (master) and h2 (slave) run faild,
 failsh with samples/ipfailover-linux (setup.sh, service interval --interval, default 1 s,
 failsh's --dead-factor, default 2.5) and vipserver; the client namespace runs vipclient
 against the VIP (a new connection every 50 ms, --client-timeout-ms 3000 by default, so a
@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from failover.testbed import Testbed, TestbedError, available, wait_until
-from failover.vipclient import Tail, longest_gap
+from failover.lab.testbed import Testbed, TestbedError, available, wait_until
+from failover.lab.vipclient import Tail, longest_gap
 
 REPO = Path(__file__).resolve().parent.parent
 SETUP = REPO / "samples" / "ipfailover-linux" / "setup.sh"

@@ -82,7 +82,7 @@ class Request:
     facility: str | None = None
     level: str | None = None
     ttl: float = 0.0
-    pid: int | None = None       # lease: the holder's pid and start time (failover/lease.py)
+    pid: int | None = None       # lease: the holder's pid and start time (failover/faild/lease.py)
     pidstart: int | None = None
 
     def to_wire(self) -> dict:

@@ -5,4 +5,4 @@ set -e
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e .
-exec .venv/bin/python -m failover.demo "$@"
+exec .venv/bin/python -m failover.lab.demo "$@"

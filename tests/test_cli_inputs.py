@@ -19,8 +19,8 @@ from conftest import FaildProcess, free_port, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from failover import monitor
 from failover.cli import failmon
+from failover.observe import feed
 
 NOW = 1.7e9
 GOOD = {"v": 1, "type": "snapshot", "node": "goodnode", "time": NOW, "seq": 7,
@@ -49,8 +49,8 @@ def bad(path: tuple, value: object) -> bytes:
 
 TOPIC = b'{"v": 1, "type": "snapshot"'  # json.dumps' spacing; failmon subscribes without spaces
 MALFORMED = {
-    "not JSON": monitor.SNAPSHOT_TOPIC + b",",
-    "nested too deep": monitor.SNAPSHOT_TOPIC + b',"x":' + b"[" * 100000,
+    "not JSON": feed.SNAPSHOT_TOPIC + b",",
+    "nested too deep": feed.SNAPSHOT_TOPIC + b',"x":' + b"[" * 100000,
     "node a number": bad(("node",), 123),
     "time NaN": bad(("time",), math.nan),
     "time 1e300": bad(("time",), 1e300),
@@ -68,7 +68,7 @@ MALFORMED = {
 
 def compact(frame: bytes) -> bytes:
     """The frame with failsh's separators, so that it matches the feed's subscription."""
-    return monitor.SNAPSHOT_TOPIC + frame[len(TOPIC):] if frame.startswith(TOPIC) else frame
+    return feed.SNAPSHOT_TOPIC + frame[len(TOPIC):] if frame.startswith(TOPIC) else frame
 
 
 class Publisher:
@@ -102,10 +102,10 @@ class Publisher:
 
 
 @pytest.fixture
-def feed(zctx: zmq.Context) -> Iterator[Callable[..., Publisher]]:
+def hostile_feed(zctx: zmq.Context) -> Iterator[Callable[..., Publisher]]:
     made: list[Publisher] = []
 
-    def make(bad_frame: bytes, good: bytes | None = monitor.encode(GOOD)) -> Publisher:
+    def make(bad_frame: bytes, good: bytes | None = feed.encode(GOOD)) -> Publisher:
         made.append(Publisher(zctx, bad_frame, good))
         return made[-1]
     yield make
@@ -114,9 +114,9 @@ def feed(zctx: zmq.Context) -> Iterator[Callable[..., Publisher]]:
 
 
 @pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
-def test_failmon_shows_the_good_snapshot_and_a_line_for_the_bad(feed: Callable[..., Publisher],
+def test_failmon_shows_the_good_snapshot_and_a_line_for_the_bad(hostile_feed: Callable[..., Publisher],
                                                                 frame: bytes) -> None:
-    target = f"127.0.0.1:{feed(frame).port}"
+    target = f"127.0.0.1:{hostile_feed(frame).port}"
     r = run_cli("failmon", "-1", "-t", "15", target)
     assert r.returncode == 0, r.stderr
     assert "goodnode  web" in r.stdout and "www2=RECOVER(up)" in r.stdout
@@ -126,16 +126,16 @@ def test_failmon_shows_the_good_snapshot_and_a_line_for_the_bad(feed: Callable[.
     assert "Traceback" not in r.stdout + r.stderr
 
 
-def test_failmon_html_shows_the_bad_snapshot(feed: Callable[..., Publisher]) -> None:
-    target = f"127.0.0.1:{feed(MALFORMED['time NaN']).port}"
+def test_failmon_html_shows_the_bad_snapshot(hostile_feed: Callable[..., Publisher]) -> None:
+    target = f"127.0.0.1:{hostile_feed(MALFORMED['time NaN']).port}"
     r = run_cli("failmon", "-h", "-t", "15", target)
     assert r.returncode == 0, r.stderr
     assert f'<p class="error">bad snapshot from {target}: snapshot.time: not a number' in r.stdout
     assert "<td>goodnode</td>" in r.stdout and "Traceback" not in r.stdout + r.stderr
 
 
-def test_failmon_with_only_bad_snapshots_says_why(feed: Callable[..., Publisher]) -> None:
-    target = f"127.0.0.1:{feed(MALFORMED['rtt a string'], good=None).port}"
+def test_failmon_with_only_bad_snapshots_says_why(hostile_feed: Callable[..., Publisher]) -> None:
+    target = f"127.0.0.1:{hostile_feed(MALFORMED['rtt a string'], good=None).port}"
     r = run_cli("failmon", "-1", "-t", "3", target)
     assert r.returncode == 3 and r.stdout == ""
     assert r.stderr.strip() == (f"failmon: bad snapshot from {target}: hosts[0].rtt: not a number in [0, 1e+06]; "
@@ -163,12 +163,12 @@ PATHS = _paths(GOOD)
 
 def _accepted_or_bad_snapshot(frame: bytes) -> None:
     try:
-        snap = monitor.decode(frame)
-    except monitor.BadSnapshot:
+        snap = feed.decode(frame)
+    except feed.BadSnapshot:
         return
     failmon.text([snap], [])  # what decode accepts, every view can show
     failmon.html_page([snap])
-    monitor.text(snap)
+    feed.text(snap)
 
 
 @settings(max_examples=400, deadline=None)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from opscluster import Cluster, http_get, prom_value, wait_until
 
-from failover import monitor
+from failover.observe import feed
 
 GREEN = (0x2E, 0x9E, 0x44)   # .UP in dashboard.PAGE
 RED = (0xD9, 0x30, 0x25)     # .FAIL
@@ -49,7 +49,7 @@ def test_http_endpoints(cluster: Cluster) -> None:
     assert "<script src" not in body and "<link" not in body  # everything inline
 
     snap = wait_until(lambda: json.loads(http_get(url(cluster, "/snapshot.json"))[2]), 5, "a snapshot")
-    monitor.decode(json.dumps(snap).encode())  # the failmon feed format
+    feed.decode(json.dumps(snap).encode())  # the failmon feed format
     assert snap["node"] == "www2" and snap["services"][0]["name"] == "web"
 
     status, ctype, body = http_get(url(cluster, "/metrics"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from failover.decide import Action, Decision, decide
+from failover.shell.decide import Action, Decision, decide
 from failover.states import State
 
 UP, RECOVER, FAIL = State.UP, State.RECOVER, State.FAIL

@@ -7,7 +7,7 @@ import sys
 
 
 def test_demo_fails_over_and_hands_back() -> None:
-    r = subprocess.run([sys.executable, "-m", "failover.demo"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "failover.lab.demo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAILOVER: www2 serves" in r.stdout
     assert "HANDBACK: www1 serves again" in r.stdout

@@ -19,7 +19,7 @@ from conftest import FaildProcess, free_port, wait_for
 
 from failover import protocol
 from failover.client import RequestFailed, Unreachable
-from failover.lease import process_start
+from failover.faild.lease import process_start
 from failover.states import State
 
 COMMUNITIES = """\

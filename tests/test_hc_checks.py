@@ -11,7 +11,7 @@ import time
 import pytest
 
 from failover.hc import checks, hcfile
-from failover.hc.fakes import FakeDNS, FakeHTTP, FakeLDAP, FakeSMTP, FakeTCP
+from failover.lab.fakes import FakeDNS, FakeHTTP, FakeLDAP, FakeSMTP, FakeTCP
 
 
 def spec(line: str) -> hcfile.CheckSpec:

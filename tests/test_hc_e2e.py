@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from failover import client
-from failover.hc.fakes import FakeHTTP
+from failover.lab.fakes import FakeHTTP
 
 BIN = Path(sys.executable).parent
 

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from failover import client
 from failover.cli import hc as hc_cli
 from failover.cli import hcmon
+from failover.faild.server import host_info
 from failover.hc import hcfile, monitor
-from failover.hc.fakes import FakeHTTP, FakeSMTP, FakeTCP
 from failover.hc.runner import Damper, Runner
-from failover.server import host_info
+from failover.lab.fakes import FakeHTTP, FakeSMTP, FakeTCP
 from failover.states import State
 
 BIN = Path(sys.executable).parent

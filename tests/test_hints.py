@@ -18,7 +18,7 @@ import zmq
 from cluster import Cluster, both_up
 from test_failsh import WEB
 
-from failover import monitor
+from failover.observe import feed
 
 SLOW = WEB + "failsvc web interval 30\n"
 
@@ -56,10 +56,10 @@ def test_nonsense_on_a_peers_feed_changes_nothing(cluster: Cluster) -> None:
         c.start_failsh("www2")
         c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, effective=True)
         time.sleep(0.5)  # www2's subscription reaches this PUB
-        junk = [monitor.CHANGE_TOPIC + b"}", monitor.CHANGE_TOPIC + b',"node":7}',
-                monitor.encode_change("www3"), monitor.CHANGE_TOPIC + b"\xff" * 1000, b"\x00" * 100]
+        junk = [feed.CHANGE_TOPIC + b"}", feed.CHANGE_TOPIC + b',"node":7}',
+                feed.encode_change("www3"), feed.CHANGE_TOPIC + b"\xff" * 1000, b"\x00" * 100]
         for _ in range(200):
-            for frame in junk + [monitor.encode_change("www1")]:
+            for frame in junk + [feed.encode_change("www1")]:
                 pub.send(frame)
         samples = c.watch("web", 1.5)
     finally:

@@ -22,14 +22,16 @@ from conftest import FaildProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failover import failsh, protocol, server
+from failover import protocol
 from failover.client import Client, ClientError
-from failover.failsh import Engine, Options
-from failover.policy import MIN_INTERVAL, Policy
-from failover.procedures import run_procedure
-from failover.store import Store
-from failover.tclext import HOST_SUBCOMMANDS, SVC_SUBCOMMANDS, TRAP_KINDS, Commands
-from failover.tclhost import TclHost
+from failover.faild import server
+from failover.faild.store import Store
+from failover.shell import engine as failsh
+from failover.shell.commands import HOST_SUBCOMMANDS, SVC_SUBCOMMANDS, TRAP_KINDS, Commands
+from failover.shell.engine import Engine, Options
+from failover.shell.policy import MIN_INTERVAL, Policy
+from failover.shell.procedures import run_procedure
+from failover.shell.tclhost import TclHost
 
 # Tcl commands ----------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ import zmq
 from cluster import Cluster
 from conftest import BIN, free_port, wait_for
 
-from failover import client, monitor, protocol
+from failover import client, protocol
+from failover.observe import feed
 
 POLICY = """
 failsvc web interval 0.3
@@ -168,11 +169,11 @@ def _hostile_subscriber(ctx: zmq.Context, port: int) -> None:
 def _feed_works(ctx: zmq.Context, port: int) -> dict:
     s = ctx.socket(zmq.SUB)
     s.linger = 0
-    s.setsockopt(zmq.SUBSCRIBE, monitor.SNAPSHOT_TOPIC)
+    s.setsockopt(zmq.SUBSCRIBE, feed.SNAPSHOT_TOPIC)
     s.connect(f"tcp://127.0.0.1:{port}")
     try:
         assert s.poll(5000), "no snapshot on the feed"
-        return monitor.decode(s.recv())
+        return feed.decode(s.recv())
     finally:
         s.close()
 

@@ -1,4 +1,4 @@
-"""Man pages generated from the argparse parsers (failover/manpage.py, setup.py's build_man)."""
+"""Man pages generated from the argparse parsers (failover/cli/manpage.py, setup.py's build_man)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from failover import manpage
+from failover.cli import manpage
 from failover.cli.launch import PROGRAMS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def test_every_option_is_documented(pages: dict[str, Path]) -> None:
 def test_pages_build_without_tkinter(tmp_path: Path) -> None:
     """The build needs the parsers only: a Python without tkinter (Debian's python3 without
     python3-tk, as in a pip build on a stock host) still writes every page."""
-    code = ("import sys; sys.modules['tkinter'] = None; from failover import manpage; "
+    code = ("import sys; sys.modules['tkinter'] = None; from failover.cli import manpage; "
             f"sys.exit(manpage.main([{str(tmp_path)!r}]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from opscluster import WEB_POLICY, Cluster, http_get, prom_value, wait_until
 
-from failover import metrics
+from failover.observe import metrics
 
 POLICY = WEB_POLICY + """proc broken args {error "boom"}
 failsvc bad interval 1

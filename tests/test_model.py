@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failover import model, monitor, protocol
+from failover import model, protocol
 from failover.model import HostInfo, ServiceRecord, Transition
+from failover.observe import feed
 from failover.states import State
 
 NOW = 1.7e9
@@ -195,14 +196,14 @@ def test_list_with_any_member_replaced(path: tuple, value: object) -> None:
                        st.one_of(JSON, st.sampled_from([1, "change", "www1", True, 1.0])), max_size=4))
 def test_change_hint_decoder(msg: dict) -> None:
     try:
-        node = monitor.decode_change(json.dumps(msg).encode())
+        node = feed.decode_change(json.dumps(msg).encode())
     except ValueError:
         return
     assert protocol.valid_name(node)
 
 
-@pytest.mark.parametrize("frame", [monitor.CHANGE_TOPIC + b',"x":' + b"[" * 100000, b"\xff", b"[]",
+@pytest.mark.parametrize("frame", [feed.CHANGE_TOPIC + b',"x":' + b"[" * 100000, b"\xff", b"[]",
                                    b'{"v":true,"type":"change","node":"a"}', b'{"v":1,"type":"change","node":"a b"}'])
 def test_change_hint_decoder_rejects(frame: bytes) -> None:
     with pytest.raises(ValueError):
-        monitor.decode_change(frame)
+        feed.decode_change(frame)

@@ -94,7 +94,7 @@ def test_package_contents(deb: Path) -> None:
         assert files[f"/usr/bin/{program}"].startswith("-rwxr-xr-x root/root"), program
         assert f"/usr/share/man/man1/{program}.1.gz" in files, program
     site = "/usr/lib/python3/dist-packages/failover"
-    for name in ("tcl/failover.tcl", "tcl/demo-web.tcl", "cli/launch.py", "requirements.py"):
+    for name in ("shell/tcl/failover.tcl", "shell/tcl/demo-web.tcl", "cli/launch.py", "cli/requirements.py"):
         assert f"{site}/{name}" in files, name
     for unit in ("faild", "failsh", "hc"):
         assert f"/lib/systemd/system/{unit}.service" in files
@@ -330,7 +330,7 @@ def test_pip_install_on_debians_python(tmp_path: Path) -> None:
     versions = subprocess.run([str(venv / "bin/python"), "-c", "import zmq, attrs; print(zmq.__file__)"],
                               capture_output=True, text=True, check=True).stdout
     assert versions.startswith("/usr/lib/python3/dist-packages/")
-    demo = subprocess.run([str(venv / "bin/python"), "-m", "failover.demo"], capture_output=True, text=True,
+    demo = subprocess.run([str(venv / "bin/python"), "-m", "failover.lab.demo"], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path, env=env)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "HANDBACK: www1 serves again" in demo.stdout

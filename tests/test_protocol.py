@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failover import community, protocol
+from failover import protocol
+from failover.faild import community
+from failover.faild.server import Faild
+from failover.faild.store import Store
 from failover.model import HostInfo
-from failover.server import Faild
 from failover.states import State
-from failover.store import Store
 
 HOST = HostInfo(name="h1", started=1700000000.5, pid=4242)
 

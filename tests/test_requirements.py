@@ -1,4 +1,4 @@
-"""The start-up check of the libraries (failover/requirements.py): a missing tkinter or a
+"""The start-up check of the libraries (failover/cli/requirements.py): a missing tkinter or a
 too-old pyzmq/attrs/prometheus_client is one line naming the package, exit 5."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from failover import requirements
-from failover.cli import launch
+from failover.cli import launch, requirements
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -51,9 +51,9 @@ from pathlib import Path
 
 import pytest
 
-from failover import testbed
-from failover.testbed import FAULTS, FailoverHosts, HolderSampler, Testbed, TestbedError, log_tails, wait_until
-from failover.vipclient import Result, Tail, first_ok, longest_gap
+from failover.lab import testbed
+from failover.lab.testbed import FAULTS, FailoverHosts, HolderSampler, Testbed, TestbedError, log_tails, wait_until
+from failover.lab.vipclient import Result, Tail, first_ok, longest_gap
 
 
 def _unavailable() -> str | None:

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from failover import testbed
-from failover.testbed import FailoverHosts, Testbed, TestbedError, log_tails, wait_until
+from failover.lab import testbed
+from failover.lab.testbed import FailoverHosts, Testbed, TestbedError, log_tails, wait_until
 
 _reason = testbed.available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_reason is not None, reason=f"netns test bed: {_reason}")]

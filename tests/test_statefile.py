@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import FaildProcess, run_cli, wait_for
 
-from failover import store
 from failover.client import RequestFailed
+from failover.faild import store
 from failover.states import State
 
 STARTUP = 15.0  # seconds: a refused start takes well under one; this only catches a hang

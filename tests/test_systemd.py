@@ -44,7 +44,7 @@ def test_unit_files(name: str, program: str) -> None:
 
 
 def test_failsh_unit_has_a_watchdog_longer_than_a_procedure() -> None:
-    from failover.policy import DEFAULT_TIMEOUT
+    from failover.shell.policy import DEFAULT_TIMEOUT
     svc = unit("failsh.service")["Service"]
     assert float(svc["WatchdogSec"]) > DEFAULT_TIMEOUT  # failsh sends WATCHDOG=1 (test below)
     assert "$FAILSH_OPTS" in svc["ExecStart"].split()   # the RW community, from the package's env file
@@ -69,7 +69,7 @@ def test_units_verify(tmp_path: Path) -> None:
     for f in UNITS.glob("*.service"):
         (tmp_path / f.name).write_text(f.read_text().replace("/usr/bin/", f"{venv}/"))
     # verify runs 'man' for the units' Documentation=man:NAME(1): the generated pages
-    from failover import manpage
+    from failover.cli import manpage
     manpage.write_all(tmp_path / "man" / "man1")
     env = {**os.environ, "MANPATH": str(tmp_path / "man")}
     r = subprocess.run([analyze, "verify", *map(str, sorted(tmp_path.glob("*.service")))],

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from failover.policy import MIN_INTERVAL, Policy
-from failover.procedures import _children, run_procedure
+from failover.shell.commands import Commands
+from failover.shell.policy import MIN_INTERVAL, Policy
+from failover.shell.procedures import _children, run_procedure
+from failover.shell.tclhost import PolicyError, TclCommandError, TclHost
 from failover.states import State
-from failover.tclext import Commands
-from failover.tclhost import PolicyError, TclCommandError, TclHost
 
 
 @pytest.fixture
@@ -371,7 +371,7 @@ def test_whatif(tcl: TclHost, cmds: Commands) -> None:
 
 
 def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
-    from failover.failsh import TCL_LIBRARY
+    from failover.shell.engine import TCL_LIBRARY
     tcl.source(TCL_LIBRARY)
     assert tcl.interp.eval("fo::sh true") == "1"
     assert tcl.interp.eval("fo::sh false") == "0"
@@ -396,7 +396,7 @@ def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_
     """fo::garp (in every start and announce of the VIP samples) returns while its announcer
     still runs: it spaces its announcements a second apart, and SIGTERM or other services'
     runs must not wait for it.  A failure is still logged once the command ends."""
-    from failover.failsh import TCL_LIBRARY
+    from failover.shell.engine import TCL_LIBRARY
     tcl.source(TCL_LIBRARY)
     release, done = tmp_path / "release", tmp_path / "done"
     fake = tmp_path / "announce"
@@ -415,7 +415,7 @@ def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_
 def test_garpcount_and_garpdelay_reach_the_announcer(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
     """::fo::garpcount/::fo::garpdelay, set by the policy after the library loaded, are read
     at every fo::garp (the namespace test bed counts the frames: tests/test_announce.py)."""
-    from failover.failsh import TCL_LIBRARY
+    from failover.shell.engine import TCL_LIBRARY
     tcl.source(TCL_LIBRARY)
     assert (tcl.interp.eval("set ::fo::garpcount"), tcl.interp.eval("set ::fo::garpdelay")) == ("2", "1")
     done = tmp_path / "done"
@@ -432,7 +432,7 @@ def test_ipdown_stops_a_garp_still_running(tcl: TclHost, cmds: Commands, tmp_pat
                                            caplog: pytest.LogCaptureFixture) -> None:
     """The second announcement of fo::garp comes a second after the first: if the address is
     given up meanwhile, it would send the clients back to a host that no longer has it."""
-    from failover.failsh import TCL_LIBRARY
+    from failover.shell.engine import TCL_LIBRARY
     tcl.source(TCL_LIBRARY)
     started = tmp_path / "started"
     fake = tmp_path / "announce"
@@ -453,8 +453,8 @@ def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
 
 
 def test_a_hanging_trap_is_cancelled(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import failover.failsh as failsh_module
-    from failover.failsh import Engine, Options
+    import failover.shell.engine as failsh_module
+    from failover.shell.engine import Engine, Options
 
     monkeypatch.setattr(failsh_module, "TRAP_TIMEOUT", 0.3)
     engine = Engine(Options(node="www1"))
@@ -469,8 +469,8 @@ def test_a_hanging_trap_is_cancelled(monkeypatch: pytest.MonkeyPatch, caplog: py
 def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop() -> None:
     """A procedure that enters the event loop (vwait, update) must not let the scheduler
     run the same service again inside it: that would start it twice."""
-    from failover.failsh import Engine, Options
-    from failover.peers import PeerView
+    from failover.shell.engine import Engine, Options
+    from failover.shell.peers import PeerView
 
     engine = Engine(Options(node="www1"))
     engine.tcl.interp.eval("""

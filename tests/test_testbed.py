@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from failover import testbed
-from failover.testbed import Testbed, TestbedError, list_namespaces, stale_cleanup, wait_until
-from failover.vipclient import Tail, first_ok, longest_gap
+from failover.lab import testbed
+from failover.lab.testbed import Testbed, TestbedError, list_namespaces, stale_cleanup, wait_until
+from failover.lab.vipclient import Tail, first_ok, longest_gap
 
 _reason = testbed.available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_reason is not None, reason=f"netns test bed: {_reason}")]
@@ -61,7 +61,7 @@ def test_cleanup_when_body_raises():
 
 _CHILD = textwrap.dedent("""
     import json, sys, time
-    from failover.testbed import Testbed
+    from failover.lab.testbed import Testbed
     with Testbed(hosts=["h1"]) as tb:
         tb.run("h1", ["sleep", "300"])
         print(json.dumps([str(tb.tmpdir), tb.host("h1").ns, tb.client.ns, tb.switch_ns]), flush=True)

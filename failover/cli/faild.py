@@ -12,10 +12,11 @@ import socket
 import sys
 from pathlib import Path
 
-from failover import community, daemon, keys, protocol
+from failover import daemon, keys, protocol
 from failover.cli import common
-from failover.server import Faild, host_info
-from failover.store import StateFileError, Store, make_dir, write_target
+from failover.faild import community
+from failover.faild.server import Faild, host_info
+from failover.faild.store import StateFileError, Store, make_dir, write_target
 
 log = logging.getLogger("failover.server")
 
@@ -134,7 +135,7 @@ def genkey(directory: str, name: str) -> int:
 
 def listen_address(text: str) -> str:
     """argparse type for --metrics; prometheus_client is imported only when it is used."""
-    from failover.metrics import parse_listen
+    from failover.observe.metrics import parse_listen
     try:
         parse_listen(text)
     except ValueError as exc:
@@ -144,7 +145,7 @@ def listen_address(text: str) -> str:
 
 def start_metrics(server: Faild, listen: str) -> bool:
     """--metrics: count faild's requests and serve /metrics in a thread (metrics.py)."""
-    from failover import metrics
+    from failover.observe import metrics
     try:
         metrics.instrument_faild(server)
         url = metrics.serve(listen)

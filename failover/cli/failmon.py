@@ -1,7 +1,7 @@
 """failmon: the real-time monitor of one or several running failsh (failover 0.5 §8).
 
 It subscribes to each target's monitor feed (failsh ``-m``, default port 1848;
-docs/monitor.md) and shows the snapshots failsh publishes after every change and
+docs/feed.md) and shows the snapshots failsh publishes after every change and
 every second: in curses (the default), as text (``-1`` once, ``-l`` on every Return),
 or as an HTML page (``-h``, and when called as ``failmon.cgi``).
 """
@@ -19,13 +19,14 @@ from pathlib import Path
 
 import zmq
 
-from failover import client, daemon, monitor
+from failover import client, daemon
 from failover.cli import common
+from failover.observe import feed
 from failover.timefmt import age, local_time
 
 log = logging.getLogger("failover.monitor")
 
-DEFAULT_PORT = monitor.MONITOR_PORT
+DEFAULT_PORT = feed.MONITOR_PORT
 
 EPILOG = """modes (one of):
   -c   curses screen (the default on a terminal); keys:
@@ -68,10 +69,10 @@ class Feed:
             sock.linger = 0
             sock.ipv6 = True
             sock.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
-            sock.setsockopt(zmq.MAXMSGSIZE, monitor.MAX_SNAPSHOT)  # a hostile feed: connection dropped
+            sock.setsockopt(zmq.MAXMSGSIZE, feed.MAX_SNAPSHOT)  # a hostile feed: connection dropped
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-            sock.setsockopt(zmq.SUBSCRIBE, monitor.SNAPSHOT_TOPIC)  # not the peers' change hints
+            sock.setsockopt(zmq.SUBSCRIBE, feed.SNAPSHOT_TOPIC)  # not the peers' change hints
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:  # 'tcp://', an unknown transport
@@ -105,8 +106,8 @@ class Feed:
                 except zmq.Again:
                     break
                 try:
-                    snap = monitor.decode(frame)
-                except monitor.BadSnapshot as exc:
+                    snap = feed.decode(frame)
+                except feed.BadSnapshot as exc:
                     # shown by every mode (the error line, the curses status lines); the log
                     # only with -d monitor, else a feed of bad snapshots floods stderr
                     self.bad[target] = f"bad snapshot from {target}: {exc}"

@@ -13,15 +13,17 @@ import tkinter
 from collections.abc import Callable
 from pathlib import Path
 
-from failover import daemon, keys, metrics, procedures, protocol, repl
+from failover import daemon, keys, protocol
 from failover.cli import common
 from failover.client import endpoint_for
-from failover.failsh import Engine, Options
-from failover.monitor import MONITOR_PORT
-from failover.peers import Wakeup
-from failover.policy import DEAD_FACTOR
-from failover.tclext import ADDRESS
-from failover.tclhost import PolicyError
+from failover.observe import metrics
+from failover.observe.feed import MONITOR_PORT
+from failover.shell import procedures, repl
+from failover.shell.commands import ADDRESS
+from failover.shell.engine import Engine, Options
+from failover.shell.peers import Wakeup
+from failover.shell.policy import DEAD_FACTOR
+from failover.shell.tclhost import PolicyError
 
 log = logging.getLogger("failover.scheduler")
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import zmq
 
-from failover import community, daemon, keys
+from failover import daemon, keys
 from failover.cli import common
+from failover.faild import community
+from failover.faild.server import host_info
 from failover.hc import DEFAULT_PORT, hcfile
 from failover.hc.checks import run_check
 from failover.hc.monitor import READ_ONLY, Monitor
 from failover.hc.runner import MAX_WORKERS, Notifier, Runner
-from failover.server import host_info
 
 log = logging.getLogger("failover.hc")
 

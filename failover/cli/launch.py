@@ -1,5 +1,5 @@
 """The console scripts' entry points (pyproject.toml): each checks the libraries its program
-needs (failover/requirements.py) before the program's module (failover/cli/NAME.py) is
+needs (failover/cli/requirements.py) before the program's module (failover/cli/NAME.py) is
 imported, so a missing tkinter or a too-old pyzmq is one line and exit 5, not a traceback.
 The functions are named after the programs, so they live here, not in failover/cli/__init__.py,
 where they would shadow the modules."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from failover import requirements
+from failover.cli import requirements
 
 # program -> needs tkinter
 PROGRAMS = {"faild": False, "failsh": True, "failc": False, "failstat": False, "failmon": False,

@@ -2,7 +2,7 @@
 
 Every node of the Hcfile is a *service* of a read-only faild: UP when healthy,
 FAIL when failed, RECOVER while not known yet.  Requests are answered by
-:class:`failover.server.Faild` itself over hc's in-memory store, so ping, get,
+:class:`failover.faild.server.Faild` itself over hc's in-memory store, so ping, get,
 list and history behave exactly as they do on faild, and ``failstat host:1850``
 or failsh's ``healthy`` work unchanged.  ``set`` is refused.  ``get`` and ``list``
 replies carry one extra key per service, ``hc``, with the check's details (kind,
@@ -18,12 +18,13 @@ from collections.abc import Callable
 
 import zmq
 
-from failover import community, protocol
+from failover import protocol
 from failover.client import Client, ClientError, RequestFailed, configure_socket, endpoint_for
+from failover.faild import community
+from failover.faild.server import REFUSED, REJECTED, Faild, bind_with_retry, serve_one
 from failover.hc import DEFAULT_PORT
 from failover.hc.runner import Runner
 from failover.model import HostInfo
-from failover.server import REFUSED, REJECTED, Faild, bind_with_retry, serve_one
 from failover.states import State
 
 log = logging.getLogger("failover.hc.monitor")

@@ -6,7 +6,7 @@ a hanging server delays only its own check; a check that has not come back
 dropped.  Results go through a :class:`Damper` (``fall`` failures in a row make a
 node FAIL, ``rise`` successes make it UP), then through the dependency graph (a node
 whose dependency is FAIL is FAIL).  State changes are written to an in-memory
-:class:`~failover.store.Store` (served by the monitor) and handed to the
+:class:`~failover.faild.store.Store` (served by the monitor) and handed to the
 :class:`Notifier`, which updates faild and runs actions on threads of its own.
 """
 
@@ -25,10 +25,10 @@ import attrs
 
 from failover import keys
 from failover.client import Client, ClientError
+from failover.faild.store import Store
 from failover.hc.checks import Result, run_check, run_command
 from failover.hc.hcfile import Config, FaildTarget, Node
 from failover.states import State
-from failover.store import Store
 
 log = logging.getLogger("failover.hc.runner")
 GRACE = 2.0          # seconds past a check's timeout before it is given up

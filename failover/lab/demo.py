@@ -1,6 +1,6 @@
 """The README's demo: a two-host cluster on loopback that shows a real failover.
 
-www1 (master) and www2 (slave) each run faild and failsh with failover/tcl/demo-web.tcl.
+www1 (master) and www2 (slave) each run faild and failsh with failover/shell/tcl/demo-web.tcl.
 A client asks the shared service address every 100 ms and reports who answers.
 The demo crashes www1 (kill -9 of its faild, failsh and web server), shows www2
 taking over and how long the client went unserved, then brings www1 back and
@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from failover import client, tcllib
+from failover import client
+from failover.shell import tcllib
 
-POLICY = tcllib.path(tcllib.DEMO_POLICY)  # failover/tcl/demo-web.tcl, package data
+POLICY = tcllib.path(tcllib.DEMO_POLICY)  # failover/shell/tcl/demo-web.tcl, package data
 T0 = time.monotonic()
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import attrs
 
+from failover.faild.store import read_file
 from failover.protocol import DEFAULT_COMMUNITY, valid_name
-from failover.store import read_file
 
 NONE, RO, RW = 0, 1, 2
 _LEVELS = {"RO": RO, "RW": RW}

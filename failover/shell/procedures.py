@@ -22,8 +22,8 @@ import tkinter
 from collections.abc import Callable
 from pathlib import Path
 
+from failover.shell.tclhost import ScriptResult, TclHost
 from failover.states import BadState, State, parse_state
-from failover.tclhost import ScriptResult, TclHost
 
 log = logging.getLogger("failover.procedures")
 

@@ -20,15 +20,15 @@ import tkinter
 from typing import TYPE_CHECKING
 
 from failover.client import ClientError, RequestFailed
-from failover.decide import decide
 from failover.hc.monitor import healthy as hc_healthy
-from failover.policy import MIN_INTERVAL, Policy, Trap
 from failover.protocol import valid_name
+from failover.shell.decide import decide
+from failover.shell.policy import MIN_INTERVAL, Policy, Trap
+from failover.shell.tclhost import TclCommandError, TclHost
 from failover.states import BadState, State, parse_state
-from failover.tclhost import TclCommandError, TclHost
 
 if TYPE_CHECKING:
-    from failover.failsh import Engine
+    from failover.shell.engine import Engine
 
 log = logging.getLogger("failover.policy")
 
@@ -90,7 +90,7 @@ class Commands:
                      "schedule", "healthy", "fo::log", "exit", "fo::ipaddrs", "fo::ipcanon"):
             tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
         # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
-        tcl.interp.setvar("::fo::announcer", (sys.executable, "-m", "failover.announce"))
+        tcl.interp.setvar("::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
 
     def _engine(self, cmd: str) -> Engine:
         if self.engine is None:

@@ -13,11 +13,12 @@ from pathlib import Path
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from failover import community, daemon, keys, protocol
+from failover import daemon, keys, protocol
 from failover.client import configure_socket
-from failover.lease import Lease
+from failover.faild import community
+from failover.faild.lease import Lease
+from failover.faild.store import Store
 from failover.model import HostInfo
-from failover.store import Store
 
 log = logging.getLogger("failover.server")
 plog = logging.getLogger("failover.protocol")

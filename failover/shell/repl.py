@@ -19,8 +19,8 @@ import tkinter
 from collections import deque
 from pathlib import Path
 
-from failover import procedures
-from failover.failsh import Engine
+from failover.shell import procedures
+from failover.shell.engine import Engine
 
 try:
     import readline

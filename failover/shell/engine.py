@@ -20,22 +20,25 @@ from pathlib import Path
 
 import attrs
 
-from failover import client, daemon, dashboard, keys, metrics, monitor, procedures, protocol, server, store, tcllib
-from failover.community import Rules
-from failover.decide import Action, decide
+from failover import client, daemon, keys, protocol
+from failover.faild import server, store
+from failover.faild.community import Rules
 from failover.model import Transition
-from failover.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, Wakeup
-from failover.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy, ServiceConfig
-from failover.procedures import run_guarded, run_procedure
-from failover.scheduler import Scheduler
+from failover.observe import dashboard, feed, metrics
+from failover.shell import procedures, tcllib
+from failover.shell.commands import Commands
+from failover.shell.decide import Action, decide
+from failover.shell.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, Wakeup
+from failover.shell.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy, ServiceConfig
+from failover.shell.procedures import run_guarded, run_procedure
+from failover.shell.scheduler import Scheduler
+from failover.shell.tclhost import PolicyError, ScriptResult, TclHost
 from failover.states import State
-from failover.tclext import Commands
-from failover.tclhost import PolicyError, ScriptResult, TclHost
 
 log = logging.getLogger("failover.scheduler")
 tlog = logging.getLogger("failover.policy")
 
-TCL_LIBRARY = tcllib.path()  # failover/tcl/failover.tcl, package data
+TCL_LIBRARY = tcllib.path()  # failover/shell/tcl/failover.tcl, package data
 
 # What the control port (-D) answers: reads and log levels, never a state change
 CONTROL_OPS = frozenset({"ping", "get", "list", "history", "loglevel"})
@@ -704,7 +707,7 @@ class Engine:
                              "masters": svc.masters, "slaves": svc.slaves, "interval": svc.interval,
                              "last_change": self.last_change.get(name), "last_check": self.last_check.get(name),
                              "decision": self.decisions.get(name, ""), "peers": peers})
-        return {"v": monitor.FEED_VERSION, "type": "snapshot", "node": self.opts.node, "time": time.time(),
+        return {"v": feed.FEED_VERSION, "type": "snapshot", "node": self.opts.node, "time": time.time(),
                 "seq": self.seq, "services": services, "hosts": hosts,
                 "history": [t.to_wire() for t in list(self.history)[-50:]]}
 
@@ -712,7 +715,7 @@ class Engine:
         if self.net is not None and (self.opts.monitor or self.dashboard is not None):
             snap = self.snapshot()
             if self.opts.monitor:
-                self.net.publish(monitor.encode(snap))
+                self.net.publish(feed.encode(snap))
             if self.dashboard is not None:
                 self.dashboard.update(snap)
 
@@ -761,7 +764,7 @@ class Engine:
     def dump(self) -> None:
         """SIGINT: write the state dump (mode 0600); a FIFO stays open for the next dump.
         A symlink at the path is never followed: a planted one could aim at any file."""
-        payload = monitor.text(self.snapshot()).encode()
+        payload = feed.text(self.snapshot()).encode()
         path = self.opts.dumpfile
         try:
             if self._dump_fd is None:

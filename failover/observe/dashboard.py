@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from failover import metrics
+from failover.observe import metrics
 
 log = logging.getLogger("failover.monitor")
 

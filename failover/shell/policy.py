@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from failover.monitor import MONITOR_PORT
+from failover.observe.feed import MONITOR_PORT
 from failover.protocol import DEFAULT_COMMUNITY, DEFAULT_PORT
 
 DEFAULT_INTERVAL = 1.0      # seconds between runs of a service (0.5 left it unspecified)

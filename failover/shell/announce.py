@@ -2,7 +2,7 @@
 neighbour advertisements (IPv6), built here and sent on an AF_PACKET socket (needs root or
 CAP_NET_RAW; no arping of either flavour, no new dependency).
 
-    python -m failover.announce IFACE ADDRESS[/PREFIX] [--count N] [--delay S]
+    python -m failover.shell.announce IFACE ADDRESS[/PREFIX] [--count N] [--delay S]
 
 sends N announcements (default 2) S seconds apart (default 1), the first at once.  keepalived
 sends 5 at its takeover and again 5 s later (garp_master_repeat / garp_master_delay); failover
@@ -164,7 +164,7 @@ def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m failover.announce",
+    ap = argparse.ArgumentParser(prog="python -m failover.shell.announce",
                                  description="Send gratuitous ARP (IPv4) or unsolicited neighbour "
                                              "advertisements (IPv6) for an address this host holds.")
     ap.add_argument("iface", help="interface, e.g. eth0")

@@ -53,8 +53,8 @@ from typing import Any, TypeVar
 
 import attrs
 
-from failover.vipclient import Result
-from failover.vipserver import DEFAULT_PORT
+from failover.lab.vipclient import Result
+from failover.lab.vipserver import DEFAULT_PORT
 
 log = logging.getLogger("failover.testbed")
 
@@ -607,7 +607,7 @@ class Testbed:
              delay: float = 1.0) -> subprocess.Popen[Any]:
         """Announce the VIP (or `addr`, IPv4: gratuitous ARP, IPv6: unsolicited NA) from
         `host`, `count` times `delay` s apart, in the background (failover.announce)."""
-        return self.python(host, "failover.announce", "eth0", addr or self.vip, "--count", str(count),
+        return self.python(host, "failover.shell.announce", "eth0", addr or self.vip, "--count", str(count),
                            "--delay", f"{delay:g}")
 
     def addresses(self, host: Host | str, family: int = 4) -> list[str]:
@@ -650,7 +650,7 @@ class Testbed:
         """Start vipserver (answers with the node name on every IPv4 and IPv6 address, port
         `port`) and wait until it serves."""
         node = self._node(host)
-        p = self.python(node, "failover.vipserver", "--name", node.name, "--port", str(port), "--bind", "::")
+        p = self.python(node, "failover.lab.vipserver", "--name", node.name, "--port", str(port), "--bind", "::")
         if wait:
             self.wait_served(node, node.addr, port, timeout=wait, host=node.name)
         return p
@@ -660,7 +660,7 @@ class Testbed:
                         port: int = DEFAULT_PORT) -> tuple[subprocess.Popen[Any], Path]:
         """Start vipclient in the client namespace against the VIP; returns (process, results file)."""
         out = out or self.tmpdir / f"vipclient-{len(self._procs)}.jsonl"
-        p = self.python(self.client, "failover.vipclient", "--addr", addr or self.vip, "--port", str(port),
+        p = self.python(self.client, "failover.lab.vipclient", "--addr", addr or self.vip, "--port", str(port),
                         "--interval-ms", str(interval_ms), "--timeout-ms", str(timeout_ms),
                         "--duration", str(duration), "--out", str(out))
         # The header line says the client is up (the python import takes tens of ms).
@@ -672,7 +672,7 @@ class Testbed:
 
     def probe(self, frm: Host | str, addr: str, port: int = DEFAULT_PORT, timeout: float = 0.5) -> Result:
         """One request from inside `frm`'s namespace (never from the root namespace)."""
-        r = self.exec(frm, [sys.executable, "-m", "failover.vipclient", "--once", "--addr", addr,
+        r = self.exec(frm, [sys.executable, "-m", "failover.lab.vipclient", "--once", "--addr", addr,
                             "--port", str(port), "--timeout-ms", str(timeout * 1000)],
                       check=False, timeout=timeout + 10)
         try:

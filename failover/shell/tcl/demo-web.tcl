@@ -7,7 +7,7 @@ proc pidfile {} { global env; return [file join $env(FO_DEMO_DIR) web.$env(FO_NO
 
 proc startweb {args} {
     global env
-    set pid [exec $env(FO_PYTHON) -m failover.vipserver --name $env(FO_NODE) \
+    set pid [exec $env(FO_PYTHON) -m failover.lab.vipserver --name $env(FO_NODE) \
                  --bind 127.0.0.1 --port $env(FO_DEMO_PORT) >/dev/null 2>@1 &]
     set f [open [pidfile] w]; puts $f $pid; close $f
     # UP only once the port answers: a start that cannot bind is a FAIL

@@ -1,6 +1,6 @@
 """A trivial TCP service for the test bed: answers every connection with its node name.
 
-Run inside a host namespace (``ip netns exec NS python -m failover.vipserver --name h1``).  It
+Run inside a host namespace (``ip netns exec NS python -m failover.lab.vipserver --name h1``).  It
 binds 0.0.0.0 (``--bind ::``: every IPv4 and IPv6 address), so whichever host currently holds
 the VIP answers for it, and the reply tells the client (failover.vipclient) which host that was.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from failover.tclhost import TclHost
+from failover.shell.tclhost import TclHost
 
 log = logging.getLogger("failover.scheduler")
 

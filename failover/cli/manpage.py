@@ -1,6 +1,6 @@
 """Man pages generated from the programs' argparse definitions: one source of truth.
 
-``python -m failover.manpage DIR`` writes DIR/NAME.1 for every program of
+``python -m failover.cli.manpage DIR`` writes DIR/NAME.1 for every program of
 failover/cli/launch.py, from ``build_parser()`` of failover/cli/NAME.py: the synopsis is
 argparse's usage, OPTIONS lists every argument with its help (defaults expanded as
 ``--help`` shows them), and the epilog becomes its sections (examples, exit codes, ...).
@@ -151,7 +151,7 @@ def write_all(directory: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m failover.manpage",
+    p = argparse.ArgumentParser(prog="python -m failover.cli.manpage",
                                 description="Write the programs' man pages (NAME.1) into DIR.")
     p.add_argument("directory", type=Path, metavar="DIR")
     args = p.parse_args(argv)

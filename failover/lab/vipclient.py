@@ -1,6 +1,6 @@
 """A client that keeps requesting the vipserver service on the VIP and logs every outcome.
 
-Run inside the client namespace (``ip netns exec NS python -m failover.vipclient ...``).  It
+Run inside the client namespace (``ip netns exec NS python -m failover.lab.vipclient ...``).  It
 opens a fresh TCP connection every ``--interval-ms`` whether or not earlier requests have
 finished (up to ``timeout/interval + 1`` in flight), so the moment the service is back is seen
 within one interval even while earlier requests are still hanging on a dead host.  A fresh
@@ -30,7 +30,7 @@ from typing import IO
 
 import attrs
 
-from failover.vipserver import DEFAULT_PORT
+from failover.lab.vipserver import DEFAULT_PORT
 
 
 @attrs.frozen

@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterator
 import attrs
 import zmq
 
-from failover import daemon, keys, lease, metrics, model, monitor, protocol, server
+from failover import daemon, keys, model, protocol
 from failover.client import configure_socket, reconnect
+from failover.faild import lease, server
 from failover.model import HostInfo, ServiceRecord
+from failover.observe import feed, metrics
 from failover.states import State
 
 log = logging.getLogger("failover.peers")
@@ -297,7 +299,7 @@ class NetThread(threading.Thread):
         sock = self._ctx.socket(zmq.SUB)
         configure_socket(sock, spec.deadtime)
         sock.rcvhwm = 16
-        sock.setsockopt(zmq.SUBSCRIBE, monitor.CHANGE_TOPIC)
+        sock.setsockopt(zmq.SUBSCRIBE, feed.CHANGE_TOPIC)
         try:
             sock.connect(spec.hint)
         except zmq.ZMQError as exc:
@@ -325,12 +327,12 @@ class NetThread(threading.Thread):
 
     def _subscriptions(self, pub: zmq.Socket) -> None:
         """Read what subscribers sent; a new subscriber to the change hints gets one."""
-        if b"\x01" + monitor.CHANGE_TOPIC in list(_waiting(pub)):  # list: read them all
+        if b"\x01" + feed.CHANGE_TOPIC in list(_waiting(pub)):  # list: read them all
             self._hint()
 
     def _hint(self) -> None:
         if self._pub is not None:
-            self._pub.send(monitor.encode_change(self.local.name), zmq.NOBLOCK)
+            self._pub.send(feed.encode_change(self.local.name), zmq.NOBLOCK)
 
     def _drain(self, peer: _Peer) -> bool:
         changed = False
@@ -481,7 +483,7 @@ def _hinted(peer: _Peer) -> bool:
     hinted = False
     for frame in _waiting(peer.hints):
         try:
-            hinted |= monitor.decode_change(frame) == peer.spec.name
+            hinted |= feed.decode_change(frame) == peer.spec.name
         except ValueError as exc:
             log.debug("%s: ignored on its feed: %s", peer.spec.name, exc)
     return hinted

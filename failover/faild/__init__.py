@@ -1,0 +1,1 @@
+"""faild's state daemon: the server, its store, the lease and the communities."""

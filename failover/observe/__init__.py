@@ -1,0 +1,1 @@
+"""Observation: the monitor feed, the live web page and the Prometheus metrics."""

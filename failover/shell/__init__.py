@@ -1,0 +1,1 @@
+"""failsh: the Tcl policy, the scheduler, the peers, the decision and the procedures."""
