@@ -1,0 +1,1 @@
+"""Arbiters: an outside consensus store that decides who *may* hold a service (etcd)."""
