@@ -5,10 +5,16 @@ A small stdlib HTTP server in daemon threads.  It serves
 * ``/``               the page: inline HTML, CSS and JavaScript, no external files;
 * ``/snapshot.json``  the last monitor snapshot (the failmon feed, docs/monitor.md);
 * ``/events``         the same snapshots as Server-Sent Events, one per update;
-* ``/metrics``        Prometheus metrics (metrics.FAILSH).
+* ``/metrics``        Prometheus metrics (metrics.FAILSH);
+* ``/health``         200 while this failsh is deciding (a fresh snapshot and its lease in
+                      the local faild), 503 otherwise;
+* ``/health/SERVICE`` 200 when this host holds SERVICE (UP) with a live lease, 503
+                      otherwise: a load balancer's health check (HAProxy, nginx, F5) then
+                      sends clients to the holder only.
 
 The page opens ``/events`` and redraws on every snapshot; if the event stream fails it
-falls back to polling ``/snapshot.json`` every second.  The Tcl thread hands snapshots
+falls back to polling ``/snapshot.json`` every second.  With no new snapshot for
+``STALE`` seconds (failsh gone or stuck) it greys its tables and says since when.  The Tcl thread hands snapshots
 over with :meth:`Dashboard.update`; the HTTP threads only read the last one.
 """
 
@@ -18,6 +24,8 @@ import json
 import logging
 import socket
 import threading
+import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,6 +37,7 @@ log = logging.getLogger("failover.monitor")
 
 MAX_STREAMS = 32          # concurrent /events clients; more get 503
 KEEPALIVE = 15.0          # seconds between SSE comments when nothing changes
+STALE = 3.5               # s without a snapshot: failsh is not deciding (it publishes every second)
 
 
 class Dashboard:
@@ -37,6 +46,7 @@ class Dashboard:
         self.node = node
         self._snap: dict | None = None
         self._frame = b""
+        self._updated = 0.0  # monotonic time of the last snapshot
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._streams = 0
@@ -58,7 +68,7 @@ class Dashboard:
         """Take a new snapshot: wake every event stream, refresh the metrics gauges."""
         frame = json.dumps(snap, separators=(",", ":")).encode()
         with self._cond:
-            self._snap, self._frame = snap, frame
+            self._snap, self._frame, self._updated = snap, frame, time.monotonic()
             self._cond.notify_all()
         metrics.update(snap)
 
@@ -71,6 +81,26 @@ class Dashboard:
             self._httpd.server_close()
 
     # HTTP threads ---------------------------------------------------------------
+    def health(self, service: str | None) -> tuple[bool, str]:
+        """(healthy, why): failsh deciding (fresh snapshot, a lease) and, with ``service``,
+        this host holding it."""
+        with self._cond:
+            snap, age = self._snap, time.monotonic() - self._updated
+        if snap is None:
+            return False, "no snapshot yet"
+        if age > STALE:
+            return False, f"failsh not deciding: last snapshot {age:.1f} s ago"
+        if not snap.get("lease"):
+            return False, "failsh holds no lease in its local faild"
+        if service is None:
+            return True, "failsh deciding"
+        svc = next((v for v in snap.get("services", []) if v.get("name") == service), None)
+        if svc is None:
+            return False, f"no service {service!r} here"
+        if svc.get("state") != "UP":
+            return False, f"{service} is {svc.get('state')} here"
+        return True, f"{service} is UP here"
+
     def frame(self) -> bytes:
         with self._cond:
             return self._frame
@@ -124,7 +154,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", PAGE.replace("@NODE@", _html(self.dashboard.node)).encode())
+            page = PAGE.replace("@NODE@", _html(self.dashboard.node)).replace("@STALE@", str(STALE))
+            self._send(200, "text/html; charset=utf-8", page.encode())
         elif path == "/snapshot.json":
             frame = self.dashboard.frame()
             if frame:
@@ -135,6 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.FAILSH))
         elif path == "/events":
             self._events()
+        elif path == "/health" or path.startswith("/health/"):
+            ok, why = self.dashboard.health(urllib.parse.unquote(path[8:]) or None)
+            self._send(200 if ok else 503, "text/plain; charset=utf-8", (why + "\n").encode())
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
@@ -189,11 +223,15 @@ td.st { font-weight: 700; text-align: center; min-width: 90px; border: 2px solid
 .up { color: #2e9e44; font-weight: 600; } .down { color: #d93025; font-weight: 600; } .dim { color: #8a909c; }
 small { display: block; font-weight: 400; font-size: 11px; }
 #history td { font-size: 13px; }
+body.stale main { filter: grayscale(1); opacity: .55; }
+#gone { display: none; background: #d93025; color: #fff; padding: 6px 18px; font-weight: 600; }
+body.stale #gone { display: block; }
 </style></head>
 <body>
 <header><h1>failover cluster</h1><span>failsh on <b id="node">@NODE@</b></span>
 <span id="stamp" class="dim">waiting for the first snapshot</span>
 <span id="conn" class="lost">connecting</span></header>
+<div id="gone"></div>
 <main>
 <section><h2>Services</h2><table id="services"><thead></thead><tbody></tbody></table></section>
 <section><h2>Hosts</h2><table id="hosts"><thead><tr><th>host</th><th>faild</th><th>failsh</th>
@@ -203,7 +241,16 @@ small { display: block; font-weight: 400; font-size: 11px; }
 </main>
 <script>
 "use strict";
-let updates = 0, lastSeq = -1, pollTimer = null;
+let updates = 0, lastSeq = -1, pollTimer = null, lastSeen = 0, lastStamp = 0;
+const STALE = @STALE@;  // s without a snapshot: failsh gone or stuck, the tables are history
+setInterval(() => {
+  const stale = lastSeen > 0 && (Date.now() - lastSeen) / 1000 > STALE;
+  document.body.classList.toggle("stale", stale);
+  document.body.dataset.stale = stale ? "1" : "0";
+  if (stale) document.getElementById("gone").textContent =
+    "failsh on " + document.getElementById("node").textContent + " has not reported since " + clock(lastStamp) +
+    ": these states are not current";
+}, 500);
 function el(tag, text, cls) {
   const e = document.createElement(tag);
   if (text !== undefined && text !== null) e.textContent = String(text);
@@ -228,7 +275,7 @@ function failshCell(h) {  // the lease is only known while the host's faild answ
   return el("td", h.failsh ? "running" : "none", h.failsh ? "up" : "down");
 }
 function render(s) {
-  updates += 1; lastSeq = s.seq;
+  updates += 1; lastSeq = s.seq; lastSeen = Date.now(); lastStamp = s.time;
   document.body.dataset.updates = updates;
   document.body.dataset.seq = s.seq;
   document.getElementById("node").textContent = s.node;
