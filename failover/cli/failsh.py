@@ -21,9 +21,9 @@ from failover.observe.feed import MONITOR_PORT
 from failover.shell import procedures, repl
 from failover.shell.commands import ADDRESS
 from failover.shell.engine import Engine, Options
-from failover.shell.peers import Wakeup
 from failover.shell.policy import DEAD_FACTOR
 from failover.shell.tclhost import PolicyError
+from failover.shell.wakeup import Wakeup
 
 log = logging.getLogger("failover.scheduler")
 

@@ -28,11 +28,13 @@ from failover.observe import dashboard, feed, metrics
 from failover.shell import procedures, tcllib
 from failover.shell.commands import Commands
 from failover.shell.decide import Action, decide
-from failover.shell.peers import DOWN, UNKNOWN, UP, NetThread, PeerSpec, PeerView, Wakeup
+from failover.shell.peers import NetThread, PeerSpec
 from failover.shell.policy import DEAD_FACTOR, DEFAULT_INTERVAL, TRAP_TIMEOUT, Policy, ServiceConfig
 from failover.shell.procedures import run_guarded, run_procedure
 from failover.shell.scheduler import Scheduler
 from failover.shell.tclhost import PolicyError, ScriptResult, TclHost
+from failover.shell.view import DOWN, UNKNOWN, UP, PeerView
+from failover.shell.wakeup import Wakeup
 from failover.states import State
 
 log = logging.getLogger("failover.scheduler")

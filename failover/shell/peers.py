@@ -26,11 +26,12 @@ from failover.client import configure_socket, reconnect
 from failover.faild import lease, server
 from failover.model import HostInfo, ServiceRecord
 from failover.observe import feed, metrics
+from failover.shell.view import DOWN, UP, PeerView
+from failover.shell.wakeup import Wakeup
 from failover.states import State
 
 log = logging.getLogger("failover.peers")
 
-UNKNOWN, UP, DOWN = "unknown", "up", "down"
 HINT_GAP = 0.02  # s: at most one hinted poll per peer this often, however many hints come
 RETRY = 0.1  # s: next try of a poll that found no connection to send on
 
@@ -46,31 +47,6 @@ class PeerSpec:
     community: str = protocol.DEFAULT_COMMUNITY
     curve: keys.Curve | None = None  # CURVE identity and the host's faild key (failsh --curve-keys)
     hint: str | None = None  # the host's failsh feed: a change hint there means "poll now"
-
-
-@attrs.frozen
-class PeerView:
-    """What the network thread last knew of one host."""
-
-    name: str
-    endpoint: str
-    status: str = UNKNOWN          # unknown until first reply or deadtime since start
-    last_seen: float | None = None  # wall clock of the last reply
-    last_call: float | None = None  # wall clock of the last request
-    rtt: float | None = None
-    started: float | None = None
-    restarted: float | None = None  # monotonic time this thread saw its faild restart
-    lease: float | None = None     # seconds left of its failsh's lease; None: no failsh
-    leased: bool = False           # a lease was seen from this faild process: its failsh ran
-    services: dict[str, ServiceRecord] = attrs.field(factory=dict)
-    error: str = ""
-
-    def state_of(self, service: str) -> State | None:
-        """The state this host provides ``service`` in; None when it counts as FAIL."""
-        if self.status != UP or self.lease is None:
-            return None
-        rec = self.services.get(service)
-        return rec.state if rec else None
 
 
 class _Peer:
@@ -491,30 +467,3 @@ def _hinted(peer: _Peer) -> bool:
 
 def _states(view: PeerView) -> dict[str, State]:
     return {n: r.state for n, r in view.services.items()}
-
-
-class Wakeup:
-    """A non-blocking pipe: ``poke()`` from any thread, a loop watches ``fd`` and drains it."""
-
-    def __init__(self) -> None:
-        self.fd, self.write_fd = os.pipe()
-        os.set_blocking(self.fd, False)
-        os.set_blocking(self.write_fd, False)
-
-    def poke(self) -> None:
-        try:
-            os.write(self.write_fd, b"!")
-        except BlockingIOError:
-            pass  # already full: the reader will wake anyway
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    @staticmethod
-    def close_fds(fds: tuple[int, int]) -> None:
-        for fd in fds:
-            os.close(fd)
