@@ -7,6 +7,7 @@ locations are real file:line pairs.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import tkinter
 from pathlib import Path
@@ -16,7 +17,7 @@ from conftest import wait_for
 
 from failover.shell.commands import Commands
 from failover.shell.policy import MIN_INTERVAL, Policy
-from failover.shell.procedures import _children, run_procedure
+from failover.shell.procedures import Outcome, OutcomeKind, _children, cancel_running, run_procedure
 from failover.shell.tclhost import PolicyError, TclCommandError, TclHost
 from failover.states import State
 
@@ -248,9 +249,9 @@ failsvc web start startweb
     assert r.where == f"{p}:3"
     r = tcl.run("::site::stopweb")
     assert (r.value, r.where) == ("cannot stop", f"{p}:12")
-    state, why = run_procedure(tcl, "web", "start", "startweb", 5)
-    assert state is State.FAIL
-    assert why == f'start procedure failed at {p}:3: invalid command name "undefined_command"'
+    out = run_procedure(tcl, "web", "start", "startweb", 5)
+    assert (out.state, out.kind) == (State.FAIL, OutcomeKind.FAILED)
+    assert out.reason == f'start procedure failed at {p}:3: invalid command name "undefined_command"'
 
 
 def test_proc_redefined_at_the_prompt_forgets_its_file_line(tcl: TclHost, tmp_path: Path) -> None:
@@ -280,25 +281,33 @@ def test_failed_reload_puts_every_proc_back(tcl: TclHost, tmp_path: Path) -> Non
 
 
 # Procedures ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("script", "state", "reason"), [
-    ("return UP", State.UP, "start procedure returned UP"),
-    ("return recover", State.RECOVER, "start procedure returned RECOVER"),
-    ("return { FAIL }", State.FAIL, "start procedure returned FAIL"),
-    ("return maybe", State.FAIL, "start procedure returned 'maybe', not UP, RECOVER or FAIL"),
-    ("return 1", State.FAIL, "start procedure returned '1', not UP, RECOVER or FAIL"),
-    ("return {}", State.FAIL, "start procedure returned '', not UP, RECOVER or FAIL"),
-    ("error {disk on fire}", State.FAIL, "start procedure failed: disk on fire"),
-    ("exec false", State.FAIL, "start procedure failed: child process exited abnormally"),
+OK, FAILED, BAD = OutcomeKind.OK, OutcomeKind.FAILED, OutcomeKind.BAD_RESULT
+
+
+@pytest.mark.parametrize(("script", "state", "reason", "kind"), [
+    ("return UP", State.UP, "start procedure returned UP", OK),
+    ("return recover", State.RECOVER, "start procedure returned RECOVER", OK),
+    ("return { FAIL }", State.FAIL, "start procedure returned FAIL", OK),
+    ("return maybe", State.FAIL, "start procedure returned 'maybe', not UP, RECOVER or FAIL", BAD),
+    ("return 1", State.FAIL, "start procedure returned '1', not UP, RECOVER or FAIL", BAD),
+    ("return {}", State.FAIL, "start procedure returned '', not UP, RECOVER or FAIL", BAD),
+    ("error {disk on fire}", State.FAIL, "start procedure failed: disk on fire", FAILED),
+    ("exec false", State.FAIL, "start procedure failed: child process exited abnormally", FAILED),
 ])
-def test_procedure_results(tcl: TclHost, script: str, state: State, reason: str) -> None:
-    assert run_procedure(tcl, "web", "start", script, 5) == (state, reason)
+def test_procedure_results(tcl: TclHost, script: str, state: State, reason: str, kind: OutcomeKind) -> None:
+    out = run_procedure(tcl, "web", "start", script, 5)
+    assert out == Outcome(state, reason, kind)
+    assert out.error is (kind is not OK)
 
 
 @pytest.mark.parametrize(("result", "state"), [("1", State.UP), ("yes", State.UP), ("UP", State.UP),
                                                 ("0", State.FAIL), ("false", State.FAIL),
                                                 ("RECOVER", State.RECOVER), ("perhaps", State.FAIL)])
 def test_check_accepts_states_and_booleans(tcl: TclHost, result: str, state: State) -> None:
-    assert run_procedure(tcl, "web", "check", f"return {result}", 5)[0] is state
+    out = run_procedure(tcl, "web", "check", f"return {result}", 5)
+    assert out.state is state
+    assert out.kind is {"1": OutcomeKind.BOOL_CHECK, "yes": OutcomeKind.BOOL_CHECK, "0": OutcomeKind.BOOL_CHECK,
+                        "false": OutcomeKind.BOOL_CHECK, "perhaps": OutcomeKind.BAD_RESULT}.get(result, OK)
 
 
 def _alive(pid: int) -> bool:
@@ -315,9 +324,10 @@ def test_timeout_kills_the_exec_and_only_it(tcl: TclHost, tmp_path: Path) -> Non
     older_pid = int(older.value)
     pidfile = tmp_path / "pid"
     t0 = time.monotonic()
-    state, why = run_procedure(tcl, "web", "start", f"exec sh -c {{echo $$ > {pidfile}; exec sleep 30}}", 0.5)
+    out = run_procedure(tcl, "web", "start", f"exec sh -c {{echo $$ > {pidfile}; exec sleep 30}}", 0.5)
+    state, why = out.state, out.reason
     took = time.monotonic() - t0
-    assert state is State.FAIL
+    assert state is State.FAIL and out.kind is OutcomeKind.TIMEOUT and out.error
     assert why.startswith("start procedure timed out after 0.5 s") and "1 processes it started were killed" in why
     assert took < 3, took
     assert not _alive(int(pidfile.read_text()))
@@ -330,7 +340,8 @@ def test_timeout_kills_the_exec_and_only_it(tcl: TclHost, tmp_path: Path) -> Non
 def test_timeout_of_a_proc_doing_exec_sleep(tcl: TclHost) -> None:
     tcl.interp.eval("proc slow {args} { exec sleep 30 }")
     t0 = time.monotonic()
-    state, why = run_procedure(tcl, "web", "stop", "slow", 0.5)
+    out = run_procedure(tcl, "web", "stop", "slow", 0.5)
+    state, why = out.state, out.reason
     assert (state, why.split(";")[0]) == (State.FAIL, "stop procedure timed out after 0.5 s")
     assert time.monotonic() - t0 < 2.5
     me = str(os.getpid())
@@ -347,11 +358,22 @@ def test_timeout_of_a_proc_doing_exec_sleep(tcl: TclHost) -> None:
 def test_timeout_cancels_pure_tcl(tcl: TclHost, script: str) -> None:
     before = set(_children(os.getpid()))
     t0 = time.monotonic()
-    state, why = run_procedure(tcl, "web", "reclaim", script, 0.3)
+    out = run_procedure(tcl, "web", "reclaim", script, 0.3)
+    state, why = out.state, out.reason
     assert state is State.FAIL and "timed out" in why
     assert time.monotonic() - t0 < 2.5
     assert tcl.run("expr {6 * 7}").value == "42"
     assert set(_children(os.getpid())) <= before
+
+
+def test_a_cancelled_procedure_is_not_a_policy_error(tcl: TclHost) -> None:
+    """SIGTERM or Ctrl-C cancels a running procedure: FAIL, kind cancelled, not counted as an error."""
+    timer = threading.Timer(0.2, cancel_running, ("cancelled: failsh got SIGTERM",))
+    timer.start()
+    out = run_procedure(tcl, "web", "stop", "after 30000", 10)
+    timer.join()
+    assert (out.state, out.kind, out.error) == (State.FAIL, OutcomeKind.CANCELLED, False)
+    assert out.reason.startswith("stop procedure cancelled: failsh got SIGTERM")
 
 
 # whatif -------------------------------------------------------------------------------

@@ -420,10 +420,10 @@ class Engine:
         if decision.action in (Action.START, Action.STOP, Action.RECLAIM):
             self._act(name, svc, decision.action.value, decision.reason)
         elif decision.action is Action.NONE and self.local[name] is State.UP and svc.check:
-            state, why = run_procedure(self.tcl, name, "check", svc.check, svc.timeout)
-            metrics.procedure(name, "check", why)
-            if state is not State.UP:
-                self.set_local(name, state, why)
+            out = run_procedure(self.tcl, name, "check", svc.check, svc.timeout)
+            metrics.procedure(name, "check", out.kind, out.error)
+            if out.state is not State.UP:
+                self.set_local(name, out.state, out.reason)
         if yielded and svc.announce and self.local[name] is State.UP:
             self._announce(name, svc, yielded)
 
@@ -482,9 +482,10 @@ class Engine:
                 refusal = (f"split-brain guard: master {', '.join(silent)} silent but only {len(seen)} of "
                            f"{len(svc.witnesses)} witnesses reachable (need {svc.needed_witnesses()})")
         if not refusal and svc.tiebreaker:
-            state, why = run_procedure(self.tcl, name, "tiebreaker", svc.tiebreaker, svc.timeout)
-            if state is not State.UP:
-                refusal = f"split-brain guard: tie-breaker said no ({why})"
+            out = run_procedure(self.tcl, name, "tiebreaker", svc.tiebreaker, svc.timeout)
+            metrics.procedure(name, "tiebreaker", out.kind, out.error)
+            if out.state is not State.UP:
+                refusal = f"split-brain guard: tie-breaker said no ({out.reason})"
         now = time.monotonic()
         if refusal:
             self._guard_refused[name] = now
@@ -517,8 +518,9 @@ class Engine:
             new = {"start": State.UP, "stop": State.RECOVER, "reclaim": State.RECOVER}[kind]
             why = f"no {kind} procedure"
         else:
-            new, why = run_procedure(self.tcl, name, kind, script, svc.timeout)
-            metrics.procedure(name, kind, why)
+            out = run_procedure(self.tcl, name, kind, script, svc.timeout)
+            metrics.procedure(name, kind, out.kind, out.error)
+            new, why = out.state, out.reason
         self.set_local(name, new, f"{reason}; {why}")
         return new
 
