@@ -474,18 +474,17 @@ def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
         tcl.interp.eval("failsvc web nope 1")
 
 
-def test_a_hanging_trap_is_cancelled(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import failover.shell.engine as failsh_module
-    from failover.shell.engine import Engine, Options
+def test_a_hanging_trap_is_cancelled(tcl: TclHost, monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    from failover.shell import traps
 
-    monkeypatch.setattr(failsh_module, "TRAP_TIMEOUT", 0.3)
-    engine = Engine(Options(node="www1"))
-    engine.tcl.interp.eval("proc slowtrap {args} { after 30000 }")
+    monkeypatch.setattr(traps, "TRAP_TIMEOUT", 0.3)
+    tcl.interp.eval("proc slowtrap {args} { after 30000 }")
     t0 = time.monotonic()
-    engine._trap("slowtrap", "web", "RECOVER", "UP", "why")
+    traps.Traps(tcl, lambda: Policy("www1")).run("slowtrap", "web", "RECOVER", "UP", "why")
     assert time.monotonic() - t0 < 2.5
     assert "failtrap script 'slowtrap' timed out after 0.3 s" in caplog.text
-    assert engine.tcl.run("set ok 1").value == "1"
+    assert tcl.run("set ok 1").value == "1"
 
 
 def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop() -> None:
@@ -514,10 +513,10 @@ def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop
             return True
 
     engine.net = FakeNet()  # type: ignore[assignment]
-    engine.local["web"] = State.RECOVER
-    engine.active = False  # nothing is written anywhere
+    engine.states.local["web"] = State.RECOVER
+    engine.states.active = False  # nothing is written anywhere
     engine.scheduler.sync({"web": 0.05})  # ticks fire while startweb waits in vwait
     engine.run_service("web")
     engine.scheduler.stop()
     assert engine.tcl.interp.getvar("::starts") == 1
-    assert engine.local["web"] is State.UP
+    assert engine.states.local["web"] is State.UP

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if not engine.policy.services and not interactive:
             print(f"failsh: {args.file}: the policy defines no service (use failsvc)", file=sys.stderr)
             return common.EXIT_CONFIG
-    missing = engine.key_errors()  # --curve-keys: every faild polled needs its key
+    missing = engine.hosts.key_errors()  # --curve-keys: every faild polled needs its key
     if missing:
         print(f"failsh: {missing[0]}", file=sys.stderr)
         return common.EXIT_CONFIG

@@ -17,18 +17,17 @@ import re
 import subprocess
 import sys
 import tkinter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from failover.client import ClientError, RequestFailed
 from failover.hc.monitor import healthy as hc_healthy
 from failover.protocol import valid_name
+from failover.shell import gates
 from failover.shell.decide import decide
 from failover.shell.policy import MIN_INTERVAL, Policy, Trap
 from failover.shell.tclhost import TclCommandError, TclHost
+from failover.shell.view import PeerView
 from failover.states import BadState, State, parse_state
-
-if TYPE_CHECKING:
-    from failover.shell.engine import Engine
 
 log = logging.getLogger("failover.policy")
 
@@ -78,21 +77,38 @@ def _usage(cmd: str, usage: str) -> TclCommandError:
     return TclCommandError(f"wrong # args: should be \"{cmd} {usage}\"", "USAGE")
 
 
+class Runtime(Protocol):
+    """What the commands use of a running failsh (engine.py's Engine)."""
+
+    scheduling: bool
+
+    def peer_view(self, name: str) -> PeerView | None: ...
+    def local_state(self, name: str) -> State: ...
+    def set_local(self, name: str, state: State, reason: str) -> None: ...
+    def run_action(self, name: str, kind: str) -> State: ...
+    def set_scheduling(self, on: bool) -> None: ...
+    def request_exit(self, status: int) -> None: ...
+    def policy_changed(self) -> None: ...
+    def gate_inputs(self, name: str) -> gates.Inputs | None: ...
+
+
 class Commands:
     """Binds the Tcl commands to a policy (while loading) and an engine (at run time)."""
 
-    def __init__(self, tcl: TclHost, policy: Policy, engine: Engine | None = None) -> None:
+    def __init__(self, tcl: TclHost, policy: Policy, engine: Runtime | None = None) -> None:
         self.tcl = tcl
         self.policy = policy
         self.engine = engine
         for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
-                     "startservice", "stopservice", "services", "hosts", "node", "whatif",
-                     "schedule", "healthy", "fo::log", "exit", "fo::ipaddrs", "fo::ipcanon"):
-            tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
+                     "startservice", "stopservice", "services", "hosts", "node", "whatif", "schedule", "exit"):
+            tcl.expose(name, getattr(self, name))
+        for name, fn in (("healthy", healthy), ("fo::log", fo_log), ("fo::ipaddrs", fo_ipaddrs),
+                         ("fo::ipcanon", fo_ipcanon)):
+            tcl.expose(name, fn)
         # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
         tcl.interp.setvar("::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
 
-    def _engine(self, cmd: str) -> Engine:
+    def _engine(self, cmd: str) -> Runtime:
         if self.engine is None:
             raise TclCommandError(f"{cmd}: not available while the policy is loading", "NOTREADY")
         return self.engine
@@ -300,55 +316,61 @@ class Commands:
         self._engine("exit").request_exit(code)
         return ""
 
-    def healthy(self, check: str, where: str = "localhost", timeout: str = "1") -> int:
-        """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
-
-        An hc that does not answer counts as unhealthy; an unknown check is an error.
-        """
-        try:
-            return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
-        except RequestFailed as exc:
-            raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
-        except ClientError as exc:
-            raise TclCommandError(f"healthy {check}: {exc}", "HC") from None
-
-    def cmd_log(self, level: str, *message: str) -> str:
-        levels = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
-                  "warning": logging.WARNING, "error": logging.ERROR}
-        if level not in levels:
-            raise _usage("fo::log", "debug|info|notice|warning|error message")
-        log.log(levels[level], "%s", " ".join(message))
-        return ""
-
-    def cmd_ipaddrs(self, *args: str) -> tuple:
-        """fo::ipaddrs ?-prefix? DEVICE: every address (IPv4 and IPv6, canonical; with -prefix
-        as ADDRESS/PREFIXLEN, the length the interface has) on DEVICE, from ``ip -j addr show``;
-        empty if the device does not exist."""
-        with_prefix = args[:1] == ("-prefix",)
-        if len(args) != 1 + with_prefix:
-            raise TclCommandError('wrong # args: should be "fo::ipaddrs ?-prefix? device"', "TCL", "WRONGARGS")
-        dev = args[-1]
-        try:
-            r = subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
-                               timeout=10)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise TclCommandError(f"fo::ipaddrs {dev}: ip failed: {exc}", "IP") from None
-        if r.returncode != 0:
-            return ()
-        try:
-            return tuple(str(ipaddress.ip_address(a["local"])) + (f"/{int(a['prefixlen'])}" if with_prefix else "")
-                         for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", []) if "local" in a)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
-
-    def cmd_ipcanon(self, addr: str) -> str:
-        """fo::ipcanon ADDRESS?/PREFIX?: the address in canonical form (IPv6 compressed)."""
-        try:
-            return str(ipaddress.ip_interface(addr).ip)
-        except ValueError:
-            raise TclCommandError(f"not an IP address: \"{addr}\"", "BADVALUE", addr) from None
-
     def _known(self, service: str) -> str:
         if service not in self.policy.services:
             raise TclCommandError(f"unknown service \"{service}\"", "NOSERVICE", service)
         return service
+
+
+# Commands that need neither the policy nor the engine ----------------------------------
+def healthy(check: str, where: str = "localhost", timeout: str = "1") -> int:
+    """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
+
+    An hc that does not answer counts as unhealthy; an unknown check is an error.
+    """
+    try:
+        return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
+    except RequestFailed as exc:
+        raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
+    except ClientError as exc:
+        raise TclCommandError(f"healthy {check}: {exc}", "HC") from None
+
+
+def fo_log(level: str, *message: str) -> str:
+    """fo::log LEVEL MESSAGE ...: a line in failsh's log (facility policy)."""
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
+              "warning": logging.WARNING, "error": logging.ERROR}
+    if level not in levels:
+        raise _usage("fo::log", "debug|info|notice|warning|error message")
+    log.log(levels[level], "%s", " ".join(message))
+    return ""
+
+
+def fo_ipaddrs(*args: str) -> tuple:
+    """fo::ipaddrs ?-prefix? DEVICE: every address (IPv4 and IPv6, canonical; with -prefix
+    as ADDRESS/PREFIXLEN, the length the interface has) on DEVICE, from ``ip -j addr show``;
+    empty if the device does not exist."""
+    with_prefix = args[:1] == ("-prefix",)
+    if len(args) != 1 + with_prefix:
+        raise TclCommandError('wrong # args: should be "fo::ipaddrs ?-prefix? device"', "TCL", "WRONGARGS")
+    dev = args[-1]
+    try:
+        r = subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TclCommandError(f"fo::ipaddrs {dev}: ip failed: {exc}", "IP") from None
+    if r.returncode != 0:
+        return ()
+    try:
+        return tuple(str(ipaddress.ip_address(a["local"])) + (f"/{int(a['prefixlen'])}" if with_prefix else "")
+                     for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", []) if "local" in a)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
+
+
+def fo_ipcanon(addr: str) -> str:
+    """fo::ipcanon ADDRESS?/PREFIX?: the address in canonical form (IPv6 compressed)."""
+    try:
+        return str(ipaddress.ip_interface(addr).ip)
+    except ValueError:
+        raise TclCommandError(f"not an IP address: \"{addr}\"", "BADVALUE", addr) from None

@@ -58,7 +58,7 @@ class NetThread(threading.Thread):
         self._halt = threading.Event()
         self._renew_now = False
         # the lease means "this failsh is deciding": renewed only until this monotonic time
-        # (Engine.deciding_until); None: not watched
+        # (liveness.py); None: not watched
         self.deciding_until = deciding_until
         self._stuck = False
         self._ids = itertools.count(1)
@@ -104,7 +104,7 @@ class NetThread(threading.Thread):
         done.wait(1.0)
 
     def _policy_alive(self, now: float) -> bool:
-        """False while the policy thread is stuck (see Engine.deciding_until)."""
+        """False while the policy thread is stuck (see liveness.py)."""
         if self.deciding_until is None:
             return True
         stuck = now > self.deciding_until()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import attrs
 
-from failover.shell.tclhost import ScriptResult, TclHost
+from failover.shell.tclhost import PolicyError, ScriptResult, TclHost
 from failover.states import BadState, State, parse_state
 
 log = logging.getLogger("failover.procedures")
@@ -112,6 +112,25 @@ def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float | 
         tcl.clear_cancel()
         return result, watchdog.killed
     return result, None
+
+
+def load_bounded(tcl: TclHost, path: Path, source: Callable[[Path], None], timeout: float) -> None:
+    """``source(path)`` (a policy load) cancelled after ``timeout`` s: top-level code that
+    never returns (a loop, a blocking exec, vwait) must not freeze failsh.  PolicyError
+    names file:line on failure, or the time bound."""
+    def run() -> ScriptResult:
+        try:
+            source(path)
+        except PolicyError as exc:
+            return ScriptResult(False, str(exc))
+        return ScriptResult(True, "")
+    watchdog: list[_Watchdog] = []
+    result, killed = run_guarded(tcl, run, timeout, watchdog)
+    if killed is not None:
+        raise PolicyError(f"{path}: loading {watchdog[0].why} (top-level code that never returns: "
+                          f"a loop, a blocking exec, vwait?); cancelled, {killed} processes killed")
+    if not result.ok:
+        raise PolicyError(result.value)
 
 
 def cancel_running(why: str) -> int:
