@@ -366,6 +366,37 @@ def test_timeout_cancels_pure_tcl(tcl: TclHost, script: str) -> None:
     assert set(_children(os.getpid())) <= before
 
 
+def test_whatif_says_what_a_run_would_do_now() -> None:
+    """With a running engine whatif decides on the live inputs of a run, every gate
+    included (grace, the split-brain guard), and never runs the tie-breaker itself."""
+    from failover.model import ServiceRecord
+    from failover.shell.engine import Engine, Options
+    from failover.shell.peers import PeerView
+
+    engine = Engine(Options(node="www2", scheduling=False))
+    engine.tcl.interp.eval("""
+        set ::asked 0
+        proc ask {args} { incr ::asked; return 1 }
+        failsvc web masters www1
+        failsvc web tiebreaker ask
+    """)
+    rec = {"web": ServiceRecord("web", State.UP, time.time(), 3)}
+
+    class FakeNet:  # what the inputs of a run read of the network thread
+        snapshot = {"www1": PeerView("www1", "tcp://127.0.0.1:1", status="up", services=rec)}
+
+    engine.net = FakeNet()  # type: ignore[assignment]
+    engine.commands.engine = engine
+    engine.states.activated_at = time.monotonic()  # failsh just began deciding
+    ev = engine.tcl.interp.eval
+    assert ev("whatif web").startswith("wait: grace for master www1")  # faild answers, no lease yet
+    assert ev("whatif web www1 DOWN").startswith("ask: would ask the tie-breaker (master www1 silent")
+    assert ev("whatif web www1 FAIL") == "start: master www1 down and no slave is UP"  # it answers: no guard
+    assert ev("whatif web local UP") == "none: UP and no master is ready"  # no lease: www1 counts FAIL
+    assert ev("set ::asked") == "0"
+    engine.scheduler.stop()
+
+
 def test_a_cancelled_procedure_is_not_a_policy_error(tcl: TclHost) -> None:
     """SIGTERM or Ctrl-C cancels a running procedure: FAIL, kind cancelled, not counted as an error."""
     timer = threading.Timer(0.2, cancel_running, ("cancelled: failsh got SIGTERM",))

@@ -16,6 +16,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 import tkinter
 from typing import Protocol
 
@@ -23,8 +24,7 @@ from failover.client import ClientError, RequestFailed
 from failover.hc.monitor import healthy as hc_healthy
 from failover.protocol import valid_name
 from failover.shell import gates
-from failover.shell.decide import decide
-from failover.shell.policy import MIN_INTERVAL, Policy, Trap
+from failover.shell.policy import DEAD_FACTOR, MIN_INTERVAL, Policy, ServiceConfig, Trap
 from failover.shell.tclhost import TclCommandError, TclHost
 from failover.shell.view import PeerView
 from failover.states import BadState, State, parse_state
@@ -71,6 +71,15 @@ def _state(text: str) -> State:
         return parse_state(text)
     except BadState as exc:
         raise TclCommandError(str(exc), "BADSTATE", text) from None
+
+
+def _offline(svc: ServiceConfig) -> gates.Inputs:
+    """The inputs of a run with nothing live (no engine, or one not started yet)."""
+    deadtime, hosts = DEAD_FACTOR * svc.interval, svc.polled()
+    return gates.Inputs(service=svc, local=State.RECOVER, views={}, memory=gates.Memory(),
+                        now=gates.Now(time.monotonic(), time.time()), deadtimes=dict.fromkeys(hosts, deadtime),
+                        intervals=dict.fromkeys(hosts, svc.interval), lease_ttl=deadtime,
+                        deciding_since=float("-inf"), last_change=float("-inf"))
 
 
 def _usage(cmd: str, usage: str) -> TclCommandError:
@@ -270,11 +279,12 @@ class Commands:
         return self.policy.node
 
     def whatif(self, service: str, *pairs: str) -> str:
-        """whatif SERVICE ?local STATE? ?HOST STATE ...?: the decision, without acting.
+        """whatif SERVICE ?local STATE? ?HOST STATE ...?: what a run would do now, without acting.
 
-        What is not given is taken as it is now: the local state, and each peer's state
-        as last polled (FAIL if unknown or unreachable).  Without a running engine those
-        defaults are RECOVER and FAIL.
+        The states given are put on top of the live inputs of a run (gates.py), which then
+        decide as failsh would, every gate included; the tie-breaker is never run (the
+        answer is then that it would be asked).  Without a running engine the local state
+        is RECOVER and every host not given counts as not answering.
         """
         svc = self.policy.services[self._known(service)]
         if len(pairs) % 2:
@@ -283,21 +293,16 @@ class Commands:
         for host in given:
             if host != "local" and host not in svc.peers():
                 raise TclCommandError(f"host \"{host}\" is neither master nor slave of {service}", "NOPEER", host)
-        engine = self.engine
-        if "local" in given:
-            local = _state(given["local"])
-        else:
-            local = engine.local_state(service) if engine is not None else State.RECOVER
-        peer_state: dict[str, State | None] = {}
-        for h in svc.peers():
-            if h in given:
-                peer_state[h] = None if given[h].upper() == "DOWN" else _state(given[h])
-            else:
-                view = engine.peer_view(h) if engine is not None else None
-                peer_state[h] = view.state_of(service) if view is not None else None
-        masters = {h: peer_state[h] for h in svc.masters}
-        slaves = {h: peer_state[h] for h in svc.slaves}
-        return str(decide(local, masters, slaves, bool(svc.reclaim)))
+        local = _state(given.pop("local")) if "local" in given else None
+        states = {h: None if v.upper() == "DOWN" else _state(v) for h, v in given.items()}
+        live = self.engine.gate_inputs(service) if self.engine is not None else None
+        if live is None:
+            live = _offline(svc)
+            states = {**{h: None for h in svc.polled()}, **states}
+        verdict = gates.evaluate(gates.suppose(live, local, states))
+        if verdict.announce:
+            return f"{verdict.note}; would re-announce ({', '.join(verdict.announce)} may have held it)"
+        return verdict.note
 
     def schedule(self, mode: str = "") -> str:
         engine = self._engine("schedule")
