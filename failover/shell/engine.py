@@ -75,6 +75,7 @@ class Engine:
         self.dashboard: dashboard.Dashboard | None = None
         self.scheduler = Scheduler(self.tcl, self.run_service)
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._poke: Callable[[], None] = lambda: None  # wakes the Tcl thread: install_loop_hooks
         self.liveness = Liveness(self.tcl, self.hosts.lease_ttl)
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
@@ -284,9 +285,6 @@ class Engine:
             except Exception:  # an exception here would end mainloop (tkinter keeps it)
                 log.exception("handling peer events failed")
         self.tcl.interp.createfilehandler(wakeup.fd, tkinter.READABLE, drain)
-
-    def _poke(self) -> None:  # replaced by install_loop_hooks
-        pass
 
 
 def _log_change(change: Change) -> None:

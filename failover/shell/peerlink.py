@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import zmq
@@ -59,7 +60,7 @@ class PeerLink:
                 poller.unregister(sock)
                 sock.close(linger=0)
 
-    def send(self, rid: int, op: str, **fields: object) -> bool:
+    def send(self, rid: int, op: str, **fields: Any) -> bool:
         """Send a request; False if there is no connection to send it on."""
         req = protocol.Request(op=op, id=rid, community=self.spec.community, **fields)
         try:

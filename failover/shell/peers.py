@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -223,7 +224,7 @@ class NetThread(threading.Thread):
                 peers[name] = PeerLink(spec, self._ctx, poller, now)
         self.snapshot = {n: p.view for n, p in peers.items()}
 
-    def _send(self, peer: PeerLink, op: str, **fields: object) -> bool:
+    def _send(self, peer: PeerLink, op: str, **fields: Any) -> bool:
         return peer.send(next(self._ids), op, **fields)
 
     def _subscriptions(self, pub: zmq.Socket) -> None:
