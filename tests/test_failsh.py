@@ -508,7 +508,7 @@ def test_repl_on_a_terminal(faild: FaildProcess, tmp_path: Path) -> None:
         term.expect("failsh% ")
         for keys, shown in (("greet a b\r", "hello a,b"),
                             ("whatif web a FAIL b FAIL\r", "start: master a, b down and no slave is UP"),
-                            ("whatif web a RECOVER\r", "wait: master a is RECOVER"),
+                            ("whatif web a RECOVER b DOWN\r", "wait: master a is RECOVER"),
                             ("getst\t", "getstate "),  # tab completion
                             ("web\r", "RECOVER"),
                             ("failsvc web flavour x\r", 'error: unknown failsvc subcommand "flavour"')):

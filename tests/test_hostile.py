@@ -26,7 +26,7 @@ from failover import protocol
 from failover.client import Client, ClientError
 from failover.faild import server
 from failover.faild.store import Store
-from failover.shell import engine as failsh
+from failover.shell import runner, traps
 from failover.shell.commands import HOST_SUBCOMMANDS, SVC_SUBCOMMANDS, TRAP_KINDS, Commands
 from failover.shell.engine import Engine, Options
 from failover.shell.policy import MIN_INTERVAL, Policy
@@ -124,7 +124,7 @@ def model(cmds: Commands) -> object:
     """Everything a command may change: the policy and, with an engine, the local states."""
     engine = cmds.engine
     # asdict builds new dicts and lists all the way down: a snapshot
-    return (attrs.asdict(cmds.policy), dict(engine.local) if engine else None,
+    return (attrs.asdict(cmds.policy), dict(engine.states.local) if engine else None,
             engine.scheduling if engine else None)
 
 
@@ -168,10 +168,10 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture
 def short_procedures(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(failsh, "run_procedure",
+    monkeypatch.setattr(runner, "run_procedure",
                         lambda tcl, name, kind, script, timeout: run_procedure(tcl, name, kind, script,
                                                                                min(timeout, 2.0)))
-    monkeypatch.setattr(failsh, "TRAP_TIMEOUT", 2.0)
+    monkeypatch.setattr(traps, "TRAP_TIMEOUT", 2.0)
 
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -193,7 +193,7 @@ def test_tcl_commands_with_an_engine(engine: Engine, short_procedures: None, cal
     for name, args in calls:
         call(engine.tcl, engine.commands, name, args)
     assert "web" in engine.policy.services
-    assert all(s in engine.policy.services for s in engine.local)
+    assert all(s in engine.policy.services for s in engine.states.local)
 
 
 @FUZZ

@@ -7,6 +7,7 @@ locations are real file:line pairs.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import tkinter
 from pathlib import Path
@@ -16,7 +17,7 @@ from conftest import wait_for
 
 from failover.shell.commands import Commands
 from failover.shell.policy import MIN_INTERVAL, Policy
-from failover.shell.procedures import _children, run_procedure
+from failover.shell.procedures import Outcome, OutcomeKind, _children, cancel_running, run_procedure
 from failover.shell.tclhost import PolicyError, TclCommandError, TclHost
 from failover.states import State
 
@@ -248,9 +249,9 @@ failsvc web start startweb
     assert r.where == f"{p}:3"
     r = tcl.run("::site::stopweb")
     assert (r.value, r.where) == ("cannot stop", f"{p}:12")
-    state, why = run_procedure(tcl, "web", "start", "startweb", 5)
-    assert state is State.FAIL
-    assert why == f'start procedure failed at {p}:3: invalid command name "undefined_command"'
+    out = run_procedure(tcl, "web", "start", "startweb", 5)
+    assert (out.state, out.kind) == (State.FAIL, OutcomeKind.FAILED)
+    assert out.reason == f'start procedure failed at {p}:3: invalid command name "undefined_command"'
 
 
 def test_proc_redefined_at_the_prompt_forgets_its_file_line(tcl: TclHost, tmp_path: Path) -> None:
@@ -280,25 +281,33 @@ def test_failed_reload_puts_every_proc_back(tcl: TclHost, tmp_path: Path) -> Non
 
 
 # Procedures ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("script", "state", "reason"), [
-    ("return UP", State.UP, "start procedure returned UP"),
-    ("return recover", State.RECOVER, "start procedure returned RECOVER"),
-    ("return { FAIL }", State.FAIL, "start procedure returned FAIL"),
-    ("return maybe", State.FAIL, "start procedure returned 'maybe', not UP, RECOVER or FAIL"),
-    ("return 1", State.FAIL, "start procedure returned '1', not UP, RECOVER or FAIL"),
-    ("return {}", State.FAIL, "start procedure returned '', not UP, RECOVER or FAIL"),
-    ("error {disk on fire}", State.FAIL, "start procedure failed: disk on fire"),
-    ("exec false", State.FAIL, "start procedure failed: child process exited abnormally"),
+OK, FAILED, BAD = OutcomeKind.OK, OutcomeKind.FAILED, OutcomeKind.BAD_RESULT
+
+
+@pytest.mark.parametrize(("script", "state", "reason", "kind"), [
+    ("return UP", State.UP, "start procedure returned UP", OK),
+    ("return recover", State.RECOVER, "start procedure returned RECOVER", OK),
+    ("return { FAIL }", State.FAIL, "start procedure returned FAIL", OK),
+    ("return maybe", State.FAIL, "start procedure returned 'maybe', not UP, RECOVER or FAIL", BAD),
+    ("return 1", State.FAIL, "start procedure returned '1', not UP, RECOVER or FAIL", BAD),
+    ("return {}", State.FAIL, "start procedure returned '', not UP, RECOVER or FAIL", BAD),
+    ("error {disk on fire}", State.FAIL, "start procedure failed: disk on fire", FAILED),
+    ("exec false", State.FAIL, "start procedure failed: child process exited abnormally", FAILED),
 ])
-def test_procedure_results(tcl: TclHost, script: str, state: State, reason: str) -> None:
-    assert run_procedure(tcl, "web", "start", script, 5) == (state, reason)
+def test_procedure_results(tcl: TclHost, script: str, state: State, reason: str, kind: OutcomeKind) -> None:
+    out = run_procedure(tcl, "web", "start", script, 5)
+    assert out == Outcome(state, reason, kind)
+    assert out.error is (kind is not OK)
 
 
 @pytest.mark.parametrize(("result", "state"), [("1", State.UP), ("yes", State.UP), ("UP", State.UP),
                                                 ("0", State.FAIL), ("false", State.FAIL),
                                                 ("RECOVER", State.RECOVER), ("perhaps", State.FAIL)])
 def test_check_accepts_states_and_booleans(tcl: TclHost, result: str, state: State) -> None:
-    assert run_procedure(tcl, "web", "check", f"return {result}", 5)[0] is state
+    out = run_procedure(tcl, "web", "check", f"return {result}", 5)
+    assert out.state is state
+    assert out.kind is {"1": OutcomeKind.BOOL_CHECK, "yes": OutcomeKind.BOOL_CHECK, "0": OutcomeKind.BOOL_CHECK,
+                        "false": OutcomeKind.BOOL_CHECK, "perhaps": OutcomeKind.BAD_RESULT}.get(result, OK)
 
 
 def _alive(pid: int) -> bool:
@@ -315,9 +324,10 @@ def test_timeout_kills_the_exec_and_only_it(tcl: TclHost, tmp_path: Path) -> Non
     older_pid = int(older.value)
     pidfile = tmp_path / "pid"
     t0 = time.monotonic()
-    state, why = run_procedure(tcl, "web", "start", f"exec sh -c {{echo $$ > {pidfile}; exec sleep 30}}", 0.5)
+    out = run_procedure(tcl, "web", "start", f"exec sh -c {{echo $$ > {pidfile}; exec sleep 30}}", 0.5)
+    state, why = out.state, out.reason
     took = time.monotonic() - t0
-    assert state is State.FAIL
+    assert state is State.FAIL and out.kind is OutcomeKind.TIMEOUT and out.error
     assert why.startswith("start procedure timed out after 0.5 s") and "1 processes it started were killed" in why
     assert took < 3, took
     assert not _alive(int(pidfile.read_text()))
@@ -330,7 +340,8 @@ def test_timeout_kills_the_exec_and_only_it(tcl: TclHost, tmp_path: Path) -> Non
 def test_timeout_of_a_proc_doing_exec_sleep(tcl: TclHost) -> None:
     tcl.interp.eval("proc slow {args} { exec sleep 30 }")
     t0 = time.monotonic()
-    state, why = run_procedure(tcl, "web", "stop", "slow", 0.5)
+    out = run_procedure(tcl, "web", "stop", "slow", 0.5)
+    state, why = out.state, out.reason
     assert (state, why.split(";")[0]) == (State.FAIL, "stop procedure timed out after 0.5 s")
     assert time.monotonic() - t0 < 2.5
     me = str(os.getpid())
@@ -347,11 +358,53 @@ def test_timeout_of_a_proc_doing_exec_sleep(tcl: TclHost) -> None:
 def test_timeout_cancels_pure_tcl(tcl: TclHost, script: str) -> None:
     before = set(_children(os.getpid()))
     t0 = time.monotonic()
-    state, why = run_procedure(tcl, "web", "reclaim", script, 0.3)
+    out = run_procedure(tcl, "web", "reclaim", script, 0.3)
+    state, why = out.state, out.reason
     assert state is State.FAIL and "timed out" in why
     assert time.monotonic() - t0 < 2.5
     assert tcl.run("expr {6 * 7}").value == "42"
     assert set(_children(os.getpid())) <= before
+
+
+def test_whatif_says_what_a_run_would_do_now() -> None:
+    """With a running engine whatif decides on the live inputs of a run, every gate
+    included (grace, the split-brain guard), and never runs the tie-breaker itself."""
+    from failover.model import ServiceRecord
+    from failover.shell.engine import Engine, Options
+    from failover.shell.peers import PeerView
+
+    engine = Engine(Options(node="www2", scheduling=False))
+    engine.tcl.interp.eval("""
+        set ::asked 0
+        proc ask {args} { incr ::asked; return 1 }
+        failsvc web masters www1
+        failsvc web tiebreaker ask
+    """)
+    rec = {"web": ServiceRecord("web", State.UP, time.time(), 3)}
+
+    class FakeNet:  # what the inputs of a run read of the network thread
+        snapshot = {"www1": PeerView("www1", "tcp://127.0.0.1:1", status="up", services=rec)}
+
+    engine.net = FakeNet()  # type: ignore[assignment]
+    engine.commands.engine = engine
+    engine.states.activated_at = time.monotonic()  # failsh just began deciding
+    ev = engine.tcl.interp.eval
+    assert ev("whatif web").startswith("wait: grace for master www1")  # faild answers, no lease yet
+    assert ev("whatif web www1 DOWN").startswith("ask: would ask the tie-breaker (master www1 silent")
+    assert ev("whatif web www1 FAIL") == "start: master www1 down and no slave is UP"  # it answers: no guard
+    assert ev("whatif web local UP") == "none: UP and no master is ready"  # no lease: www1 counts FAIL
+    assert ev("set ::asked") == "0"
+    engine.scheduler.stop()
+
+
+def test_a_cancelled_procedure_is_not_a_policy_error(tcl: TclHost) -> None:
+    """SIGTERM or Ctrl-C cancels a running procedure: FAIL, kind cancelled, not counted as an error."""
+    timer = threading.Timer(0.2, cancel_running, ("cancelled: failsh got SIGTERM",))
+    timer.start()
+    out = run_procedure(tcl, "web", "stop", "after 30000", 10)
+    timer.join()
+    assert (out.state, out.kind, out.error) == (State.FAIL, OutcomeKind.CANCELLED, False)
+    assert out.reason.startswith("stop procedure cancelled: failsh got SIGTERM")
 
 
 # whatif -------------------------------------------------------------------------------
@@ -452,18 +505,17 @@ def test_tkinter_errors_do_not_leak(tcl: TclHost, cmds: Commands) -> None:
         tcl.interp.eval("failsvc web nope 1")
 
 
-def test_a_hanging_trap_is_cancelled(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import failover.shell.engine as failsh_module
-    from failover.shell.engine import Engine, Options
+def test_a_hanging_trap_is_cancelled(tcl: TclHost, monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    from failover.shell import traps
 
-    monkeypatch.setattr(failsh_module, "TRAP_TIMEOUT", 0.3)
-    engine = Engine(Options(node="www1"))
-    engine.tcl.interp.eval("proc slowtrap {args} { after 30000 }")
+    monkeypatch.setattr(traps, "TRAP_TIMEOUT", 0.3)
+    tcl.interp.eval("proc slowtrap {args} { after 30000 }")
     t0 = time.monotonic()
-    engine._trap("slowtrap", "web", "RECOVER", "UP", "why")
+    traps.Traps(tcl, lambda: Policy("www1")).run("slowtrap", "web", "RECOVER", "UP", "why")
     assert time.monotonic() - t0 < 2.5
     assert "failtrap script 'slowtrap' timed out after 0.3 s" in caplog.text
-    assert engine.tcl.run("set ok 1").value == "1"
+    assert tcl.run("set ok 1").value == "1"
 
 
 def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop() -> None:
@@ -492,10 +544,10 @@ def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop
             return True
 
     engine.net = FakeNet()  # type: ignore[assignment]
-    engine.local["web"] = State.RECOVER
-    engine.active = False  # nothing is written anywhere
+    engine.states.local["web"] = State.RECOVER
+    engine.states.active = False  # nothing is written anywhere
     engine.scheduler.sync({"web": 0.05})  # ticks fire while startweb waits in vwait
     engine.run_service("web")
     engine.scheduler.stop()
     assert engine.tcl.interp.getvar("::starts") == 1
-    assert engine.local["web"] is State.UP
+    assert engine.states.local["web"] is State.UP

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
-import threading
-import tkinter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +15,11 @@ from failover.cli import common
 from failover.client import endpoint_for
 from failover.observe import metrics
 from failover.observe.feed import MONITOR_PORT
-from failover.shell import procedures, repl
+from failover.shell import repl
 from failover.shell.commands import ADDRESS
 from failover.shell.engine import Engine, Options
-from failover.shell.peers import Wakeup
 from failover.shell.policy import DEAD_FACTOR
+from failover.shell.signals import Signals
 from failover.shell.tclhost import PolicyError
 
 log = logging.getLogger("failover.scheduler")
@@ -158,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if not engine.policy.services and not interactive:
             print(f"failsh: {args.file}: the policy defines no service (use failsvc)", file=sys.stderr)
             return common.EXIT_CONFIG
-    missing = engine.key_errors()  # --curve-keys: every faild polled needs its key
+    missing = engine.hosts.key_errors()  # --curve-keys: every faild polled needs its key
     if missing:
         print(f"failsh: {missing[0]}", file=sys.stderr)
         return common.EXIT_CONFIG
@@ -172,7 +169,7 @@ def run(engine: Engine, args, interactive: bool) -> int:
     failed: list[str] = []
 
     def leave() -> None:
-        engine.tcl.clear_cancel()  # after an unwound stuck script (_Signals) Tcl refuses the next call
+        engine.tcl.clear_cancel()  # after an unwound stuck script (shell/signals.py) Tcl refuses the next call
         interp.quit()
         interp.call("after", 0, "")  # wake the blocking event loop so it sees quit
 
@@ -203,13 +200,13 @@ def run(engine: Engine, args, interactive: bool) -> int:
     if not interactive:
         if os.access(args.pidfile.parent, os.W_OK):
             daemon.write_pidfile(args.pidfile)
-        _Signals(engine, {signal.SIGTERM: leave, signal.SIGQUIT: leave,
+        _signals(engine, {signal.SIGTERM: leave, signal.SIGQUIT: leave,
                           signal.SIGHUP: lambda: reload(engine), signal.SIGINT: engine.dump})
         daemon.sd_notify("READY=1")
         log.info("failsh %s running %s: %d services", engine.opts.node, args.file, len(engine.policy.services))
     else:
         prompt = repl.Prompt(engine)
-        _Signals(engine, {signal.SIGTERM: terminate, signal.SIGINT: prompt.discard_line}, prompt.interrupt)
+        _signals(engine, {signal.SIGTERM: terminate, signal.SIGINT: prompt.discard_line}, prompt.interrupt)
     try:
         if interactive:
             status = prompt.interact()
@@ -223,64 +220,9 @@ def run(engine: Engine, args, interactive: bool) -> int:
     return status
 
 
-class _Signals:
-    """Signals of a running failsh.  Python runs its handlers on the main thread between
-    bytecodes, never while Tcl blocks in an ``exec`` or loops; so the C handler's wake-up
-    byte is read on a thread of its own.  That thread acts at once where the Tcl thread may
-    be busy (``interrupt``: cancel a running procedure or command), then hands the signal to
-    the Tcl thread through a pipe, where ``actions`` run.  No handler ever raises: a
-    KeyboardInterrupt inside a Tcl callback would print a traceback and be lost."""
-
-    STOP = (signal.SIGTERM, signal.SIGQUIT)
-    STUCK_AFTER = 1.0  # s: SIGTERM not taken up by the Tcl thread by then: unwind what it runs
-
-    def __init__(self, engine: Engine, actions: dict[int, Callable[[], None]],
-                 interrupt: Callable[[int], None] | None = None) -> None:
-        self.engine = engine
-        self.actions = actions
-        self.interrupt = interrupt
-        self.interp_addr = engine.tcl.interp.interpaddr()
-        self.pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.to_tcl = Wakeup()
-        engine.tcl.interp.createfilehandler(self.to_tcl.fd, tkinter.READABLE, self._dispatch)
-        self.read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        for signum in actions:
-            signal.signal(signum, lambda *_: None)  # the C handler writes write_fd; the thread acts
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, name="failsh-signals", daemon=True).start()
-
-    def _watch(self) -> None:
-        while True:
-            for signum in os.read(self.read_fd, 64):
-                if signum not in self.actions:
-                    continue
-                name = signal.Signals(signum).name
-                if signum in self.STOP:
-                    self.engine.scheduler.halted = True  # no new run between the cancel and the stop
-                    if procedures.cancel_running(f"cancelled: failsh got {name}"):
-                        log.warning("%s: running procedure cancelled", name)
-                    threading.Timer(self.STUCK_AFTER, self._unwind_if_stuck, (name,)).start()
-                if self.interrupt is not None:
-                    self.interrupt(signum)
-                self.pending.put(signum)
-                self.to_tcl.poke()
-
-    def _unwind_if_stuck(self, name: str) -> None:
-        """The Tcl thread did not begin to stop: a script outside any time bound holds it
-        (``after 0 {while 1 {}}``).  Unwind it so the stop procedures can run."""
-        if not self.engine.stopping and procedures.cancel_stuck(self.interp_addr):
-            log.error("%s: the policy thread did not respond within %g s: its running Tcl script "
-                      "was cancelled", name, self.STUCK_AFTER)
-
-    def _dispatch(self, _fd: int, _mask: int) -> None:
-        self.to_tcl.drain()
-        while not self.pending.empty():
-            signum = self.pending.get_nowait()
-            try:
-                self.actions[signum]()
-            except Exception:  # never end the event loop on a handler's bug
-                log.exception("handling %s failed", signal.Signals(signum).name)
+def _signals(engine: Engine, actions: dict[int, Callable[[], None]],
+             interrupt: Callable[[int], None] | None = None) -> Signals:
+    return Signals(engine.tcl, actions, engine.scheduler.halt, lambda: engine.stopping, interrupt)
 
 
 def reload(engine: Engine) -> None:

@@ -66,6 +66,8 @@ FAILOVER_SECONDS = Histogram(
 POLICY_ERRORS = Counter("failover_policy_errors",
                         "Policy procedures or traps that failed (Tcl error, timeout, result not UP/RECOVER/FAIL)",
                         ["service", "kind"], registry=FAILSH)
+PROCEDURE_RUNS = Counter("failover_procedure_runs", "Procedure runs by outcome (ok, failed, timeout, cancelled, "
+                         "bad-result, bool-check)", ["service", "procedure", "outcome"], registry=FAILSH)
 SNAPSHOT_SEQ = Gauge("failover_snapshot_seq", "Sequence number of failsh's last monitor snapshot", registry=FAILSH)
 
 # faild ----------------------------------------------------------------------------
@@ -148,12 +150,11 @@ def transition(service: str, old: State | None, new: State, views: Mapping[str, 
         FAILOVER_SECONDS.labels(service).observe(time.time() - lost)
 
 
-PROCEDURE_ERRORS = ("procedure failed", "procedure timed out", "not UP, RECOVER or FAIL")
-
-
-def procedure(service: str, kind: str, why: str) -> None:
-    """Count a start/stop/reclaim/check run whose reason (procedures.py) tells of an error."""
-    if any(marker in why for marker in PROCEDURE_ERRORS):
+def procedure(service: str, kind: str, outcome: str, error: bool) -> None:
+    """Count a start/stop/reclaim/check/tiebreaker run by its outcome (procedures.py:
+    ok, failed, timeout, cancelled, bad-result, bool-check); ``error``: the policy's fault."""
+    PROCEDURE_RUNS.labels(service, kind, outcome).inc()
+    if error:
         POLICY_ERRORS.labels(service, kind).inc()
 
 

@@ -16,19 +16,18 @@ import logging
 import re
 import subprocess
 import sys
+import time
 import tkinter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from failover.client import ClientError, RequestFailed
 from failover.hc.monitor import healthy as hc_healthy
 from failover.protocol import valid_name
-from failover.shell.decide import decide
-from failover.shell.policy import MIN_INTERVAL, Policy, Trap
+from failover.shell import gates
+from failover.shell.policy import DEAD_FACTOR, MIN_INTERVAL, Policy, ServiceConfig, Trap
 from failover.shell.tclhost import TclCommandError, TclHost
+from failover.shell.view import PeerView
 from failover.states import BadState, State, parse_state
-
-if TYPE_CHECKING:
-    from failover.shell.engine import Engine
 
 log = logging.getLogger("failover.policy")
 
@@ -74,25 +73,51 @@ def _state(text: str) -> State:
         raise TclCommandError(str(exc), "BADSTATE", text) from None
 
 
+def _offline(svc: ServiceConfig) -> gates.Inputs:
+    """The inputs of a run with nothing live (no engine, or one not started yet)."""
+    deadtime, hosts = DEAD_FACTOR * svc.interval, svc.polled()
+    return gates.Inputs(service=svc, local=State.RECOVER, views={}, memory=gates.Memory(),
+                        now=gates.Now(time.monotonic(), time.time()), deadtimes=dict.fromkeys(hosts, deadtime),
+                        intervals=dict.fromkeys(hosts, svc.interval), lease_ttl=deadtime,
+                        deciding_since=float("-inf"), last_change=float("-inf"))
+
+
 def _usage(cmd: str, usage: str) -> TclCommandError:
     return TclCommandError(f"wrong # args: should be \"{cmd} {usage}\"", "USAGE")
+
+
+class Runtime(Protocol):
+    """What the commands use of a running failsh (engine.py's Engine)."""
+
+    scheduling: bool
+
+    def peer_view(self, name: str) -> PeerView | None: ...
+    def local_state(self, name: str) -> State: ...
+    def set_local(self, name: str, state: State, reason: str) -> None: ...
+    def run_action(self, name: str, kind: str) -> State: ...
+    def set_scheduling(self, on: bool) -> None: ...
+    def request_exit(self, status: int) -> None: ...
+    def policy_changed(self) -> None: ...
+    def gate_inputs(self, name: str) -> gates.Inputs | None: ...
 
 
 class Commands:
     """Binds the Tcl commands to a policy (while loading) and an engine (at run time)."""
 
-    def __init__(self, tcl: TclHost, policy: Policy, engine: Engine | None = None) -> None:
+    def __init__(self, tcl: TclHost, policy: Policy, engine: Runtime | None = None) -> None:
         self.tcl = tcl
         self.policy = policy
         self.engine = engine
         for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
-                     "startservice", "stopservice", "services", "hosts", "node", "whatif",
-                     "schedule", "healthy", "fo::log", "exit", "fo::ipaddrs", "fo::ipcanon"):
-            tcl.expose(name, getattr(self, name.replace("fo::", "cmd_")))
+                     "startservice", "stopservice", "services", "hosts", "node", "whatif", "schedule", "exit"):
+            tcl.expose(name, getattr(self, name))
+        for name, fn in (("healthy", healthy), ("fo::log", fo_log), ("fo::ipaddrs", fo_ipaddrs),
+                         ("fo::ipcanon", fo_ipcanon)):
+            tcl.expose(name, fn)
         # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
         tcl.interp.setvar("::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
 
-    def _engine(self, cmd: str) -> Engine:
+    def _engine(self, cmd: str) -> Runtime:
         if self.engine is None:
             raise TclCommandError(f"{cmd}: not available while the policy is loading", "NOTREADY")
         return self.engine
@@ -254,11 +279,12 @@ class Commands:
         return self.policy.node
 
     def whatif(self, service: str, *pairs: str) -> str:
-        """whatif SERVICE ?local STATE? ?HOST STATE ...?: the decision, without acting.
+        """whatif SERVICE ?local STATE? ?HOST STATE ...?: what a run would do now, without acting.
 
-        What is not given is taken as it is now: the local state, and each peer's state
-        as last polled (FAIL if unknown or unreachable).  Without a running engine those
-        defaults are RECOVER and FAIL.
+        The states given are put on top of the live inputs of a run (gates.py), which then
+        decide as failsh would, every gate included; the tie-breaker is never run (the
+        answer is then that it would be asked).  Without a running engine the local state
+        is RECOVER and every host not given counts as not answering.
         """
         svc = self.policy.services[self._known(service)]
         if len(pairs) % 2:
@@ -267,21 +293,16 @@ class Commands:
         for host in given:
             if host != "local" and host not in svc.peers():
                 raise TclCommandError(f"host \"{host}\" is neither master nor slave of {service}", "NOPEER", host)
-        engine = self.engine
-        if "local" in given:
-            local = _state(given["local"])
-        else:
-            local = engine.local_state(service) if engine is not None else State.RECOVER
-        peer_state: dict[str, State | None] = {}
-        for h in svc.peers():
-            if h in given:
-                peer_state[h] = None if given[h].upper() == "DOWN" else _state(given[h])
-            else:
-                view = engine.peer_view(h) if engine is not None else None
-                peer_state[h] = view.state_of(service) if view is not None else None
-        masters = {h: peer_state[h] for h in svc.masters}
-        slaves = {h: peer_state[h] for h in svc.slaves}
-        return str(decide(local, masters, slaves, bool(svc.reclaim)))
+        local = _state(given.pop("local")) if "local" in given else None
+        states = {h: None if v.upper() == "DOWN" else _state(v) for h, v in given.items()}
+        live = self.engine.gate_inputs(service) if self.engine is not None else None
+        if live is None:
+            live = _offline(svc)
+            states = {**{h: None for h in svc.polled()}, **states}
+        verdict = gates.evaluate(gates.suppose(live, local, states))
+        if verdict.announce:
+            return f"{verdict.note}; would re-announce ({', '.join(verdict.announce)} may have held it)"
+        return verdict.note
 
     def schedule(self, mode: str = "") -> str:
         engine = self._engine("schedule")
@@ -300,55 +321,61 @@ class Commands:
         self._engine("exit").request_exit(code)
         return ""
 
-    def healthy(self, check: str, where: str = "localhost", timeout: str = "1") -> int:
-        """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
-
-        An hc that does not answer counts as unhealthy; an unknown check is an error.
-        """
-        try:
-            return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
-        except RequestFailed as exc:
-            raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
-        except ClientError as exc:
-            raise TclCommandError(f"healthy {check}: {exc}", "HC") from None
-
-    def cmd_log(self, level: str, *message: str) -> str:
-        levels = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
-                  "warning": logging.WARNING, "error": logging.ERROR}
-        if level not in levels:
-            raise _usage("fo::log", "debug|info|notice|warning|error message")
-        log.log(levels[level], "%s", " ".join(message))
-        return ""
-
-    def cmd_ipaddrs(self, *args: str) -> tuple:
-        """fo::ipaddrs ?-prefix? DEVICE: every address (IPv4 and IPv6, canonical; with -prefix
-        as ADDRESS/PREFIXLEN, the length the interface has) on DEVICE, from ``ip -j addr show``;
-        empty if the device does not exist."""
-        with_prefix = args[:1] == ("-prefix",)
-        if len(args) != 1 + with_prefix:
-            raise TclCommandError('wrong # args: should be "fo::ipaddrs ?-prefix? device"', "TCL", "WRONGARGS")
-        dev = args[-1]
-        try:
-            r = subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
-                               timeout=10)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise TclCommandError(f"fo::ipaddrs {dev}: ip failed: {exc}", "IP") from None
-        if r.returncode != 0:
-            return ()
-        try:
-            return tuple(str(ipaddress.ip_address(a["local"])) + (f"/{int(a['prefixlen'])}" if with_prefix else "")
-                         for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", []) if "local" in a)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
-
-    def cmd_ipcanon(self, addr: str) -> str:
-        """fo::ipcanon ADDRESS?/PREFIX?: the address in canonical form (IPv6 compressed)."""
-        try:
-            return str(ipaddress.ip_interface(addr).ip)
-        except ValueError:
-            raise TclCommandError(f"not an IP address: \"{addr}\"", "BADVALUE", addr) from None
-
     def _known(self, service: str) -> str:
         if service not in self.policy.services:
             raise TclCommandError(f"unknown service \"{service}\"", "NOSERVICE", service)
         return service
+
+
+# Commands that need neither the policy nor the engine ----------------------------------
+def healthy(check: str, where: str = "localhost", timeout: str = "1") -> int:
+    """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
+
+    An hc that does not answer counts as unhealthy; an unknown check is an error.
+    """
+    try:
+        return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
+    except RequestFailed as exc:
+        raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
+    except ClientError as exc:
+        raise TclCommandError(f"healthy {check}: {exc}", "HC") from None
+
+
+def fo_log(level: str, *message: str) -> str:
+    """fo::log LEVEL MESSAGE ...: a line in failsh's log (facility policy)."""
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
+              "warning": logging.WARNING, "error": logging.ERROR}
+    if level not in levels:
+        raise _usage("fo::log", "debug|info|notice|warning|error message")
+    log.log(levels[level], "%s", " ".join(message))
+    return ""
+
+
+def fo_ipaddrs(*args: str) -> tuple:
+    """fo::ipaddrs ?-prefix? DEVICE: every address (IPv4 and IPv6, canonical; with -prefix
+    as ADDRESS/PREFIXLEN, the length the interface has) on DEVICE, from ``ip -j addr show``;
+    empty if the device does not exist."""
+    with_prefix = args[:1] == ("-prefix",)
+    if len(args) != 1 + with_prefix:
+        raise TclCommandError('wrong # args: should be "fo::ipaddrs ?-prefix? device"', "TCL", "WRONGARGS")
+    dev = args[-1]
+    try:
+        r = subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TclCommandError(f"fo::ipaddrs {dev}: ip failed: {exc}", "IP") from None
+    if r.returncode != 0:
+        return ()
+    try:
+        return tuple(str(ipaddress.ip_address(a["local"])) + (f"/{int(a['prefixlen'])}" if with_prefix else "")
+                     for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", []) if "local" in a)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
+
+
+def fo_ipcanon(addr: str) -> str:
+    """fo::ipcanon ADDRESS?/PREFIX?: the address in canonical form (IPv6 compressed)."""
+    try:
+        return str(ipaddress.ip_interface(addr).ip)
+    except ValueError:
+        raise TclCommandError(f"not an IP address: \"{addr}\"", "BADVALUE", addr) from None

@@ -39,7 +39,7 @@ class Decision:
         return f"{self.action}: {self.reason}"
 
 
-def _names(states: Mapping[str, State | None], wanted: tuple[State, ...]) -> list[str]:
+def _names(states: Mapping[str, State | None], wanted: tuple[State | None, ...]) -> list[str]:
     return sorted(h for h, s in states.items() if s in wanted)
 
 

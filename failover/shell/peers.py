@@ -5,6 +5,7 @@ failsh's lease in the local faild, publishes the monitor feed and answers the
 control port.  The Tcl thread never does network I/O for peers: it reads
 ``snapshot`` (replaced atomically) and is woken through a pipe when a peer
 changes, so a policy blocked in ``exec`` never delays polls (tech notes §0).
+Each polled host is a PeerLink (peerlink.py).
 """
 
 from __future__ import annotations
@@ -16,75 +17,24 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
-import attrs
 import zmq
 
-from failover import daemon, keys, model, protocol
-from failover.client import configure_socket, reconnect
+from failover.client import configure_socket
 from failover.faild import lease, server
-from failover.model import HostInfo, ServiceRecord
-from failover.observe import feed, metrics
-from failover.states import State
+from failover.observe import feed
+from failover.shell.peerlink import PeerLink, PeerSpec, waiting
+from failover.shell.view import PeerView
+from failover.shell.wakeup import Wakeup
+
+__all__ = ["NetThread", "PeerSpec", "PeerView"]
 
 log = logging.getLogger("failover.peers")
 
-UNKNOWN, UP, DOWN = "unknown", "up", "down"
 HINT_GAP = 0.02  # s: at most one hinted poll per peer this often, however many hints come
 RETRY = 0.1  # s: next try of a poll that found no connection to send on
-
-
-@attrs.frozen
-class PeerSpec:
-    """Where and how often to poll one host."""
-
-    name: str
-    endpoint: str
-    interval: float
-    deadtime: float
-    community: str = protocol.DEFAULT_COMMUNITY
-    curve: keys.Curve | None = None  # CURVE identity and the host's faild key (failsh --curve-keys)
-    hint: str | None = None  # the host's failsh feed: a change hint there means "poll now"
-
-
-@attrs.frozen
-class PeerView:
-    """What the network thread last knew of one host."""
-
-    name: str
-    endpoint: str
-    status: str = UNKNOWN          # unknown until first reply or deadtime since start
-    last_seen: float | None = None  # wall clock of the last reply
-    last_call: float | None = None  # wall clock of the last request
-    rtt: float | None = None
-    started: float | None = None
-    restarted: float | None = None  # monotonic time this thread saw its faild restart
-    lease: float | None = None     # seconds left of its failsh's lease; None: no failsh
-    leased: bool = False           # a lease was seen from this faild process: its failsh ran
-    services: dict[str, ServiceRecord] = attrs.field(factory=dict)
-    error: str = ""
-
-    def state_of(self, service: str) -> State | None:
-        """The state this host provides ``service`` in; None when it counts as FAIL."""
-        if self.status != UP or self.lease is None:
-            return None
-        rec = self.services.get(service)
-        return rec.state if rec else None
-
-
-class _Peer:
-    def __init__(self, spec: PeerSpec, sock: zmq.Socket, hints: zmq.Socket | None, now: float) -> None:
-        self.spec = spec
-        self.sock = sock
-        self.hints = hints                 # SUB to the peer's change hints, if it has a feed
-        self.polled = 0.0                  # monotonic time of the last poll sent
-        self.view = PeerView(spec.name, spec.endpoint)
-        self.born = now
-        self.next_due = now
-        self.sent: dict[str, float] = {}   # outstanding request id -> monotonic send time
-        self.last_ok: float | None = None
-        self.rearmed = now                 # last _rearm() of a silent peer
 
 
 class NetThread(threading.Thread):
@@ -109,7 +59,7 @@ class NetThread(threading.Thread):
         self._halt = threading.Event()
         self._renew_now = False
         # the lease means "this failsh is deciding": renewed only until this monotonic time
-        # (Engine.deciding_until); None: not watched
+        # (liveness.py); None: not watched
         self.deciding_until = deciding_until
         self._stuck = False
         self._ids = itertools.count(1)
@@ -155,7 +105,7 @@ class NetThread(threading.Thread):
         done.wait(1.0)
 
     def _policy_alive(self, now: float) -> bool:
-        """False while the policy thread is stuck (see Engine.deciding_until)."""
+        """False while the policy thread is stuck (see liveness.py)."""
         if self.deciding_until is None:
             return True
         stuck = now > self.deciding_until()
@@ -199,7 +149,7 @@ class NetThread(threading.Thread):
             pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
             poller.register(pub, zmq.POLLIN)
         poller.register(self._wakeup.fd, zmq.POLLIN)
-        peers: dict[str, _Peer] = {}
+        peers: dict[str, PeerLink] = {}
         self._sync_peers(peers, list(self.specs.values()) + [self.local], poller)
         next_lease = 0.0
         self.ready.set()
@@ -227,7 +177,7 @@ class NetThread(threading.Thread):
             if pub is not None and pub in events:
                 self._subscriptions(pub)
             for peer in peers.values():
-                if peer.hints is not None and peer.hints in events and _hinted(peer):
+                if peer.hints is not None and peer.hints in events and peer.hinted():
                     peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
             answered = [name for name, peer in peers.items() if peer.sock in events]
             changed = [name for name in answered if self._drain(peers[name])]
@@ -258,7 +208,7 @@ class NetThread(threading.Thread):
             raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc.strerror}") from None
         return sock
 
-    def _sync_peers(self, peers: dict[str, _Peer], specs: list[PeerSpec], poller: zmq.Poller) -> None:
+    def _sync_peers(self, peers: dict[str, PeerLink], specs: list[PeerSpec], poller: zmq.Poller) -> None:
         wanted = {s.name: s for s in specs}
         for name, peer in peers.items():  # new interval or deadtime: keep the connection and view
             spec = wanted.get(name)
@@ -267,138 +217,38 @@ class NetThread(threading.Thread):
                 peer.next_due = min(peer.next_due, time.monotonic() + spec.interval)
                 peer.spec = spec
         for name in [n for n in peers if n not in wanted or peers[n].spec != wanted[n]]:
-            gone = peers.pop(name)
-            for sock in (gone.sock, gone.hints):
-                if sock is not None:
-                    poller.unregister(sock)
-                    sock.close(linger=0)
+            peers.pop(name).close(poller)
         now = time.monotonic()
         for name, spec in wanted.items():
             if name not in peers:
-                sock = self._ctx.socket(zmq.DEALER)
-                configure_socket(sock, spec.deadtime)
-                sock.setsockopt(zmq.IMMEDIATE, 1)  # don't queue polls for a peer that is down
-                if spec.curve is not None:
-                    keys.client_socket(sock, spec.curve.identity, spec.curve.server)
-                try:
-                    sock.connect(spec.endpoint)
-                except zmq.ZMQError as exc:  # unusable address: the host stays silent, so FAIL
-                    log.error("%s: cannot use address %s: %s", name, spec.endpoint, exc.strerror)
-                poller.register(sock, zmq.POLLIN)
-                hints = self._subscribe(spec)
-                if hints is not None:
-                    poller.register(hints, zmq.POLLIN)
-                peers[name] = _Peer(spec, sock, hints, now)
+                peers[name] = PeerLink(spec, self._ctx, poller, now)
         self.snapshot = {n: p.view for n, p in peers.items()}
 
-    def _subscribe(self, spec: PeerSpec) -> zmq.Socket | None:
-        """A SUB to the host's change hints: they only make us poll its faild sooner, so
-        the feed needs no authentication (docs/security.md)."""
-        if not spec.hint:
-            return None
-        sock = self._ctx.socket(zmq.SUB)
-        configure_socket(sock, spec.deadtime)
-        sock.rcvhwm = 16
-        sock.setsockopt(zmq.SUBSCRIBE, feed.CHANGE_TOPIC)
-        try:
-            sock.connect(spec.hint)
-        except zmq.ZMQError as exc:
-            log.warning("%s: no change hints from %s: %s", spec.name, spec.hint, exc.strerror)
-            sock.close(linger=0)
-            return None
-        return sock
-
-    def _send(self, peer: _Peer, op: str, **fields: object) -> bool:
-        """Send a request; False if there is no connection to send it on."""
-        rid = next(self._ids)
-        req = protocol.Request(op=op, id=rid, community=peer.spec.community, **fields)
-        try:
-            peer.sock.send_multipart([b"", protocol.encode(req.to_wire())], zmq.NOBLOCK)
-        except zmq.Again:
-            return False  # no connection: the deadline in _expire notices a silent peer
-        now = time.monotonic()
-        peer.sent[str(rid)] = now
-        if len(peer.sent) > 8:  # forget the oldest unanswered polls
-            peer.sent.pop(next(iter(peer.sent)))
-        if op == "list":
-            peer.polled = now
-            peer.view = attrs.evolve(peer.view, last_call=time.time())
-        return True
+    def _send(self, peer: PeerLink, op: str, **fields: Any) -> bool:
+        return peer.send(next(self._ids), op, **fields)
 
     def _subscriptions(self, pub: zmq.Socket) -> None:
         """Read what subscribers sent; a new subscriber to the change hints gets one."""
-        if b"\x01" + feed.CHANGE_TOPIC in list(_waiting(pub)):  # list: read them all
+        if b"\x01" + feed.CHANGE_TOPIC in list(waiting(pub)):  # list: read them all
             self._hint()
 
     def _hint(self) -> None:
         if self._pub is not None:
             self._pub.send(feed.encode_change(self.local.name), zmq.NOBLOCK)
 
-    def _drain(self, peer: _Peer) -> bool:
-        changed = False
-        while True:
-            try:
-                frames = peer.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return changed
-            changed |= self._reply(peer, frames[-1])
-
-    def _reply(self, peer: _Peer, frame: bytes) -> bool:
-        """Take one reply; a malformed one, or one from a faild that is not the host we
-        meant to poll, counts as no reply (the peer goes FAIL after its dead time)."""
-        try:
-            reply = protocol.decode_reply(frame)
-            sent = peer.sent.pop(str(reply.get("id")), None)
-            if sent is None:
-                return False
-            host, lease_left, records = _parse_list(reply)
-        except protocol.ProtocolError as exc:
-            BAD_REPLIES.log(logging.WARNING, peer.spec.name, "bad reply from %s: %s", peer.spec.name, exc)
-            return False
-        if host is not None and host.name != peer.spec.name:
-            BAD_REPLIES.log(logging.ERROR, peer.spec.name, "%s at %s answers as %r, not %r: counted as not "
-                            "answering (check its faild -N and failsh's failhost/-P address)",
-                            peer.spec.name, peer.spec.endpoint, host.name, peer.spec.name)
-            return False
-        now = time.monotonic()
-        peer.last_ok = now
-        metrics.observe_query(peer.spec.name, now - sent)
-        old = peer.view
-        if not reply["ok"]:  # e.g. DENIED: a community problem; failsh waits, it does not guess
-            error = f"{reply.get('error')}: {reply['message']}"
-            if error != old.error:
-                log.warning("%s refused our poll: %s", peer.spec.name, error)
-            peer.view = attrs.evolve(old, status=UP, error=error, last_seen=time.time())
-            return old.status != UP or old.error != error
-        fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
-                        "lease": lease_left, "started": host.started if host else None}
-        if peer.spec.name == self.local.name and old.lease is None and fields["lease"] is not None:
-            self._hint()  # we hold a lease now: a slave can hand back to us
-        fields["leased"] = old.leased or fields["lease"] is not None
-        if old.started is not None and fields["started"] != old.started:
-            fields["restarted"] = now  # a new faild process: its failsh needs a moment to renew
-            fields["leased"] = fields["lease"] is not None
-            if peer.spec.name == self.local.name:
-                self._renew_now = True  # and that failsh is us
-        if records is not None:
-            fields["services"] = {r.name: r for r in records}
-        peer.view = attrs.evolve(old, **fields)
-        return (old.status != UP or (old.lease is None) != (peer.view.lease is None)
-                or _states(old) != _states(peer.view) or old.started != peer.view.started)
-
-    def _expire(self, peers: dict[str, _Peer]) -> list[str]:
-        now = time.monotonic()
-        changed = []
-        for name, peer in peers.items():
-            since = peer.last_ok if peer.last_ok is not None else peer.born
-            if peer.view.status != DOWN and now - since > peer.spec.deadtime:
-                log.warning("%s did not answer for %.2f s: counting it as FAIL", name, now - since)
-                peer.view = attrs.evolve(peer.view, status=DOWN, error="no reply")
-                changed.append(name)
-            if peer.view.status == DOWN and now - peer.rearmed > peer.spec.deadtime:
-                peer.rearmed = now
-                _rearm(peer)
+    def _drain(self, peer: PeerLink) -> bool:
+        changed = peer.drain()
+        lease_appeared, restarted = peer.news()
+        if peer.spec.name == self.local.name:
+            if lease_appeared:
+                self._hint()  # we hold a lease now: a slave can hand back to us
+            if restarted:
+                self._renew_now = True  # a new local faild: renew our lease there now
         return changed
+
+    def _expire(self, peers: dict[str, PeerLink]) -> list[str]:
+        now = time.monotonic()
+        return [name for name, peer in peers.items() if peer.expire(now)]
 
     def _notify(self, names: list[str]) -> None:
         try:
@@ -417,7 +267,7 @@ class NetThread(threading.Thread):
         server.REFUSED.flush()
         server.REJECTED.flush()
 
-    def _commands(self, peers: dict[str, _Peer], poller: zmq.Poller, pub: zmq.Socket | None) -> bool:
+    def _commands(self, peers: dict[str, PeerLink], poller: zmq.Poller, pub: zmq.Socket | None) -> bool:
         """Apply the Tcl thread's requests; True if the lease must be renewed now."""
         renew = False
         while True:
@@ -445,76 +295,3 @@ class NetThread(threading.Thread):
                     peers[self.local.name].sock.poll(500)
                     self._hint()  # peers may take over now: our services count FAIL
                 arg.set()
-
-
-BAD_REPLIES = daemon.RateLimit(log, "bad replies", burst=1, period=10.0)
-
-
-def _parse_list(reply: dict) -> tuple[HostInfo | None, float | None, list[ServiceRecord] | None]:
-    """The host, its lease's seconds left and the service records of an ok reply (None
-    where absent); ProtocolError (BADREPLY) if any field is malformed: a peer's bug must
-    not stop this thread."""
-    if not reply["ok"]:
-        return None, None, None
-    parsed = model.reply_from_wire(reply)
-    return parsed.host, parsed.host.lease if parsed.host else None, parsed.services
-
-
-def _rearm(peer: _Peer) -> None:
-    """Connect a silent peer's socket again (our CURVE key may have been refused)."""
-    try:
-        reconnect(peer.sock, peer.spec.endpoint)
-    except zmq.ZMQError:
-        pass  # an unusable address: the peer stays silent, so FAIL
-
-
-def _waiting(sock: zmq.Socket, limit: int = 64) -> Iterator[bytes]:
-    """The frames ``sock`` holds now, at most ``limit`` (a flood waits for the next loop)."""
-    for _ in range(limit):
-        try:
-            yield sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-
-
-def _hinted(peer: _Peer) -> bool:
-    """Read what the peer's feed sent; True if one was a change hint from that peer."""
-    assert peer.hints is not None
-    hinted = False
-    for frame in _waiting(peer.hints):
-        try:
-            hinted |= feed.decode_change(frame) == peer.spec.name
-        except ValueError as exc:
-            log.debug("%s: ignored on its feed: %s", peer.spec.name, exc)
-    return hinted
-
-
-def _states(view: PeerView) -> dict[str, State]:
-    return {n: r.state for n, r in view.services.items()}
-
-
-class Wakeup:
-    """A non-blocking pipe: ``poke()`` from any thread, a loop watches ``fd`` and drains it."""
-
-    def __init__(self) -> None:
-        self.fd, self.write_fd = os.pipe()
-        os.set_blocking(self.fd, False)
-        os.set_blocking(self.write_fd, False)
-
-    def poke(self) -> None:
-        try:
-            os.write(self.write_fd, b"!")
-        except BlockingIOError:
-            pass  # already full: the reader will wake anyway
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    @staticmethod
-    def close_fds(fds: tuple[int, int]) -> None:
-        for fd in fds:
-            os.close(fd)

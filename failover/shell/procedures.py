@@ -12,6 +12,7 @@ UP/RECOVER/FAIL also become FAIL, with the policy's file:line.
 from __future__ import annotations
 
 import ctypes
+import enum
 import logging
 import os
 import re
@@ -22,7 +23,9 @@ import tkinter
 from collections.abc import Callable
 from pathlib import Path
 
-from failover.shell.tclhost import ScriptResult, TclHost
+import attrs
+
+from failover.shell.tclhost import PolicyError, ScriptResult, TclHost
 from failover.states import BadState, State, parse_state
 
 log = logging.getLogger("failover.procedures")
@@ -31,33 +34,61 @@ _TCL_CANCEL_UNWIND = 0x100000   # tcl.h: catch cannot stop the unwinding
 _running: list[_Watchdog] = []   # guarded evaluations in progress, innermost last (cancel_running)
 
 
-def run_procedure(tcl: TclHost, service: str, kind: str, script: str,
-                  timeout: float) -> tuple[State, str]:
-    """Evaluate ``script``; return the new state and a reason for the log.
+class OutcomeKind(enum.StrEnum):
+    OK = "ok"                  # returned UP, RECOVER or FAIL
+    FAILED = "failed"          # a Tcl error
+    TIMEOUT = "timeout"        # ran past its timeout: cancelled, its processes killed
+    CANCELLED = "cancelled"    # cancelled by failsh (SIGTERM, Ctrl-C)
+    BAD_RESULT = "bad-result"  # returned something else
+    BOOL_CHECK = "bool-check"  # a check or tie-breaker returned a Tcl boolean: true is UP, false FAIL
 
-    ``kind`` is start, stop, reclaim or check.  A check may also return a Tcl boolean:
-    true keeps the service UP, false makes it FAIL.
+
+# What counts as an error of the policy (failover_policy_errors_total)
+ERRORS = frozenset({OutcomeKind.FAILED, OutcomeKind.TIMEOUT, OutcomeKind.BAD_RESULT})
+
+
+@attrs.frozen
+class Outcome:
+    """What a procedure run came to: the new state, a reason for the log and the kind."""
+
+    state: State
+    reason: str
+    kind: OutcomeKind = OutcomeKind.OK
+
+    @property
+    def error(self) -> bool:
+        return self.kind in ERRORS
+
+
+def run_procedure(tcl: TclHost, service: str, kind: str, script: str, timeout: float) -> Outcome:
+    """Evaluate ``script``; return the new state, a reason for the log and the outcome's kind.
+
+    ``kind`` is start, stop, reclaim, check or tiebreaker.  A check (or tie-breaker) may
+    also return a Tcl boolean: true keeps the service UP, false makes it FAIL.
     """
     watchdog: list[_Watchdog] = []
     result, killed = run_guarded(tcl, lambda: tcl.run(script), timeout, watchdog)
     if killed is not None:
         why = watchdog[0].why
         log.error("%s: %s procedure %s", service, kind, why)
-        return State.FAIL, f"{kind} procedure {why}; cancelled, {killed} processes it started were killed"
+        return Outcome(State.FAIL, f"{kind} procedure {why}; cancelled, {killed} processes it started were killed",
+                       OutcomeKind.CANCELLED if watchdog[0].cancelled else OutcomeKind.TIMEOUT)
     if not result.ok:
         where = f" at {result.where}" if result.where else ""
         log.error("%s: %s procedure failed%s: %s", service, kind, where, result.value)
-        return State.FAIL, f"{kind} procedure failed{where}: {result.value}"
+        return Outcome(State.FAIL, f"{kind} procedure failed{where}: {result.value}", OutcomeKind.FAILED)
     try:
-        return parse_state(result.value), f"{kind} procedure returned {result.value.strip().upper()}"
+        return Outcome(parse_state(result.value), f"{kind} procedure returned {result.value.strip().upper()}")
     except BadState:
         pass
     if kind in ("check", "tiebreaker"):
         truth = _boolean(tcl, result.value)
         if truth is not None:
-            return (State.UP, "check passed") if truth else (State.FAIL, f"check returned {result.value.strip()}")
+            return Outcome(State.UP, "check passed", OutcomeKind.BOOL_CHECK) if truth else \
+                Outcome(State.FAIL, f"check returned {result.value.strip()}", OutcomeKind.BOOL_CHECK)
     log.error("%s: %s procedure returned %r, not UP/RECOVER/FAIL", service, kind, result.value[:80])
-    return State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL"
+    return Outcome(State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL",
+                   OutcomeKind.BAD_RESULT)
 
 
 def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float | None,
@@ -81,6 +112,25 @@ def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float | 
         tcl.clear_cancel()
         return result, watchdog.killed
     return result, None
+
+
+def load_bounded(tcl: TclHost, path: Path, source: Callable[[Path], None], timeout: float) -> None:
+    """``source(path)`` (a policy load) cancelled after ``timeout`` s: top-level code that
+    never returns (a loop, a blocking exec, vwait) must not freeze failsh.  PolicyError
+    names file:line on failure, or the time bound."""
+    def run() -> ScriptResult:
+        try:
+            source(path)
+        except PolicyError as exc:
+            return ScriptResult(False, str(exc))
+        return ScriptResult(True, "")
+    watchdog: list[_Watchdog] = []
+    result, killed = run_guarded(tcl, run, timeout, watchdog)
+    if killed is not None:
+        raise PolicyError(f"{path}: loading {watchdog[0].why} (top-level code that never returns: "
+                          f"a loop, a blocking exec, vwait?); cancelled, {killed} processes killed")
+    if not result.ok:
+        raise PolicyError(result.value)
 
 
 def cancel_running(why: str) -> int:
@@ -131,6 +181,7 @@ class _Watchdog:
         self.lock = threading.Lock()
         self.done = False
         self.fired = False
+        self.cancelled = False  # fired by cancel_running, not by the timeout
         self.killed = 0
         self.why = f"timed out after {timeout:g} s" if timeout is not None else "cancelled"
         self.deadline = time.monotonic() + timeout if timeout is not None else None
@@ -155,6 +206,7 @@ class _Watchdog:
             if self.done or self.fired:
                 return
             self.fired = True
+            self.cancelled = bool(why)
             self.why = why or self.why
             cancel_eval(self.interp_addr, self.flags)  # first, so an exec that returns below stops at once
             self.killed = _kill_new_children(self.before)

@@ -20,6 +20,7 @@ class Scheduler:
         self.tcl = tcl
         self.run = run
         self.intervals: dict[str, float] = {}
+        self.halted = False  # failsh is stopping: no run starts any more
         self._timers: dict[str, str] = {}
         tcl.interp.createcommand("::fo::tick", self._tick)
 
@@ -33,6 +34,10 @@ class Scheduler:
             if name not in self._timers:
                 self._arm(name, 0.0)
 
+    def halt(self) -> None:
+        """From any thread (SIGTERM): no run starts any more; the chains end at their next tick."""
+        self.halted = True
+
     def stop(self) -> None:
         for name in list(self._timers):
             self._cancel(name)
@@ -44,7 +49,7 @@ class Scheduler:
         self.tcl.interp.call("after", "cancel", self._timers.pop(name))
 
     def _tick(self, name: str) -> None:
-        if name not in self.intervals:
+        if self.halted or name not in self.intervals:
             return
         self._arm(name, self.intervals[name])
         try:
