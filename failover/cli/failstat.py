@@ -25,7 +25,7 @@ def fetch(host: str, args, identity: keys.Identity | None = None) -> dict:
         endpoint = client.endpoint_for(host, args.port)
         with client.Client(endpoint, args.community, args.timeout, args.retries, curve=curve) as c:
             info, records = c.list()
-            result = {"host": host, "name": info.name, "started": info.started,
+            result = {"host": host, "name": info.name, "started": info.started, "lease": info.lease,
                       "services": [r.to_wire() for r in records]}
             if args.history:
                 result["history"] = [t.to_wire() for t in c.history(limit=args.count)]

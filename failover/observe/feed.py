@@ -143,6 +143,7 @@ def validate(snap: object) -> dict:
     _text(snap, "node", "snapshot")
     _number(snap, "time", "snapshot")
     _number(snap, "seq", "snapshot", high=2**63)
+    _number(snap, "lease", "snapshot", optional=True, high=3600)
     for kind, check in (("services", _service), ("hosts", _host), ("history", _transition)):
         for i, item in enumerate(_items(snap, kind, list, "snapshot", optional=kind == "history")):
             check(_record(item, f"{kind}[{i}]"), f"{kind}[{i}]")

@@ -20,7 +20,7 @@ from failover.model import Transition
 from failover.observe import feed
 from failover.shell.localstate import Change, LocalState
 from failover.shell.policy import Policy
-from failover.shell.view import UNKNOWN, PeerView
+from failover.shell.view import UNKNOWN, UP, PeerView
 
 log = logging.getLogger("failover.scheduler")
 
@@ -76,8 +76,10 @@ class Snapshots:
                              "last_change": self.states.last_change.get(name),
                              "last_check": self.last_check.get(name),
                              "decision": self.decisions.get(name, ""), "peers": peers})
+        local = self.peer_view(self.node)
+        lease = local.lease if local is not None and local.status == UP else None
         return {"v": feed.FEED_VERSION, "type": "snapshot", "node": self.node, "time": time.time(),
-                "seq": self.seq, "services": services, "hosts": hosts,
+                "seq": self.seq, "lease": lease, "services": services, "hosts": hosts,
                 "history": [t.to_wire() for t in list(self.history)[-50:]]}
 
     def publish(self) -> None:
