@@ -20,7 +20,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from failover.faild.store import make_dir, read_file
+from failover.files import make_dir, read_file
 
 log = logging.getLogger("failover.security")
 

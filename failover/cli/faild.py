@@ -16,7 +16,8 @@ from failover import daemon, keys, protocol
 from failover.cli import common
 from failover.faild import community
 from failover.faild.server import Faild, host_info
-from failover.faild.store import StateFileError, Store, make_dir, write_target
+from failover.faild.store import StateFileError, Store
+from failover.files import make_dir, write_target
 
 log = logging.getLogger("failover.server")
 
