@@ -13,11 +13,12 @@ from typing import Any
 
 import attrs
 
+from failover import ports
 from failover.states import BadState, State, parse_state
 
 VERSION = 1
 MAX_MESSAGE = 64 * 1024  # also set as ZMQ_MAXMSGSIZE on every faild socket
-DEFAULT_PORT = 1847
+DEFAULT_PORT = ports.FAILD  # the table is failover/ports.py; this name is for failover/shell/
 DEFAULT_COMMUNITY = "public"
 MAX_SERVICES = 256  # per faild, so that a 'list' reply always fits in MAX_MESSAGE
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from failover import __version__, keys, protocol
+from failover import __version__, keys, ports, protocol
 from failover.client import ClientError, RequestFailed, UnknownHost, Unreachable
 
 EXIT_OK = 0
@@ -74,7 +74,7 @@ _retries = bounded("retry count", int, 0, 100, "0..100")
 def add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
                    help="community string presented to faild (default: %(default)s)")
-    p.add_argument("-p", "--port", type=port_number, default=protocol.DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=port_number, default=ports.FAILD,
                    help="faild port when HOST has none (default: %(default)s)")
     p.add_argument("-t", "--timeout", type=_timeout, default=1.0,
                    help="seconds to wait for each try (default: %(default)s)")

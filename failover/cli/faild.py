@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from failover import daemon, keys, protocol
+from failover import daemon, keys, ports, protocol
 from failover.cli import common
 from failover.faild import community
 from failover.faild.server import Faild, host_info
@@ -39,7 +39,7 @@ def build_parser():
     p.add_argument("-r", "--pidfile", type=Path, default=Path("/run/faild.pid"),
                    help="pid file (default: %(default)s)")
     p.add_argument("-l", "--listen", default="*", help="address to listen on (default: all)")
-    p.add_argument("-p", "--port", type=common.port_number, default=protocol.DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=common.port_number, default=ports.FAILD,
                    help="TCP port (default: %(default)s)")
     p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
     p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")

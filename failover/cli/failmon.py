@@ -19,14 +19,12 @@ from pathlib import Path
 
 import zmq
 
-from failover import client, daemon
+from failover import client, daemon, ports
 from failover.cli import common
 from failover.observe import feed
 from failover.timefmt import age, local_time
 
 log = logging.getLogger("failover.monitor")
-
-DEFAULT_PORT = feed.MONITOR_PORT
 
 EPILOG = """modes (one of):
   -c   curses screen (the default on a terminal); keys:
@@ -498,7 +496,7 @@ def build_parser():
     mode.add_argument("-l", dest="mode", action="store_const", const="lines", help="text on every Return")
     mode.add_argument("-h", dest="mode", action="store_const", const="html", help="HTML page on stdout")
     mode.add_argument("-1", dest="mode", action="store_const", const="once", help="one snapshot as text, then exit")
-    p.add_argument("-p", "--port", type=common.port_number, default=DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=common.port_number, default=ports.FAILSH_FEED,
                    help="failsh monitor port when a target has none (default: %(default)s)")
     p.add_argument("-t", "--timeout", type=SECONDS, default=5.0,
                    help="seconds to wait for the first snapshot of each target (default: %(default)s)")

@@ -13,8 +13,7 @@ from pathlib import Path
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from failover import daemon, keys, protocol
-from failover.client import configure_socket
+from failover import daemon, keys, protocol, transport
 from failover.faild import community
 from failover.faild.lease import Lease
 from failover.faild.store import Store
@@ -22,15 +21,6 @@ from failover.model import HostInfo
 
 log = logging.getLogger("failover.server")
 plog = logging.getLogger("failover.protocol")
-
-# Hostile clients (docs/security.md): at most SOCKET_HWM messages are queued per
-# connection each way (inbound: then TCP flow control holds the sender back; outbound:
-# replies to a client that does not read are dropped), so a flood costs at most about
-# SOCKET_HWM x 64 KiB per connection; a connection that has not finished the ZeroMQ
-# handshake after HANDSHAKE_IVL_MS (slow, silent or not ZeroMQ) is closed.
-SOCKET_HWM = 32
-HANDSHAKE_IVL_MS = 2000
-
 
 def peer_address(frame: zmq.Frame | None) -> str:
     """Who sent ``frame`` (its TCP peer's address; "?" when ZeroMQ does not know)."""
@@ -249,20 +239,19 @@ class Faild:
         """
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.REP)
-        configure_socket(sock)
+        transport.configure(sock)
+        transport.harden(sock)
         sock.rcvtimeo = int(self.SIGNAL_LATENCY * 1000)
-        sock.sndhwm = sock.rcvhwm = SOCKET_HWM
-        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         auth = None
         if self.curve is not None and self._allow is not None:
             auth = keys.start_authenticator(ctx, self._allow)  # before bind: see its doc
-            keys.server_socket(sock, self.curve.identity)
+            transport.curve_server(sock, self.curve.identity)
             keys.log.info("CURVE required: %d client keys allowed (%s)", len(self._allow.allowed),
                           self.curve.allow_dir)
         handshakes = keys.HandshakeLog(sock)
         handshakes.start()
         try:
-            bind_with_retry(sock, endpoint)
+            transport.bind_with_retry(sock, endpoint)
         except zmq.ZMQError:
             self._close(sock, auth, handshakes)
             raise
@@ -303,18 +292,6 @@ class Faild:
                 log.info("got %s, shutting down", signal.Signals(signum).name)
                 daemon.sd_notify("STOPPING=1")
                 self._stop = True
-
-
-def bind_with_retry(sock: zmq.Socket, endpoint: str, attempts: int = 20) -> None:
-    """Bind, retrying briefly: a just-closed endpoint can still be in use (tech notes §4.3)."""
-    for attempt in range(attempts):
-        try:
-            sock.bind(endpoint)
-            return
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EADDRINUSE or attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
 
 
 def host_info(name: str | None) -> HostInfo:

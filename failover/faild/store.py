@@ -54,11 +54,11 @@ class Store:
             services = _field(data, "services", list)
             _check(len(services) <= protocol.MAX_SERVICES, f"more than {protocol.MAX_SERVICES} services")
             for i, d in enumerate(services):
-                rec = _record(d, f"services[{i}]")
+                rec = ServiceRecord.from_wire(d, f"services[{i}]")  # ProtocolError is a ValueError
                 _check(rec.name not in self.records, f"services[{i}].name: service {rec.name!r} twice")
                 self.records[rec.name] = rec
             for i, t in enumerate(_field(data, "history", list, default=[])):
-                self.history.append(_transition(t, f"history[{i}]"))
+                self.history.append(Transition.from_wire(t, f"history[{i}]"))
             self.counter = _count(data, "counter", "top level")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise StateFileError(f"invalid state file {path}: {exc}") from None
@@ -156,11 +156,3 @@ def _count(d: dict, key: str, where: str) -> int:
     _check(type(value) is int and 0 <= value < 2**63, f"{where}: {key} must be a whole number >= 0, "
            f"not {reprlib.repr(value)}")
     return value
-
-
-def _record(d: Any, where: str) -> ServiceRecord:
-    return ServiceRecord.from_wire(d, where)  # ProtocolError is a ValueError
-
-
-def _transition(t: Any, where: str) -> Transition:
-    return Transition.from_wire(t, where)

@@ -6,5 +6,3 @@
   dependencies, faild updates and actions;
 * :mod:`failover.hc.monitor` the results over faild's wire protocol, ``healthy()``.
 """
-
-DEFAULT_PORT = 1850  # hc -m monitor (faild 1847, failsh 1848/1849)

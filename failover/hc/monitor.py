@@ -18,11 +18,10 @@ from collections.abc import Callable
 
 import zmq
 
-from failover import protocol
-from failover.client import Client, ClientError, RequestFailed, configure_socket, endpoint_for
+from failover import ports, protocol, transport
+from failover.client import Client, ClientError, RequestFailed, endpoint_for
 from failover.faild import community
-from failover.faild.server import REFUSED, REJECTED, Faild, bind_with_retry, serve_one
-from failover.hc import DEFAULT_PORT
+from failover.faild.server import REFUSED, REJECTED, Faild, serve_one
 from failover.hc.runner import Runner
 from failover.model import HostInfo
 from failover.states import State
@@ -76,9 +75,9 @@ class Monitor:
     def start(self, endpoint: str, ready: Callable[[], None] | None = None) -> None:
         """Bind now (errors reach the caller), then serve on a thread of its own."""
         sock = zmq.Context.instance().socket(zmq.REP)
-        configure_socket(sock)
+        transport.configure(sock)
         try:
-            bind_with_retry(sock, endpoint)
+            transport.bind_with_retry(sock, endpoint)
         except zmq.ZMQError:
             sock.close(linger=0)
             raise
@@ -115,7 +114,7 @@ def healthy(endpoint: str, check: str, community: str = protocol.DEFAULT_COMMUNI
     configuration rather than a health result.
     """
     try:
-        with Client(endpoint_for(endpoint, DEFAULT_PORT), community, timeout, retries) as c:
+        with Client(endpoint_for(endpoint, ports.HC_MONITOR), community, timeout, retries) as c:
             return c.get(check).state is State.UP
     except RequestFailed:
         raise

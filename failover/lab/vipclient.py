@@ -30,7 +30,7 @@ from typing import IO
 
 import attrs
 
-from failover.lab.vipserver import DEFAULT_PORT
+from failover import ports
 
 
 @attrs.frozen
@@ -52,7 +52,7 @@ def _errname(code: int) -> str:
     return errno.errorcode.get(code, str(code))
 
 
-def probe(addr: str, port: int = DEFAULT_PORT, timeout: float = 1.0) -> Result:
+def probe(addr: str, port: int = ports.LAB_WEB, timeout: float = 1.0) -> Result:
     """One blocking request; used for readiness checks (``--once``)."""
     t0 = time.monotonic()
     try:
@@ -226,7 +226,7 @@ def longest_gap(results: Iterable[Result], start: float, end: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vipclient", description=__doc__.splitlines()[0])
     ap.add_argument("--addr", required=True, help="the VIP (or any address) to request")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--port", type=int, default=ports.LAB_WEB)
     ap.add_argument("--interval-ms", type=float, default=10.0)
     ap.add_argument("--timeout-ms", type=float, default=200.0)
     ap.add_argument("--duration", type=float, default=600.0, help="stop after this many seconds")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+from failover import ports
 from failover.model import LATEST_TIME
 from failover.protocol import clean_text, valid_name
 from failover.timefmt import age, local_time
 
 FEED_VERSION = 1
-MONITOR_PORT = 1848  # 0.5's failmon port
+MONITOR_PORT = ports.FAILSH_FEED  # the table is failover/ports.py; this name is for failover/shell/
 
 # The feed carries two kinds of message; a subscriber picks one by its prefix (the JSON
 # object starts with "v" then "type", as encode() and encode_change() write it):
