@@ -7,8 +7,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Reversible
 from pathlib import Path
+from typing import Protocol
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -16,8 +17,8 @@ from zmq.auth.thread import ThreadAuthenticator
 from failover import daemon, keys, protocol, transport
 from failover.faild import community
 from failover.faild.lease import Lease
-from failover.faild.store import Store
-from failover.model import HostInfo
+from failover.model import HostInfo, ServiceRecord, Transition
+from failover.states import State
 
 log = logging.getLogger("failover.server")
 plog = logging.getLogger("failover.protocol")
@@ -65,6 +66,27 @@ def serve_one(sock: zmq.Socket, handle: Callable[[bytes, zmq.Frame], bytes], fla
     return True
 
 
+class StateStore(Protocol):
+    """What :class:`Faild` serves: faild's own store (failover/faild/store.py), or any other
+    set of records with a history, such as hc's check states or failsh's own transitions."""
+
+    @property
+    def counter(self) -> int:
+        """Moves on every change of a record: Faild re-encodes its replies when it has moved."""
+
+    @property
+    def history(self) -> Reversible[Transition]:
+        """The transitions kept, oldest first."""
+
+    def get(self, name: str) -> ServiceRecord | None: ...
+
+    def all(self) -> list[ServiceRecord]:
+        """Every record, sorted by name."""
+
+    def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
+        """Set a state; the record and whether it changed.  OSError if it cannot be saved."""
+
+
 class Denied(Exception):
     """The request's community may not do this (not PermissionError: that is an OSError)."""
 
@@ -74,7 +96,10 @@ class NoService(Exception):
 
 
 class Faild:
-    def __init__(self, store: Store, rules: community.Rules, host: HostInfo,
+    """The faild protocol over a :class:`StateStore`: access rules, the lease, cached replies.
+    Pure request handling (:meth:`handle`) and the serve loop of the faild program (:meth:`serve`)."""
+
+    def __init__(self, store: StateStore, rules: community.Rules, host: HostInfo,
                  community_file: Path | None = None, curve: keys.ServerKeys | None = None) -> None:
         self.store = store
         self.rules = rules
@@ -87,14 +112,15 @@ class Faild:
         # the host object as JSON up to its last member, the lease, which changes every call
         self._host_json_head = protocol.dumps(self._host_wire)[:-1] + ',"lease":'
         self.lease = Lease()  # failsh on this host renews it
-        # get/list: the "services" array as JSON, per service / per community; cleared on
-        # every state change and reload (the store only changes through this object)
+        # get/list: the "services" array as JSON, per service / per community; cleared when
+        # the store's counter moves (whoever changed it) and on reload
         self._services_json: dict[str | tuple[str, str], str] = {}
+        self._cached_at = store.counter
         self._stop = False
 
     # Request handling (pure: frame in, frame out) ----------------------
     def invalidate(self) -> None:
-        """The store changed behind this object's back (hc's runner): drop the cached replies."""
+        """Drop the cached replies (a store change is noticed by its counter without this)."""
         self._services_json.clear()
 
     def handle(self, frame: bytes, meta: zmq.Frame | None = None) -> bytes:
@@ -142,6 +168,9 @@ class Faild:
             if not rules.knows(req.community):
                 raise Denied("community has no read access to this host")
             key = ("list", req.community)
+        if self.store.counter != self._cached_at:
+            self._services_json.clear()
+            self._cached_at = self.store.counter
         services = self._services_json.get(key)
         if services is None:
             if req.op == "get":
@@ -169,11 +198,10 @@ class Faild:
                 raise Denied(f"community has no read access to {req.service or 'this host'}")
             return self._history(req, host)
         if req.op == "set":
-            if req.service not in self.store.records and len(self.store.records) >= protocol.MAX_SERVICES:
+            if self.store.get(req.service) is None and len(self.store.all()) >= protocol.MAX_SERVICES:
                 raise protocol.ProtocolError("LIMIT", f"faild holds {protocol.MAX_SERVICES} services already")
             rec, changed = self.store.set(req.service, req.state, req.reason)
             if changed:
-                self._services_json.clear()
                 log.info("%s -> %s (%s)", req.service, rec.state, req.reason or "failc/failsh request")
             return protocol.ok_reply(req.id, host=host, services=[rec.to_wire()], changed=changed)
         if req.op == "lease":
@@ -258,7 +286,7 @@ class Faild:
         pending: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: pending.append(signum))
-        log.info("faild %s serving %s (%d services)", self.host.name, endpoint, len(self.store.records))
+        log.info("faild %s serving %s (%d services)", self.host.name, endpoint, len(self.store.all()))
         if ready:
             ready()
         try:

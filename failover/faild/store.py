@@ -96,6 +96,17 @@ class Store:
         self.history.append(change)
         return rec, True
 
+    def remove(self, name: str) -> bool:
+        """Forget the record of ``name`` (its transitions stay in the history); whether there
+        was one.  The counter moves, so a server over this store sees the change."""
+        if name not in self.records:
+            return False
+        counter = self.counter + 1
+        self._write(counter, {n: r for n, r in self.records.items() if n != name}, list(self.history))
+        self.counter = counter
+        del self.records[name]
+        return True
+
     def save(self) -> None:
         self._write(self.counter, self.records, list(self.history))
 

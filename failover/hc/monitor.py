@@ -34,8 +34,7 @@ class Monitor:
     def __init__(self, runner: Runner, host: HostInfo, rules: community.Rules = READ_ONLY) -> None:
         self.runner = runner
         self.host, self.rules = host, rules
-        self._faild = Faild(runner.store, rules, host)
-        self._counter = runner.store.counter
+        self._faild = Faild(runner.store, rules, host)  # it notices the runner's changes by the store's counter
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -49,7 +48,7 @@ class Monitor:
             return protocol.encode(protocol.error_reply(
                 req.id, "DENIED", "hc computes its states from checks; set service states in faild"))
         with self.runner.lock:
-            reply = self._server().handle(frame, meta)
+            reply = self._faild.handle(frame, meta)
             if req is None or req.op not in ("get", "list"):
                 return reply
             details = self.runner.snapshot()
@@ -62,15 +61,6 @@ class Monitor:
                 service["hc"] = {k: v for k, v in info.items() if k != "state"}
         extended = protocol.encode(msg)
         return extended if len(extended) <= protocol.MAX_MESSAGE else reply
-
-    def _server(self) -> Faild:
-        """The Faild answering over the runner's store.  Faild caches what it serves and
-        expects every change to go through it; hc's runner changes the store directly, so
-        a store change drops that cache."""
-        if self.runner.store.counter != self._counter:
-            self._faild.invalidate()
-            self._counter = self.runner.store.counter
-        return self._faild
 
     def start(self, endpoint: str, ready: Callable[[], None] | None = None) -> None:
         """Bind now (errors reach the caller), then serve on a thread of its own."""

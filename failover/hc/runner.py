@@ -303,11 +303,10 @@ class Runner:
                     new[name] = NodeStatus(node=node, damper=Damper(node.fall, node.rise))
                     if prev is not None:
                         prev.seq += 1  # drop a result still on its way
-                    why = "check changed" if name in self.store.records else "new check"
+                    why = "check changed" if self.store.get(name) is not None else "new check"
                     self.store.set(name, State.RECOVER, f"{REASON_PREFIX}{why}")
             for name in set(old) - set(new):
-                self.store.records.pop(name, None)
-                self.store.counter += 1  # the monitor serves a fresh view after any change
+                self.store.remove(name)
                 log.info("node %s removed", name)
             self.status = new
             self.config = config
