@@ -17,7 +17,7 @@ from failover.cli import common
 from failover.faild import community
 from failover.faild.server import host_info
 from failover.hc import hcfile
-from failover.hc.checks import run_check
+from failover.hc.kinds import names, run_check
 from failover.hc.monitor import READ_ONLY, Monitor
 from failover.hc.runner import MAX_WORKERS, Notifier, Runner
 
@@ -42,7 +42,7 @@ runs the node's actions.  A node also fails when a node it depends on fails.
         faild localhost:{ports.FAILD} service web community secret
         action /usr/local/sbin/page-operator
 
-Check kinds: tcp, http (and https), dns, smtp, ldap, command; every check has a
+Check kinds: {names()}; every check has a
 timeout and runs concurrently with the others.  Without -F or -d hc detaches and
 logs to syslog.
 

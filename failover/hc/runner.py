@@ -17,17 +17,16 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import attrs
 
 from failover import keys
 from failover.client import Client, ClientError
 from failover.faild.store import Store
-from failover.hc.checks import Result, run_check, run_command
+from failover.hc.checks import run_command
 from failover.hc.hcfile import Config, FaildTarget, Node
+from failover.hc.kinds import CheckFn, run_check
 from failover.states import State
 
 log = logging.getLogger("failover.hc.runner")
@@ -35,7 +34,6 @@ GRACE = 2.0          # seconds past a check's timeout before it is given up
 RECENT = 20          # results kept per node for the monitor
 MAX_WORKERS = 32
 REASON_PREFIX = "hc: "
-CheckFn = Callable[[Any, float], Result]
 
 
 @attrs.define
