@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import zmq
 
 from failover import keys, protocol, transport
 from failover.client import Client
+from failover.lab.loopback import free_port
 
 GOAL = 0.7
 CURVE: keys.Curve | None = None  # --curve: set in main(), inherited by the forked clients
@@ -50,12 +50,6 @@ def secure(sock: zmq.Socket) -> None:
     """Apply the client side of CURVE to a new socket, with --curve."""
     if CURVE is not None:
         transport.curve_client(sock, CURVE.identity, CURVE.server)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(endpoint: str, proc: subprocess.Popen, deadline_s: float = 10.0) -> None:

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from failover.cli import failmon
 from failover.observe import feed
 
+pytestmark = pytest.mark.process
+
 NOW = 1.7e9
 GOOD = {"v": 1, "type": "snapshot", "node": "goodnode", "time": NOW, "seq": 7,
         "services": [{"name": "web", "state": "UP", "role": "master", "masters": [], "slaves": ["www2"],

@@ -9,9 +9,12 @@ import subprocess
 import time
 
 import pytest
+from support import free_port
 
 from failover.hc import checks, kinds
 from failover.lab.fakes import FakeDNS, FakeHTTP, FakeLDAP, FakeSMTP, FakeTCP
+
+pytestmark = pytest.mark.fast
 
 
 def spec(line: str) -> kinds.Check:
@@ -22,12 +25,6 @@ def timed(fn, *args, **kw):
     start = time.monotonic()
     result = fn(*args, **kw)
     return result, time.monotonic() - start
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- tcp ----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from failover.hc import hcfile, kinds
 from failover.hc.hcfile import HcfileError, parse
 
+pytestmark = pytest.mark.fast
+
 FULL = """\
 # a full example
 .defaults:

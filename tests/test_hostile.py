@@ -32,6 +32,8 @@ from failover.shell.policy import MIN_INTERVAL, Policy
 from failover.shell.procedures import run_procedure
 from failover.shell.tclhost import TclHost
 
+pytestmark = pytest.mark.process
+
 # Tcl commands ----------------------------------------------------------------------
 
 # Every failover command but 'healthy', which asks an hc over the network (a fuzzed host

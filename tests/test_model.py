@@ -18,6 +18,8 @@ from failover.model import HostInfo, ServiceRecord, Transition
 from failover.observe import feed
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 NOW = 1.7e9
 RECORD = {"name": "web", "state": "UP", "last_change": NOW, "counter": 3}
 HOST = {"name": "www1", "started": NOW - 100, "pid": 4242, "lease": 2.5}

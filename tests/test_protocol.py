@@ -19,6 +19,8 @@ from failover.faild.store import Store
 from failover.model import HostInfo, ServiceRecord, Transition
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 HOST = HostInfo(name="h1", started=1700000000.5, pid=4242)
 
 

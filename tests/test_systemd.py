@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opscluster import free_port
+from support import free_port
+
+pytestmark = pytest.mark.process
 
 UNITS = Path(__file__).resolve().parent.parent / "samples" / "systemd"
 POLICY = "proc up args {return UP}\nproc down args {return RECOVER}\nfailsvc web interval 1\n" \

@@ -20,6 +20,8 @@ from failover.shell.procedures import _children, run_procedure
 from failover.shell.tclhost import PolicyError, TclCommandError, TclHost
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def tcl() -> TclHost:

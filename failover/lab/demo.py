@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from failover import client
+from failover.lab.loopback import free_port
 from failover.shell import tcllib
 
 POLICY = tcllib.path(tcllib.DEMO_POLICY)  # failover/shell/tcl/demo-web.tcl, package data
@@ -29,12 +30,6 @@ T0 = time.monotonic()
 
 def say(text: str) -> None:
     print(f"[{time.monotonic() - T0:6.2f}s] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def who_serves(port: int) -> str | None:
