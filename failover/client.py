@@ -8,6 +8,7 @@ earlier try is dropped by libzmq.  A dead peer therefore costs at most
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import socket
@@ -193,7 +194,7 @@ class Client:
                                 f"not the one record of {service!r}")
         return services[0]
 
-    def history(self, service: str | None = None, limit: int = 100) -> list[Transition]:
+    def history(self, service: str | None = None, limit: int = 100) -> builtins.list[Transition]:
         return self._need(self.ask("history", service=service, limit=limit).history, "history")
 
 

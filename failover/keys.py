@@ -175,7 +175,7 @@ def start_authenticator(ctx: zmq.Context, allowed: set[bytes] | AllowList) -> Th
 # Handshake failures seen by a server socket's monitor -> what to tell the operator
 _EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | \
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-_PROTOCOL_ERRORS = {
+_PROTOCOL_ERRORS: dict[int, str] = {
     zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
         "the client and this faild disagree on CURVE (a plaintext client of a CURVE faild, or the reverse)",
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:

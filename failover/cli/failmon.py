@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import zmq
@@ -90,7 +90,7 @@ class Feed:
         if extra_fd is not None:
             self.poller.register(extra_fd, zmq.POLLIN)
         try:
-            events = dict(self.poller.poll(max(0, timeout) * 1000))
+            events = dict(self.poller.poll(int(max(0, timeout) * 1000)))
         finally:
             if extra_fd is not None:
                 self.poller.unregister(extra_fd)
@@ -186,7 +186,7 @@ def history_rows(snaps: Iterable[dict], limit: int = 20) -> list[dict]:
     return sorted(items, key=lambda t: t["time"])[-limit:]
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
@@ -328,7 +328,7 @@ def detail_lines(row: dict, snaps: list[dict]) -> list[tuple[str, str]]:
              (f"state        {row['state']}", row["state"]), (f"role         {row['role']}", "")]
     snap = next((s for s in snaps if s["node"] == row["host"]), None)
     svc = next((s for s in snap["services"] if s["name"] == row["service"]), None) if snap else None
-    if svc is None:
+    if snap is None or svc is None:
         return lines + [(f"peers seen   {row['peers']}", ""), ("", ""),
                         ("(this host runs no failsh that failmon watches: only what its peers see)", "")]
     lines += [(f"interval     {svc['interval']:g} s", ""),

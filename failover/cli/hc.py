@@ -198,10 +198,10 @@ def reload(runner: Runner, args: argparse.Namespace) -> None:
 
 def run_once(config: hcfile.Config, jobs: int) -> int:
     """Every check once, concurrently; dependencies applied; a table on stdout."""
-    nodes = [n for n in config.nodes.values() if n.check]
+    checks = {n.name: (n.check, n.timeout) for n in config.nodes.values() if n.check is not None}
     results: dict[str, tuple[bool, str]] = {}
-    with ThreadPoolExecutor(max(1, jobs or min(MAX_WORKERS, len(nodes) or 1))) as pool:
-        futures = {n.name: pool.submit(run_check, n.check, n.timeout) for n in nodes}
+    with ThreadPoolExecutor(max(1, jobs or min(MAX_WORKERS, len(checks) or 1))) as pool:
+        futures = {name: pool.submit(run_check, check, timeout) for name, (check, timeout) in checks.items()}
         for name, fut in futures.items():
             results[name] = fut.result()
     for name in config.order:

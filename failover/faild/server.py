@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable, Reversible
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -28,7 +28,7 @@ def peer_address(frame: zmq.Frame | None) -> str:
     if frame is None:
         return "?"
     try:
-        return frame.get("Peer-Address")
+        return str(frame.get("Peer-Address"))
     except (zmq.ZMQError, TypeError):
         return "?"
 
@@ -85,6 +85,15 @@ class StateStore(Protocol):
 
     def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
         """Set a state; the record and whether it changed.  OSError if it cannot be saved."""
+
+
+T = TypeVar("T")
+
+
+def _given(value: T | None) -> T:
+    """A field of the request that its op requires: decode_request let none through without it."""
+    assert value is not None, "protocol.decode_request checks the fields of protocol.OPS"
+    return value
 
 
 class Denied(Exception):
@@ -163,7 +172,7 @@ class Faild:
         if req.op == "get":
             if not rules.may_read(req.service, req.community):
                 raise Denied(f"community has no read access to {req.service}")
-            key = req.service
+            key = _given(req.service)
         else:
             if not rules.knows(req.community):
                 raise Denied("community has no read access to this host")
@@ -174,7 +183,7 @@ class Faild:
         services = self._services_json.get(key)
         if services is None:
             if req.op == "get":
-                rec = self.store.get(req.service)
+                rec = self.store.get(_given(req.service))
                 if rec is None:
                     raise NoService(f"unknown service {req.service!r} on {self.host.name}")
                 recs = [rec.to_wire()]
@@ -198,9 +207,10 @@ class Faild:
                 raise Denied(f"community has no read access to {req.service or 'this host'}")
             return self._history(req, host)
         if req.op == "set":
-            if self.store.get(req.service) is None and len(self.store.all()) >= protocol.MAX_SERVICES:
+            service = _given(req.service)
+            if self.store.get(service) is None and len(self.store.all()) >= protocol.MAX_SERVICES:
                 raise protocol.ProtocolError("LIMIT", f"faild holds {protocol.MAX_SERVICES} services already")
-            rec, changed = self.store.set(req.service, req.state, req.reason)
+            rec, changed = self.store.set(service, _given(req.state), req.reason)
             if changed:
                 log.info("%s -> %s (%s)", req.service, rec.state, req.reason or "failc/failsh request")
             return protocol.ok_reply(req.id, host=host, services=[rec.to_wire()], changed=changed)
@@ -208,7 +218,7 @@ class Faild:
             self.lease.renew(req.ttl, req.pid, req.pidstart)
             host["lease"] = req.ttl or None
             return protocol.ok_reply(req.id, host=host)
-        daemon.set_level(req.facility, req.level)  # op "loglevel"
+        daemon.set_level(_given(req.facility), _given(req.level))  # op "loglevel"
         log.info("log level of %s set to %s", req.facility, req.level)
         return protocol.ok_reply(req.id, host=host)
 
@@ -265,7 +275,7 @@ class Faild:
         Signal handlers only queue the signal; the loop acts on it after the request in
         hand, or within SIGNAL_LATENCY when idle.
         """
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context = zmq.Context.instance()
         sock = ctx.socket(zmq.REP)
         transport.configure(sock)
         transport.harden(sock)

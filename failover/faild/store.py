@@ -43,7 +43,7 @@ class Store:
         self.history: deque[Transition] = deque(maxlen=history_limit)
         self.counter = 0
         raw = read_state_file(path) if path is not None else None
-        if raw is not None:
+        if path is not None and raw is not None:
             self._load(path, raw)
 
     def _load(self, path: Path, raw: bytes) -> None:
@@ -163,7 +163,7 @@ def _field(d: dict, key: str, kind: type, where: str = "top level", default: Any
 
 
 def _count(d: dict, key: str, where: str) -> int:
-    value = d.get(key)
+    value: Any = d.get(key)
     _check(type(value) is int and 0 <= value < 2**63, f"{where}: {key} must be a whole number >= 0, "
            f"not {reprlib.repr(value)}")
     return value

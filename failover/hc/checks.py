@@ -164,6 +164,8 @@ def check_http(url: str, timeout: float, status: tuple[tuple[int, int], ...] = (
     """GET ``url`` (no redirects followed); check the status and optionally the body."""
     dl, start = Deadline(timeout), time.monotonic()
     u = urlsplit(url)
+    if not u.hostname:  # kinds.Http.parse lets no such URL through
+        raise ValueError(f"no host in URL {url!r}")
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     conn: http.client.HTTPConnection
     if u.scheme == "https":

@@ -64,7 +64,7 @@ class Monitor:
 
     def start(self, endpoint: str, ready: Callable[[], None] | None = None) -> None:
         """Bind now (errors reach the caller), then serve on a thread of its own."""
-        sock = zmq.Context.instance().socket(zmq.REP)
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.REP)
         transport.configure(sock)
         try:
             transport.bind_with_retry(sock, endpoint)

@@ -338,6 +338,8 @@ class Runner:
     def _work(self, st: NodeStatus, seq: int) -> None:
         st.begun = begun = time.monotonic()
         node = st.node
+        if node.check is None:  # _schedule runs only nodes with a check
+            return
         try:
             ok, detail = self._check(node.check, node.timeout)
         except Exception as exc:  # run_check never raises; injected checks might
@@ -350,10 +352,11 @@ class Runner:
             log.info("reloaded %s: %d nodes", item[1].path, len(self.status))
             return
         _, st, seq, ok, detail, latency = item
-        if seq != st.seq or self.status.get(st.node.name) is not st:
+        current = self.status.get(st.node.name)
+        if current is None or current is not st or seq != st.seq:
             log.debug("dropping late result of %s", st.node.name)
             return
-        self._record(st, ok, detail, latency)
+        self._record(current, ok, detail, latency)
 
     def _record(self, st: NodeStatus, ok: bool, detail: str, latency: float) -> None:
         with self.lock:

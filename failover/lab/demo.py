@@ -89,7 +89,7 @@ class Host:
 def wait_for(port: int, wanted: str, timeout: float) -> float | None:
     """Poll the service every 100 ms until ``wanted`` answers; return when, or None."""
     deadline = time.monotonic() + timeout
-    last = "?"
+    last: str | None = "?"
     while time.monotonic() < deadline:
         served = who_serves(port)
         if served != last:

@@ -219,7 +219,7 @@ def _install_signal_handlers() -> None:
             signal.signal(sig, _on_signal)
 
 
-def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.05,
+def wait_until(pred: Callable[[], T | None], timeout: float, interval: float = 0.05,
                what: str = "condition") -> T:
     """Poll `pred` until it returns something truthy; TestbedError after `timeout` s."""
     end = time.monotonic() + timeout
