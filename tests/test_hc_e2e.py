@@ -31,12 +31,9 @@ proc reclaimweb {args} {
     }
     return RECOVER
 }
-failsvc web interval 0.2
-failsvc web masters {www1}
-failsvc web slaves {www2}
-failsvc web start startweb
-failsvc web stop stopweb
-failsvc web reclaim reclaimweb
+foreach {setting value} {interval 0.2 masters www1 slaves www2 start startweb stop stopweb reclaim reclaimweb} {
+    failsvc web $setting $value
+}
 """
 
 

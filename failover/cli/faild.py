@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.node is None and not protocol.valid_name(socket.gethostname()):  # clients would refuse its replies
         p.error(f"the host name {socket.gethostname()[:70]!r} is not a valid node name: give one with -N")
     foreground = args.foreground or bool(args.debug)
-    try:
-        for facility in args.debug:
-            daemon.set_level(facility, "debug")
-    except ValueError as exc:
-        print(f"faild: {exc}", file=sys.stderr)
+    if not common.debug_levels("faild", args.debug):
         return common.EXIT_USAGE
     # before the state file is read: what the loader logs (a counter raised, stale temporary
     # files removed) must reach the log; its errors are one line on stderr (exit 5)

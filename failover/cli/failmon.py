@@ -523,11 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = args.mode or "curses"
     if args.debug:
         daemon.setup_logging("failmon", to_syslog=False)
-        try:
-            for facility in args.debug:
-                daemon.set_level(facility, "debug")
-        except ValueError as exc:
-            print(f"failmon: {exc}", file=sys.stderr)
+        if not common.debug_levels("failmon", args.debug):
             return common.EXIT_USAGE
     if mode == "curses" and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("failmon: the curses screen needs a terminal; use -1, -l or -h", file=sys.stderr)

@@ -3,8 +3,8 @@
 Each class reads its ``check KIND ...`` line (:meth:`Check.parse`, called by the Hcfile
 parser through :func:`parse_check`) and runs itself (:meth:`Check.run`, called by the
 runner through :func:`run_check`) with the probes of failover/hc/checks.py.  A new kind
-is one class here: the grammar, the usage line in its errors, the runner and hc's help
-all take it from the registry.
+is one class here, named in :data:`KINDS`: the grammar, the usage line in its errors, the
+runner and hc's help all take it from the registry.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import re
 import smtplib
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -81,48 +81,6 @@ class Check:
         raise NotImplementedError
 
 
-KINDS: dict[str, type[Check]] = {}   # name -> class, in the order the errors list them
-_ALIASES: dict[str, str] = {}         # another name -> name
-C = TypeVar("C", bound=type[Check])
-
-
-def register(cls: C) -> C:
-    KINDS[cls.kind] = cls
-    _ALIASES.update(dict.fromkeys(cls.aliases, cls.kind))
-    return cls
-
-
-def names() -> str:
-    """The kinds for hc's help: 'tcp, http (and https), ...'."""
-    return ", ".join(k + "".join(f" (and {a})" for a in cls.aliases) for k, cls in KINDS.items())
-
-
-def parse_check(words: list[str], raw_rest: str) -> Check:
-    """Parse the words after ``check``; ``raw_rest`` is the unsplit text (for command)."""
-    if not words:
-        raise ValueError(f"'check' needs a kind: one of {', '.join(KINDS)}")
-    kind = _ALIASES.get(words[0].lower(), words[0].lower())
-    if kind not in KINDS:
-        raise ValueError(f"unknown check kind {words[0]!r} (known: {', '.join(KINDS)})")
-    return KINDS[kind].from_words(words, raw_rest)
-
-
-CheckFn = Callable[[Check, float], Result]  # run_check, or a test's stand-in
-
-
-def run_check(check: Check, timeout: float) -> Result:
-    """Run one check; never raises.  ``detail`` is at most DETAIL_LIMIT characters."""
-    try:
-        ok, detail = check.run(timeout)
-    except Exception as exc:
-        ok, detail = False, checks.describe(exc, timeout)
-        expected = (OSError, CheckTimeout, http.client.HTTPException, smtplib.SMTPException)
-        log.debug("%s check %s failed", check.kind, check.target, exc_info=not isinstance(exc, expected))
-    if len(detail) > DETAIL_LIMIT:
-        detail = detail[:DETAIL_LIMIT - 3] + "..."
-    return ok, detail
-
-
 # --- value parsers: raise ValueError with a message for the user ---------------------
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -177,7 +135,6 @@ def parse_status(text: str) -> tuple[tuple[int, int], ...]:
 
 # --- the kinds -------------------------------------------------------------------
 
-@register
 @attrs.frozen(kw_only=True)
 class Tcp(Check):
     kind = "tcp"
@@ -197,7 +154,6 @@ class Tcp(Check):
         return checks.check_tcp(self.host, self.port, timeout, self.expect)
 
 
-@register
 @attrs.frozen(kw_only=True)
 class Http(Check):
     kind = "http"
@@ -227,7 +183,6 @@ class Http(Check):
         return checks.check_http(self.url, timeout, self.status, self.body, self.insecure)
 
 
-@register
 @attrs.frozen(kw_only=True)
 class Dns(Check):
     kind = "dns"
@@ -266,7 +221,6 @@ class Dns(Check):
         return checks.check_dns(self.server, self.port, self.name, timeout, self.type, self.expect)
 
 
-@register
 @attrs.frozen(kw_only=True)
 class Smtp(Check):
     kind = "smtp"
@@ -290,7 +244,6 @@ class Smtp(Check):
         return checks.check_smtp(self.host, self.port, timeout, self.helo, self.starttls, self.insecure)
 
 
-@register
 @attrs.frozen(kw_only=True)
 class Ldap(Check):
     kind = "ldap"
@@ -316,7 +269,6 @@ class Ldap(Check):
         return checks.check_ldap(self.host, self.port, timeout, self.dn, self.password)
 
 
-@register
 @attrs.frozen(kw_only=True)
 class Command(Check):
     kind = "command"
@@ -336,3 +288,39 @@ class Command(Check):
     def run(self, timeout: float) -> Result:
         return checks.run_command(self.command, timeout)
 
+
+# --- the registry ----------------------------------------------------------------
+
+KINDS: dict[str, type[Check]] = {c.kind: c for c in (Tcp, Http, Dns, Smtp, Ldap, Command)}  # in this order in errors
+_ALIASES = {alias: c.kind for c in KINDS.values() for alias in c.aliases}  # another name -> name
+
+
+def names() -> str:
+    """The kinds for hc's help: 'tcp, http (and https), ...'."""
+    return ", ".join(k + "".join(f" (and {a})" for a in cls.aliases) for k, cls in KINDS.items())
+
+
+def parse_check(words: list[str], raw_rest: str) -> Check:
+    """Parse the words after ``check``; ``raw_rest`` is the unsplit text (for command)."""
+    if not words:
+        raise ValueError(f"'check' needs a kind: one of {', '.join(KINDS)}")
+    kind = _ALIASES.get(words[0].lower(), words[0].lower())
+    if kind not in KINDS:
+        raise ValueError(f"unknown check kind {words[0]!r} (known: {', '.join(KINDS)})")
+    return KINDS[kind].from_words(words, raw_rest)
+
+
+CheckFn = Callable[[Check, float], Result]  # run_check, or a test's stand-in
+
+
+def run_check(check: Check, timeout: float) -> Result:
+    """Run one check; never raises.  ``detail`` is at most DETAIL_LIMIT characters."""
+    try:
+        ok, detail = check.run(timeout)
+    except Exception as exc:
+        ok, detail = False, checks.describe(exc, timeout)
+        expected = (OSError, CheckTimeout, http.client.HTTPException, smtplib.SMTPException)
+        log.debug("%s check %s failed", check.kind, check.target, exc_info=not isinstance(exc, expected))
+    if len(detail) > DETAIL_LIMIT:
+        detail = detail[:DETAIL_LIMIT - 3] + "..."
+    return ok, detail

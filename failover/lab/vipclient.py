@@ -155,15 +155,16 @@ def run(addr: str, port: int, interval: float, timeout: float, out: IO[str],
 
 def read_results(path: str | Path) -> list[Result]:
     """Parse a vipclient output file; the header and a half-written last line are skipped."""
-    results = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "seq" in d:
-            results.append(Result(**d))
-    return results
+    return [r for line in Path(path).read_text().splitlines() if (r := _result(line)) is not None]
+
+
+def _result(line: str | bytes) -> Result | None:
+    """The result on one line of a vipclient file; None for the header or a partial line."""
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return Result(**d) if "seq" in d else None
 
 
 class Tail:
@@ -186,14 +187,7 @@ class Tail:
         self._pos += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()  # incomplete until its newline arrives
-        new = []
-        for line in lines:
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "seq" in d:
-                new.append(Result(**d))
+        new = [r for line in lines if (r := _result(line)) is not None]
         self.results.extend(new)
         return new
 
