@@ -13,11 +13,12 @@ Every wait here is bounded in time; ``Cluster.close()`` kills whatever is still 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,17 @@ class Cluster:
         for n in failsh_names or self.names:
             self.start_failsh(n)
         return self
+
+    @contextlib.contextmanager
+    def serving(self, expected: dict[str, str], service: str = "web") -> Iterator[Cluster]:
+        """Every faild and failsh started until the hosts hold ``expected`` states of
+        ``service`` (a module fixture's cluster); everything killed afterwards."""
+        try:
+            self.start()
+            self.wait_states(service, expected)
+            yield self
+        finally:
+            self.close()
 
     def start_failds(self) -> None:
         for f in self.failds.values():

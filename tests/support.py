@@ -10,10 +10,12 @@ that use these are in conftest.py; the clusters of faild and failsh hosts in clu
     FaildProcess(directory, port=None, ...)       one faild; start(), stop(), kill9(), restart()
     HcProcess(directory, hcfile, ...)             hc -F with its monitor on a free port
     http_get(url), prom_value(text, name, ...)    the web page and the Prometheus metrics
+    json_paths(value), replaced(value, path, new) every member of a JSON value, one replaced
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
@@ -94,6 +96,29 @@ def prom_value(text: str, name: str, **labels: str) -> float | None:
         if all(got.get(k) == json.dumps(v) for k, v in labels.items()):
             return float(value)
     return None
+
+
+def json_paths(value: object, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path (keys and indexes) of every member of a JSON value, so a fuzz reaches each."""
+    out = [prefix] if prefix else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        out += json_paths(inner, (*prefix, key))
+    return out
+
+
+def replaced(value: Any, path: tuple[Any, ...], new: object) -> Any:
+    """A copy of ``value`` with the member at ``path`` set to ``new`` (``...`` deletes it)."""
+    out = copy.deepcopy(value)
+    *parents, last = path
+    holder = out
+    for key in parents:
+        holder = holder[key]
+    if new is ...:
+        del holder[last]
+    else:
+        holder[last] = new
+    return out
 
 
 class Daemon:

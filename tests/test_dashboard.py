@@ -33,12 +33,8 @@ AMBER = (0xF0, 0xA5, 0x00)   # .RECOVER
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("dashboard"), http=True, failsh_args=("--dead-factor", "2"))
-    try:
-        c.start()
-        c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
+    with c.serving({"www1": "UP", "www2": "RECOVER"}):
         yield c
-    finally:
-        c.close()
 
 
 def url(c: Cluster, path: str = "/") -> str:

@@ -30,14 +30,9 @@ def faildebug(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One host, one service without peers, failsh -c secret."""
-    c = Cluster(tmp_path_factory.mktemp("faildebug"), names=("solo",), policy=SOLO,
-                failsh_args=("-c", "secret"))
-    try:
-        c.start()
-        c.wait_states("web", {"solo": "UP"})
+    c = Cluster(tmp_path_factory.mktemp("faildebug"), names=("solo",), policy=SOLO, failsh_args=("-c", "secret"))
+    with c.serving({"solo": "UP"}):
         yield c
-    finally:
-        c.close()
 
 
 def flip(c: Cluster) -> None:

@@ -23,13 +23,8 @@ FAILMON = [sys.executable, "-m", "failover.cli.failmon"]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("failmon"))
-    try:
-        c.start()
-        c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
+    with Cluster(tmp_path_factory.mktemp("failmon")).serving({"www1": "UP", "www2": "RECOVER"}) as c:
         yield c
-    finally:
-        c.close()
 
 
 def targets(c: Cluster) -> list[str]:

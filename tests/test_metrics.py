@@ -27,12 +27,8 @@ failsvc bad start broken
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("metrics"), policy=POLICY, http=True, metrics=True,
                 failsh_args=("--dead-factor", "2"))
-    try:
-        c.start()
-        c.wait_states("web", {"www1": "UP", "www2": "RECOVER"})
+    with c.serving({"www1": "UP", "www2": "RECOVER"}):
         yield c
-    finally:
-        c.close()
 
 
 def scrape(port: int) -> str:
