@@ -19,7 +19,7 @@ from pathlib import Path
 
 import zmq
 
-from failover import client, daemon, ports
+from failover import client, daemon, ports, transport
 from failover.cli import common
 from failover.observe import feed
 from failover.timefmt import age, local_time
@@ -64,12 +64,8 @@ class Feed:
         for target in targets:
             endpoint = client.endpoint_for(target, port)  # UnknownHost: exit 4
             sock = self.ctx.socket(zmq.SUB)
-            sock.linger = 0
-            sock.ipv6 = True
+            transport.configure(sock, max_message=feed.MAX_SNAPSHOT)  # a hostile feed: connection dropped
             sock.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
-            sock.setsockopt(zmq.MAXMSGSIZE, feed.MAX_SNAPSHOT)  # a hostile feed: connection dropped
-            sock.setsockopt(zmq.RECONNECT_IVL, 100)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.setsockopt(zmq.SUBSCRIBE, feed.SNAPSHOT_TOPIC)  # not the peers' change hints
             try:
                 sock.connect(endpoint)
