@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,9 @@ from pathlib import Path
 
 import zmq
 
-from failover import keys, protocol
+from failover import keys, protocol, transport
 from failover.client import Client
+from failover.lab.loopback import free_port
 
 GOAL = 0.7
 CURVE: keys.Curve | None = None  # --curve: set in main(), inherited by the forked clients
@@ -49,13 +49,7 @@ CURVE: keys.Curve | None = None  # --curve: set in main(), inherited by the fork
 def secure(sock: zmq.Socket) -> None:
     """Apply the client side of CURVE to a new socket, with --curve."""
     if CURVE is not None:
-        keys.client_socket(sock, CURVE.identity, CURVE.server)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        transport.curve_client(sock, CURVE.identity, CURVE.server)
 
 
 def wait_ready(endpoint: str, proc: subprocess.Popen, deadline_s: float = 10.0) -> None:
@@ -84,7 +78,7 @@ def echo_server(port: int, size: int, curve_secret: str | None = None) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REP)
     if curve_secret:
-        keys.server_socket(sock, keys.load_identity(Path(curve_secret)))
+        transport.curve_server(sock, keys.load_identity(Path(curve_secret)))
     sock.bind(f"tcp://127.0.0.1:{port}")
     reply = b"x" * size
     while True:

@@ -8,6 +8,7 @@ earlier try is dropped by libzmq.  A dead peer therefore costs at most
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import socket
@@ -16,9 +17,14 @@ from typing import Any
 
 import zmq
 
-from failover import keys, protocol
+from failover import ports, protocol, transport
 from failover.model import HostInfo, Reply, ServiceRecord, Transition, reply_from_wire
 from failover.states import State, parse_state
+from failover.transport import Curve
+
+# failsh's peers.py imports these two from here; they live in failover.transport
+configure_socket = transport.configure
+reconnect = transport.reconnect
 
 
 class ClientError(Exception):
@@ -41,7 +47,7 @@ class RequestFailed(ClientError):
         self.code = code
 
 
-def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = True) -> str:
+def endpoint_for(host: str, port: int = ports.FAILD, resolve: bool = True) -> str:
     """Turn ``host``, ``host:port``, ``[v6]:port`` or a ZeroMQ endpoint into an endpoint."""
     if "://" in host:
         return host
@@ -61,36 +67,6 @@ def endpoint_for(host: str, port: int = protocol.DEFAULT_PORT, resolve: bool = T
     return f"tcp://{bare}:{port}"
 
 
-def configure_socket(sock: zmq.Socket, deadtime: float | None = None) -> None:
-    """Options every failover socket gets: no linger, size cap, fast reconnect.
-
-    ``deadtime``: a socket that stays connected to a peer (a poll's DEALER or REQ, a change
-    hints SUB) sends ZMTP heartbeats and drops a connection silent for that long, so it
-    reconnects after a peer vanished without closing it (power loss, a pulled cable)
-    instead of keeping a dead TCP connection for minutes."""
-    sock.linger = 0
-    sock.ipv6 = True  # tcp://[::1]:N works; '*' binds both families, falls back to IPv4 only
-    sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    if deadtime is not None:
-        ms = min(max(int(deadtime * 1000), 200), 600_000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, max(ms // 4, 50))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, ms)
-
-
-def reconnect(sock: zmq.Socket, endpoint: str) -> None:
-    """Connect ``sock`` to ``endpoint`` again.  libzmq gives up a connection for good when
-    the handshake is refused (a CURVE key not allowed, plaintext against CURVE), so without
-    this a socket would stay deaf after the server's allow-list is fixed."""
-    try:
-        sock.disconnect(endpoint)
-    except zmq.ZMQError:
-        pass
-    sock.connect(endpoint)
-
-
 class Client:
     """Talks to one faild.  Not thread-safe: use one per thread."""
 
@@ -98,22 +74,22 @@ class Client:
 
     def __init__(self, endpoint: str, community: str = protocol.DEFAULT_COMMUNITY,
                  timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None,
-                 curve: keys.Curve | None = None, deadtime: float | None = None) -> None:
+                 curve: Curve | None = None, deadtime: float | None = None) -> None:
         """``curve``: authenticate and encrypt with CURVE (a faild started with --curve-secret
         answers nothing else); a faild that refuses the key looks unreachable.  ``deadtime``:
-        ZMTP heartbeats for a client that stays connected (see :func:`configure_socket`)."""
+        ZMTP heartbeats for a client that stays connected (see :func:`transport.configure`)."""
         self.endpoint = endpoint
         self.community = community
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.REQ)
-        configure_socket(self._sock, deadtime)
+        transport.configure(self._sock, deadtime)
         self._sock.setsockopt(zmq.REQ_RELAXED, 1)
         self._sock.setsockopt(zmq.REQ_CORRELATE, 1)
         self._sock.sndtimeo = max(1, int(timeout * 1000))  # a send can block: see call()
         if curve is not None:
-            keys.client_socket(self._sock, curve.identity, curve.server)
+            transport.curve_client(self._sock, curve.identity, curve.server)
         try:
             self._sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -171,8 +147,8 @@ class Client:
                           f"tries of {self.timeout:g} s")
 
     def rearm(self) -> None:
-        """Connect again (see :func:`reconnect`)."""
-        reconnect(self._sock, self.endpoint)
+        """Connect again (see :func:`transport.reconnect`)."""
+        transport.reconnect(self._sock, self.endpoint)
 
     def _await(self, rid: str, deadline: float) -> dict | None:
         while (left := deadline - time.monotonic()) > 0:
@@ -218,7 +194,7 @@ class Client:
                                 f"not the one record of {service!r}")
         return services[0]
 
-    def history(self, service: str | None = None, limit: int = 100) -> list[Transition]:
+    def history(self, service: str | None = None, limit: int = 100) -> builtins.list[Transition]:
         return self._need(self.ask("history", service=service, limit=limit).history, "history")
 
 
@@ -226,9 +202,3 @@ def _printable(value: object, limit: int) -> str:
     """Text from a reply made safe for a terminal or a log line, and bounded."""
     text = protocol.clean_text(value if isinstance(value, str) else str(value))
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-# The conversions live in model.py (from_wire); these names stay for older callers.
-record_from_wire = ServiceRecord.from_wire
-host_from_wire = HostInfo.from_wire
-transition_from_wire = Transition.from_wire

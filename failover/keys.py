@@ -20,29 +20,14 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from failover.faild.store import make_dir, read_file
+from failover.files import make_dir, read_file
+from failover.transport import Curve, Identity, curve_client
 
 log = logging.getLogger("failover.security")
 
 
 class KeyFileError(Exception):
     pass
-
-
-@attrs.frozen
-class Identity:
-    """A key pair, Z85-encoded as in the key files (40 bytes each)."""
-
-    public: bytes
-    secret: bytes = attrs.field(repr=False)  # never in a log line or a traceback
-
-
-@attrs.frozen
-class Curve:
-    """A client's CURVE settings: its own key pair and the public key of the faild it asks."""
-
-    identity: Identity
-    server: bytes
 
 
 @attrs.frozen
@@ -145,16 +130,8 @@ def load_server(secret: Path, allow_dir: Path) -> ServerKeys:
     return ServerKeys(load_identity(secret), allow_dir, frozenset(load_allowed(allow_dir)))
 
 
-def client_socket(sock: zmq.Socket, me: Identity, server_public: bytes) -> None:
-    sock.curve_publickey = me.public
-    sock.curve_secretkey = me.secret
-    sock.curve_serverkey = server_public
-
-
-def server_socket(sock: zmq.Socket, me: Identity) -> None:
-    sock.curve_server = True
-    sock.curve_publickey = me.public
-    sock.curve_secretkey = me.secret
+# failsh's peers.py still calls keys.client_socket; the CURVE options are set in failover.transport
+client_socket = curve_client
 
 
 class AllowList:
@@ -198,7 +175,7 @@ def start_authenticator(ctx: zmq.Context, allowed: set[bytes] | AllowList) -> Th
 # Handshake failures seen by a server socket's monitor -> what to tell the operator
 _EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | \
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-_PROTOCOL_ERRORS = {
+_PROTOCOL_ERRORS: dict[int, str] = {
     zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
         "the client and this faild disagree on CURVE (a plaintext client of a CURVE faild, or the reverse)",
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:

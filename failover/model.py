@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from failover import protocol
+from failover.protocol import Wire
 from failover.states import BadState, State, parse_state
 
 LATEST_TIME = 4102444800.0  # 2100-01-01: a later "time" is garbage, not clock skew
@@ -45,26 +46,26 @@ def bad(where: str, what: str) -> protocol.ProtocolError:
     return protocol.ProtocolError("BADREPLY", f"{where}: {what}")
 
 
-def _object(d: object, where: str) -> dict:
+def _object(d: object, where: str) -> Wire:
     if not isinstance(d, dict):
         raise bad(where, f"expected an object, not {_show(d)}")
     return d
 
 
-def _value(d: dict, key: str, where: str) -> Any:
+def _value(d: Wire, key: str, where: str) -> Any:
     if key not in d:
         raise bad(where, f"no {key!r}")
     return d[key]
 
 
-def wire_name(d: dict, key: str, where: str) -> str:
+def wire_name(d: Wire, key: str, where: str) -> str:
     value = _value(d, key, where)
     if not protocol.valid_name(value):
         raise bad(f"{where}.{key}", f"not a name (1-64 of A-Za-z0-9_.:@+-): {_show(value)}")
     return value
 
 
-def wire_state(d: dict, key: str, where: str) -> State:
+def wire_state(d: Wire, key: str, where: str) -> State:
     value = _value(d, key, where)
     if not isinstance(value, str):
         raise bad(f"{where}.{key}", f"not a state: {_show(value)}")
@@ -74,26 +75,26 @@ def wire_state(d: dict, key: str, where: str) -> State:
         raise bad(f"{where}.{key}", f"not UP, RECOVER or FAIL: {_show(value)}") from None
 
 
-def wire_number(d: dict, key: str, where: str, low: float, high: float) -> float:
+def wire_number(d: Wire, key: str, where: str, low: float, high: float) -> float:
     value = _value(d, key, where)
     if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
         raise bad(f"{where}.{key}", f"not a number in [{low:g}, {high:g}]: {_show(value)}")
     return float(value)
 
 
-def wire_time(d: dict, key: str, where: str) -> float:
+def wire_time(d: Wire, key: str, where: str) -> float:
     """Seconds since 1970, up to the year 2100."""
     return wire_number(d, key, where, 0, LATEST_TIME)
 
 
-def wire_int(d: dict, key: str, where: str, low: int = 0, high: int = MAX_COUNTER) -> int:
+def wire_int(d: Wire, key: str, where: str, low: int = 0, high: int = MAX_COUNTER) -> int:
     value = _value(d, key, where)
     if type(value) is not int or not low <= value <= high:  # type(): no bool
         raise bad(f"{where}.{key}", f"not a whole number in [{low}, {high}]: {_show(value)}")
     return value
 
 
-def wire_list(d: dict, key: str, where: str, limit: int) -> list:
+def wire_list(d: Wire, key: str, where: str, limit: int) -> list[Any]:
     value = _value(d, key, where)
     if not isinstance(value, list) or len(value) > limit:
         raise bad(f"{where}.{key}", f"not a list of at most {limit} items: {_show(value)}")
@@ -109,7 +110,7 @@ class ServiceRecord:
     last_change: float
     counter: int
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> Wire:
         return {"name": self.name, "state": self.state.value,
                 "last_change": self.last_change, "counter": self.counter}
 
@@ -132,7 +133,7 @@ class Transition:
     counter: int
     reason: str = ""
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> Wire:
         return {"service": self.service, "old": self.old.value if self.old else None,
                 "new": self.new.value, "time": self.time, "counter": self.counter,
                 "reason": self.reason}
@@ -161,8 +162,8 @@ class HostInfo:
     pid: int
     lease: float | None = None
 
-    def to_wire(self) -> dict:
-        wire: dict[str, Any] = {"name": self.name, "started": self.started, "pid": self.pid}
+    def to_wire(self) -> Wire:
+        wire: Wire = {"name": self.name, "started": self.started, "pid": self.pid}
         if self.lease is not None:
             wire["lease"] = self.lease
         return wire

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
+from failover import ports
 from failover.states import BadState, State, parse_state
 
 VERSION = 1
 MAX_MESSAGE = 64 * 1024  # also set as ZMQ_MAXMSGSIZE on every faild socket
-DEFAULT_PORT = 1847
+DEFAULT_PORT = ports.FAILD  # the table is failover/ports.py; this name is for failover/shell/
 DEFAULT_COMMUNITY = "public"
 MAX_SERVICES = 256  # per faild, so that a 'list' reply always fits in MAX_MESSAGE
+Wire = dict[str, Any]  # a message, or a member of one, as JSON gives it
 
 # op -> fields it requires (beyond v, id, op)
 OPS: dict[str, tuple[str, ...]] = {
@@ -47,7 +49,7 @@ class ProtocolError(ValueError):
         self.request_id = request_id
 
 
-def valid_name(name: object) -> bool:
+def valid_name(name: object) -> TypeGuard[str]:
     """Service and host names: 1-64 characters of letters, digits and ``_.:@+-``."""
     return isinstance(name, str) and bool(_NAME.match(name))
 
@@ -58,7 +60,7 @@ def valid_name(name: object) -> bool:
 # lone surrogates (which no UTF-8 stream can write).  Line breaks and tabs become a
 # space, the rest goes.
 _SPACES = "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85\u2028\u2029"
-_CLEAN = {c: None for c in [*range(0x20), *range(0x7f, 0xa0), 0x061c, 0x200e, 0x200f,
+_CLEAN: dict[int, str | None] = {c: None for c in [*range(0x20), *range(0x7f, 0xa0), 0x061c, 0x200e, 0x200f,
                             *range(0x202a, 0x202f), *range(0x2066, 0x206a)]}
 _CLEAN.update({ord(c): " " for c in _SPACES})
 _CLEAN.update({c: "\ufffd" for c in range(0xd800, 0xe000)})
@@ -85,7 +87,7 @@ class Request:
     pid: int | None = None       # lease: the holder's pid and start time (failover/faild/lease.py)
     pidstart: int | None = None
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> Wire:
         msg: dict[str, Any] = {"v": VERSION, "id": self.id, "op": self.op,
                                "community": self.community}
         for key in ("service", "reason", "facility", "level"):
@@ -112,7 +114,7 @@ def dumps(obj: Any) -> str:
     return _ENCODER.encode(obj)
 
 
-def encode(msg: dict) -> bytes:
+def encode(msg: Wire) -> bytes:
     return _ENCODER.encode(msg).encode()
 
 
@@ -122,7 +124,7 @@ def encode_ok(request_id: Any, fields: str) -> bytes:
     return f'{{"v":{VERSION},"id":{_ENCODER.encode(request_id)},"ok":true,{fields}}}'.encode()
 
 
-def _loads(frame: bytes) -> dict:
+def _loads(frame: bytes) -> Wire:
     if len(frame) > MAX_MESSAGE:
         raise ProtocolError("TOOBIG", f"message of {len(frame)} bytes exceeds {MAX_MESSAGE}")
     try:
@@ -140,7 +142,7 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _text(msg: dict, key: str, default: str = "", limit: int = _TEXT_LIMIT) -> str:
+def _text(msg: Wire, key: str, default: str = "", limit: int = _TEXT_LIMIT) -> str:
     value = msg.get(key, default)
     if not isinstance(value, str) or len(value) > limit:
         raise ProtocolError("BADREQUEST", f"field {key!r} must be a string of at most {limit} characters")
@@ -150,7 +152,7 @@ def _text(msg: dict, key: str, default: str = "", limit: int = _TEXT_LIMIT) -> s
 def decode_request(frame: bytes) -> Request:
     """Parse and validate one request frame; raise ProtocolError with a reason."""
     msg = _loads(frame)
-    rid = msg.get("id")
+    rid: Any = msg.get("id")  # an int or a short string once rid_ok is checked
     rid_ok = type(rid) is int or (isinstance(rid, str) and len(rid) <= 64)
     v = msg.get("v")
     if type(v) is not int or v != VERSION:  # checked first: other versions may use other fields
@@ -171,7 +173,7 @@ def decode_request(frame: bytes) -> Request:
         raise
 
 
-def _build(msg: dict, op: str, rid: str | int) -> Request:
+def _build(msg: Wire, op: str, rid: str | int) -> Request:
     service = msg.get("service")
     if service is not None and not valid_name(service):
         raise ProtocolError("BADREQUEST", f"invalid service name {_short(service)}")
@@ -199,15 +201,15 @@ def _build(msg: dict, op: str, rid: str | int) -> Request:
                    level=_text(msg, "level", "", 16) or None)
 
 
-def ok_reply(request_id: Any, **fields: Any) -> dict:
+def ok_reply(request_id: Any, **fields: Any) -> Wire:
     return {"v": VERSION, "id": request_id, "ok": True, **fields}
 
 
-def error_reply(request_id: Any, code: str, message: str) -> dict:
+def error_reply(request_id: Any, code: str, message: str) -> Wire:
     return {"v": VERSION, "id": request_id, "ok": False, "error": code, "message": message}
 
 
-def decode_reply(frame: bytes) -> dict:
+def decode_reply(frame: bytes) -> Wire:
     """Parse a reply; raise ProtocolError if it is not a well-formed version-1 reply."""
     msg = _loads(frame)
     v = msg.get("v")

@@ -1,8 +1,10 @@
 #!/bin/sh
-# The README's test command: installs what the tests use, a fresh venv, then ruff and pytest.
+# The README's test command: installs what the tests use, a fresh venv, then ruff, mypy
+# (its configuration is pyproject.toml's [tool.mypy]) and pytest.
 # As root it installs the missing Debian packages (only those: nothing else is upgraded);
 # tests needing root (network namespaces, debootstrap), keepalived or chromium skip with a
-# reason elsewhere.  The fast lane: sh scripts/test.sh -m 'not slow'
+# reason elsewhere.  The arguments go to pytest: sh scripts/test.sh -m fast is the fast
+# lane (in-process tests, under a minute), -m 'not slow' leaves out the package builds.
 set -e
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -29,4 +31,5 @@ fi
 python3 -m venv .venv-test
 .venv-test/bin/pip install -q --disable-pip-version-check -e '.[test]'
 .venv-test/bin/ruff check failover tests bench
+.venv-test/bin/mypy
 exec .venv-test/bin/python -m pytest -q "$@"

@@ -1,24 +1,28 @@
-"""Real faild + failsh processes on loopback, one set per pretend host, for test_failsh.py.
+"""Real faild + failsh processes on loopback, one set per pretend host: the one cluster
+of the process tests (failsh, hints, split brain, security, failmon, the web page, metrics,
+faildebug, hc end to end).
 
-Each host is a faild (``conftest.FaildProcess``) and a failsh (``python -m
+Each host is a faild (``support.FaildProcess``) and a failsh (``python -m
 failover.cli.failsh -F``) on free 127.0.0.1 ports; every failsh gets ``-P`` entries for
-all the other hosts, exactly as docs/architecture.md runs them by hand.  Nothing is
-mocked.  The policies' procedures write marker lines to ``FO_DIR`` (see ``MARKERS``).
+all the other hosts, exactly as docs/architecture.md runs them by hand, and the policy
+tells each host where the others publish their change hints.  Nothing is mocked.  The
+policies' procedures write marker lines to ``FO_DIR`` (see ``MARKERS``).
 
 Every wait here is bounded in time; ``Cluster.close()`` kills whatever is still running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, FaildProcess, free_port
+from support import Daemon, FaildProcess, free_port
 
 from failover.client import ClientError
 
@@ -35,6 +39,15 @@ proc svc_stop {svc args} { mark $svc stop; file delete [fo_file $svc running]; r
 proc svc_reclaim {svc args} { mark $svc reclaim; return RECOVER }
 """
 
+# one service on a master and a slave, procedures that only answer
+WEB_POLICY = """proc up args {return UP}
+proc down args {return RECOVER}
+failsvc web interval 1
+failsvc web masters {www1}
+failsvc web slaves {www2}
+failsvc web start up
+failsvc web stop down
+"""
 DEFAULT_WAIT = 15.0
 
 
@@ -42,7 +55,8 @@ class FailshProcess(Daemon):
     """One failsh for host ``node``; ``peers`` maps the other hosts to their faild ports."""
 
     def __init__(self, node: str, directory: Path, faild_port: int, peers: dict[str, int],
-                 policy: Path, env: dict[str, str], extra: Iterable[str] = (), monitor_port: int = 0) -> None:
+                 policy: Path, env: dict[str, str], extra: Iterable[str] = (), monitor_port: int = 0,
+                 http_port: int | None = None) -> None:
         self.node = node
         self.monitor_port = monitor_port
         self.directory = directory
@@ -51,6 +65,7 @@ class FailshProcess(Daemon):
         self.policy = policy
         self.env = env
         self.extra = list(extra)
+        self.http_port = http_port  # --http: the live web page, /snapshot.json, /metrics
         self.control_port = free_port()
         self.pidfile = directory / f"{node}.failsh.pid"
         self.dumpfile = directory / f"{node}.dump"
@@ -59,10 +74,12 @@ class FailshProcess(Daemon):
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "failover.cli.failsh", "-F", "-N", self.node, "-f", str(self.policy),
-               "--faild", f"127.0.0.1:{self.faild_port}", "-m", str(self.monitor_port), "-D", str(self.control_port),
-               "-i", str(self.pidfile), "-l", str(self.dumpfile)]
+               "--faild", f"127.0.0.1:{self.faild_port}", "-m", str(self.monitor_port), "--monitor-listen", "127.0.0.1",
+               "-D", str(self.control_port), "-i", str(self.pidfile), "-l", str(self.dumpfile)]
         for name, port in sorted(self.peers.items()):
             cmd += ["-P", f"{name}=127.0.0.1:{port}"]
+        if self.http_port is not None:
+            cmd += ["--http", f"127.0.0.1:{self.http_port}"]
         return cmd + self.extra
 
     def start(self) -> FailshProcess:
@@ -75,25 +92,35 @@ class FailshProcess(Daemon):
 class Cluster:
     """Hosts ``names`` sharing one policy text (written to ``policy.tcl``)."""
 
-    def __init__(self, directory: Path, names: Iterable[str], policy: str,
-                 communities: dict[str, str] | None = None) -> None:
-        """``communities``: host -> community file text for its faild (default: none)."""
+    def __init__(self, directory: Path, names: Iterable[str] = ("www1", "www2"), policy: str = WEB_POLICY,
+                 communities: dict[str, str] | None = None, *, faild_args: Sequence[str] = (),
+                 failsh_args: Sequence[str] = (), http: bool = False, metrics: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        """``communities``: host -> community file text for its faild (default: none);
+        ``faild_args``, ``failsh_args``: more options for every faild, every failsh;
+        ``http``: every failsh serves its web page on ``http_ports[name]``; ``metrics``:
+        every faild serves /metrics on ``metrics_ports[name]``; ``env``: more environment."""
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
         self.names = list(names)
         self.policy = directory / "policy.tcl"
         # each failsh publishes its change hints on its own port, and the policy tells the peers
         self.monitor_ports = {n: free_port() for n in self.names}
+        self.http_ports = {n: free_port() for n in self.names} if http else {}
+        self.metrics_ports = {n: free_port() for n in self.names} if metrics else {}
         hints = "".join(f"failhost {n} monitor {p}\n" for n, p in self.monitor_ports.items())
         self.policy.write_text(MARKERS + policy + "\n" + hints)
-        self.env = {**os.environ, "FO_DIR": str(directory)}
+        self.env = {**os.environ, "FO_DIR": str(directory), **(env or {})}
+        self.failsh_args = list(failsh_args)
         self.failds = {}
         for n in self.names:
             cfile = None
             if communities and n in communities:
                 cfile = directory / f"{n}.communities"
                 cfile.write_text(communities[n])
-            self.failds[n] = FaildProcess(directory / f"faild-{n}", node=n, communities=cfile)
+            extra = [*faild_args, *(["--metrics", f"127.0.0.1:{self.metrics_ports[n]}"] if metrics else [])]
+            self.failds[n] = FaildProcess(directory / f"faild-{n}", node=n, communities=cfile, extra=extra,
+                                          env=self.env)
         self.failsh: dict[str, FailshProcess] = {}
 
     # Processes ------------------------------------------------------------
@@ -104,17 +131,30 @@ class Cluster:
             self.start_failsh(n)
         return self
 
+    @contextlib.contextmanager
+    def serving(self, expected: dict[str, str], service: str = "web") -> Iterator[Cluster]:
+        """Every faild and failsh started until the hosts hold ``expected`` states of
+        ``service`` (a module fixture's cluster); everything killed afterwards."""
+        try:
+            self.start()
+            self.wait_states(service, expected)
+            yield self
+        finally:
+            self.close()
+
     def start_failds(self) -> None:
         for f in self.failds.values():
             if not f.running():
                 f.start()
 
     def start_failsh(self, name: str, policy: Path | None = None, extra: Iterable[str] = (),
-                     peers: dict[str, int] | None = None) -> FailshProcess:
+                     peers: dict[str, int] | None = None, *, env: dict[str, str] | None = None) -> FailshProcess:
+        """failsh on host ``name``; ``env``: more environment for this one."""
         if peers is None:
             peers = {n: f.port for n, f in self.failds.items() if n != name}
-        p = FailshProcess(name, self.dir, self.failds[name].port, peers, policy or self.policy, self.env, extra,
-                          self.monitor_ports[name])
+        p = FailshProcess(name, self.dir, self.failds[name].port, peers, policy or self.policy,
+                          {**self.env, **(env or {})}, [*self.failsh_args, *extra], self.monitor_ports[name],
+                          self.http_ports.get(name))
         self.failsh[name] = p
         return p.start()
 

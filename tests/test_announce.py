@@ -27,12 +27,13 @@ from failover.lab import testbed
 from failover.lab.testbed import Testbed, TestbedError, log_tails, wait_until
 from failover.shell import announce
 
+pytestmark = pytest.mark.netns
+
 HERE = Path(__file__).resolve().parent
 NETCAPTURE = HERE / "netcapture.py"
 MAC = bytes.fromhex("02aabbccddee")
 
 _reason = testbed.available()
-netns = pytest.mark.netns  # these use the `bed` fixture, which skips without root and ip netns
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
@@ -158,7 +159,6 @@ def run_announce(tb: Testbed, host: str, *args: str, wrapper: tuple[str, ...] = 
                    timeout=timeout)
 
 
-@netns
 @pytest.mark.parametrize("family", [4, 6])
 def test_announcements_on_the_wire(tb: Testbed, family: int) -> None:
     """What arrives at the client: N frames `delay` apart, each a well-formed announcement of
@@ -195,7 +195,6 @@ def test_announcements_on_the_wire(tb: Testbed, family: int) -> None:
     assert all(g >= delay - 0.02 for g in spacing), spacing
 
 
-@netns
 @pytest.mark.parametrize("family", [4, 6])
 def test_client_follows_the_address_to_the_new_mac(tb: Testbed, family: int) -> None:
     """The client talked to h1, so its neighbour table maps the address to h1's MAC.  The
@@ -223,7 +222,6 @@ def test_client_follows_the_address_to_the_new_mac(tb: Testbed, family: int) -> 
     assert served.ok and served.host == "h2", served
 
 
-@netns
 @pytest.mark.parametrize("case", ["unknown interface", "address not held", "no CAP_NET_RAW", "not root"])
 def test_errors_in_a_namespace_are_one_line_and_exit_1(tb: Testbed, case: str) -> None:
     args = ["eth0", tb.vip]
@@ -246,7 +244,6 @@ def test_errors_in_a_namespace_are_one_line_and_exit_1(tb: Testbed, case: str) -
     cap.stop()
 
 
-@netns
 def test_announcer_stops_when_the_address_goes(tb: Testbed) -> None:
     """An announcement after the address was given up would send the clients back here."""
     tb.vip_add("h1", garp=False, cidr=tb.vip6_cidr)
@@ -290,7 +287,6 @@ def tcl_in(tb: Testbed, host: str, *scripts: str) -> tuple[list[str], str]:
     return r.stdout.splitlines(), r.stderr
 
 
-@netns
 @pytest.mark.parametrize("family", [4, 6])
 def test_ipup_twice_is_up_and_ipdown_leaves_nothing(tb: Testbed, family: int) -> None:
     addr, cidr = (tb.vip, tb.vip_cidr) if family == 4 else (tb.vip6, tb.vip6_cidr)
@@ -308,7 +304,6 @@ def test_ipup_twice_is_up_and_ipdown_leaves_nothing(tb: Testbed, family: int) ->
     assert tb.holders(addr) == []
 
 
-@netns
 @pytest.mark.parametrize("family", [4, 6])
 def test_ipdown_removes_the_address_whatever_its_prefix_length(tb: Testbed, family: int) -> None:
     """An address someone added by hand without a prefix (/32, /128) is still removed by
@@ -321,7 +316,6 @@ def test_ipdown_removes_the_address_whatever_its_prefix_length(tb: Testbed, fami
     assert tb.holders(addr) == []
 
 
-@netns
 def test_garpcount_and_garpdelay_from_tcl(tb: Testbed) -> None:
     """::fo::garpcount and ::fo::garpdelay (keepalived's garp_master_repeat and the spacing)
     set how many announcements fo::ipup / fo::garp send and how far apart."""
@@ -343,7 +337,6 @@ def test_garpcount_and_garpdelay_from_tcl(tb: Testbed) -> None:
 
 # ----- failsh, when the announcer cannot send ---------------------------------------------------------
 
-@netns
 def test_failsh_names_a_missing_cap_net_raw_in_one_line(tb: Testbed) -> None:
     """failsh without CAP_NET_RAW (its announcer inherits the bounding set): the address is
     still added, the service UP, and the log says why no announcement left, in one line."""

@@ -4,7 +4,6 @@ console scripts; and a hypothesis fuzz of the snapshot decoder."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -15,12 +14,14 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import FaildProcess, free_port, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import FaildProcess, free_port, json_paths, replaced, run_cli
 
 from failover.cli import failmon
 from failover.observe import feed
+
+pytestmark = pytest.mark.process
 
 NOW = 1.7e9
 GOOD = {"v": 1, "type": "snapshot", "node": "goodnode", "time": NOW, "seq": 7,
@@ -35,16 +36,7 @@ GOOD = {"v": 1, "type": "snapshot", "node": "goodnode", "time": NOW, "seq": 7,
 
 def bad(path: tuple, value: object) -> bytes:
     """GOOD with the field at ``path`` set to ``value`` (``...`` deletes it)."""
-    snap = copy.deepcopy(GOOD)
-    *parents, last = path
-    holder = snap
-    for key in parents:
-        holder = holder[key]
-    if value is ...:
-        del holder[last]
-    else:
-        holder[last] = value
-    return json.dumps(snap).encode()  # NaN and 1e300 as Python writes them
+    return json.dumps(replaced(GOOD, path, value)).encode()  # NaN and 1e300 as Python writes them
 
 
 TOPIC = b'{"v": 1, "type": "snapshot"'  # json.dumps' spacing; failmon subscribes without spaces
@@ -149,16 +141,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     max_leaves=20)
 
 
-def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
-    """Every path into GOOD, so the fuzz reaches each field."""
-    out = [prefix] if prefix else []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, inner in items:
-        out += _paths(inner, (*prefix, key))
-    return out
-
-
-PATHS = _paths(GOOD)
+PATHS = json_paths(GOOD)  # every field, so the fuzz reaches each
 
 
 def _accepted_or_bad_snapshot(frame: bytes) -> None:

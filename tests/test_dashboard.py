@@ -18,9 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opscluster import Cluster, http_get, prom_value, wait_until
+from cluster import Cluster
+from support import TRANSIENT, http_get, prom_value, wait_for
 
 from failover.observe import feed
+
+pytestmark = pytest.mark.process
 
 GREEN = (0x2E, 0x9E, 0x44)   # .UP in dashboard.PAGE
 RED = (0xD9, 0x30, 0x25)     # .FAIL
@@ -30,16 +33,12 @@ AMBER = (0xF0, 0xA5, 0x00)   # .RECOVER
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("dashboard"), http=True, failsh_args=("--dead-factor", "2"))
-    try:
-        c.start()
-        c.wait_states({"www1": {"web": "UP"}, "www2": {"web": "RECOVER"}})
+    with c.serving({"www1": "UP", "www2": "RECOVER"}):
         yield c
-    finally:
-        c.stop()
 
 
 def url(c: Cluster, path: str = "/") -> str:
-    return f"http://127.0.0.1:{c['www2'].http_port}{path}"
+    return f"http://127.0.0.1:{c.http_ports['www2']}{path}"
 
 
 def test_http_endpoints(cluster: Cluster) -> None:
@@ -48,7 +47,7 @@ def test_http_endpoints(cluster: Cluster) -> None:
     assert "<title>failover: www2</title>" in body and "new EventSource" in body
     assert "<script src" not in body and "<link" not in body  # everything inline
 
-    snap = wait_until(lambda: json.loads(http_get(url(cluster, "/snapshot.json"))[2]), 5, "a snapshot")
+    snap = wait_for(lambda: json.loads(http_get(url(cluster, "/snapshot.json"))[2]), 5, "a snapshot", ignore=TRANSIENT)
     feed.decode(json.dumps(snap).encode())  # the failmon feed format
     assert snap["node"] == "www2" and snap["services"][0]["name"] == "web"
 
@@ -58,7 +57,7 @@ def test_http_endpoints(cluster: Cluster) -> None:
 
 
 def test_event_stream_pushes_snapshots(cluster: Cluster) -> None:
-    with socket.create_connection(("127.0.0.1", cluster["www2"].http_port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", cluster.http_ports["www2"]), timeout=5) as s:
         s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
         deadline = time.monotonic() + 5
@@ -210,8 +209,8 @@ CELL = "(document.querySelector('#services tbody tr[data-service=web] td:nth-chi
 
 def test_page_in_chromium_follows_a_failover(cluster: Cluster, browser: Browser, tmp_path: Path) -> None:
     browser.open(url(cluster))
-    wait_until(lambda: (browser.js("+(document.body.dataset.updates||0)") or 0) >= 2, 15,
-               "the page to render two snapshots from the event stream")
+    wait_for(lambda: (browser.js("+(document.body.dataset.updates||0)") or 0) >= 2, 15,
+             "the page to render two snapshots from the event stream", ignore=TRANSIENT)
     assert browser.js("document.getElementById('conn').textContent") == "live"
     headers = browser.js("[...document.querySelectorAll('#services thead th')].map(e => e.textContent)")
     assert headers[:3] == ["service", "www2 (here)", "www1"]
@@ -222,9 +221,10 @@ def test_page_in_chromium_follows_a_failover(cluster: Cluster, browser: Browser,
     assert count_colour(before, GREEN) > 1000 and count_colour(before, AMBER) > 1000
     assert count_colour(before, RED) == 0
 
-    cluster.crash("www1")
-    wait_until(lambda: browser.js(CELL.format(n=2)) == "UPslave", 15, "the page to show web UP on www2")
-    wait_until(lambda: browser.js(CELL.format(n=3)) == "FAILmaster \u00b7 down", 5, "www1 FAIL on the page")
+    cluster.crash_host("www1")
+    wait_for(lambda: browser.js(CELL.format(n=2)) == "UPslave", 15, "the page to show web UP on www2", ignore=TRANSIENT)
+    wait_for(lambda: browser.js(CELL.format(n=3)) == "FAILmaster \u00b7 down", 5, "www1 FAIL on the page",
+             ignore=TRANSIENT)
     assert browser.js("window.sameDocument") == "yes"
     assert browser.js("performance.getEntriesByType('navigation').length") == 1
     history = browser.js("[...document.querySelectorAll('#history tbody tr')].map(r => r.textContent)")
@@ -246,7 +246,7 @@ def test_page_in_chromium_follows_a_failover(cluster: Cluster, browser: Browser,
 def test_polling_fallback_in_chromium(cluster: Cluster, browser: Browser) -> None:
     """/?poll uses /snapshot.json every second instead of the event stream."""
     browser.open(url(cluster, "/?poll"))
-    wait_until(lambda: (browser.js("+(document.body.dataset.updates||0)") or 0) >= 2, 15,
-               "the polling page to render two snapshots")
+    wait_for(lambda: (browser.js("+(document.body.dataset.updates||0)") or 0) >= 2, 15,
+             "the polling page to render two snapshots", ignore=TRANSIENT)
     assert browser.js("document.getElementById('conn').textContent") == "live (polling)"
     assert browser.js(CELL.format(n=1)) == "web"

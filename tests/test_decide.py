@@ -12,6 +12,8 @@ import pytest
 from failover.shell.decide import Action, Decision, decide
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 UP, RECOVER, FAIL = State.UP, State.RECOVER, State.FAIL
 
 CASES = [

@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.process
+
 
 def test_demo_fails_over_and_hands_back() -> None:
     r = subprocess.run([sys.executable, "-m", "failover.lab.demo"], capture_output=True, text=True, timeout=120)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import FaildProcess, free_port, run_cli
 
+pytestmark = pytest.mark.process
+
 COMMUNITIES = """\
 *    reader  RO
 *    admin   RW

@@ -22,6 +22,8 @@ from failover.client import RequestFailed, Unreachable
 from failover.faild.lease import process_start
 from failover.states import State
 
+pytestmark = pytest.mark.process
+
 COMMUNITIES = """\
 # service  community  access
 *          reader     RO

@@ -13,24 +13,22 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from opscluster import Cluster, free_port, wait_until
+from cluster import Cluster
+from support import TRANSIENT, free_port, wait_for
+
+pytestmark = pytest.mark.process
 
 FAILMON = [sys.executable, "-m", "failover.cli.failmon"]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("failmon"))
-    try:
-        c.start()
-        c.wait_states({"www1": {"web": "UP"}, "www2": {"web": "RECOVER"}})
+    with Cluster(tmp_path_factory.mktemp("failmon")).serving({"www1": "UP", "www2": "RECOVER"}) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def targets(c: Cluster) -> list[str]:
-    return [f"127.0.0.1:{c['www1'].monitor_port}", f"127.0.0.1:{c['www2'].monitor_port}"]
+    return [f"127.0.0.1:{c.monitor_ports['www1']}", f"127.0.0.1:{c.monitor_ports['www2']}"]
 
 
 def failmon(*args: str, stdin: str | None = None, argv0: list[str] | None = None,
@@ -58,7 +56,7 @@ def test_once_prints_every_target(cluster: Cluster) -> None:
         r = failmon("-1", *targets(cluster))
         assert r.returncode == 0, r.stderr
         return r if "www2=RECOVER(up)" in r.stdout and "www1=UP(up)" in r.stdout else None
-    r = wait_until(settled, 10, "both failsh to see each other")
+    r = wait_for(settled, 10, "both failsh to see each other", ignore=TRANSIENT)
     t = rows(r.stdout)
     www1, www2 = t[("www1", "web")], t[("www2", "web")]
     assert www1[2:4] == ["UP", "master"] and www2[2:4] == ["RECOVER", "slave"]
@@ -68,7 +66,7 @@ def test_once_prints_every_target(cluster: Cluster) -> None:
 
 
 def test_port_option_and_default_port(cluster: Cluster) -> None:
-    r = failmon("-1", "-p", str(cluster["www2"].monitor_port), "127.0.0.1")
+    r = failmon("-1", "-p", str(cluster.monitor_ports["www2"]), "127.0.0.1")
     assert r.returncode == 0, r.stderr
     assert list(rows(r.stdout)) == [("www2", "web")]
 
@@ -184,7 +182,7 @@ def test_curses_keys(cluster: Cluster, tmux: list[str], tmp_path: Path) -> None:
             last[0] = screen()
             return last[0] if all(n in last[0] for n in needles) else None
         try:
-            return wait_until(ready, timeout, f"the screen to show {needles}")
+            return wait_for(ready, timeout, f"the screen to show {needles}", ignore=TRANSIENT)
         except pytest.fail.Exception:
             print(last[0])
             raise
@@ -222,18 +220,19 @@ def test_curses_keys(cluster: Cluster, tmux: list[str], tmp_path: Path) -> None:
     keys("l")
     shows("[services]", "services on www2")
     # the screen follows the feed: www1 crashes, www2 takes web over, without a key
-    cluster.crash("www1")
+    cluster.crash_host("www1")
     s = shows("www1=FAIL(down)", timeout=15)
     assert next(x for x in s.splitlines() if x.startswith("> www2")).split()[3] == "UP"
     keys("q")
-    wait_until(lambda: status.exists() and status.read_text().strip() == "0", 10, "failmon to quit with 0")
+    wait_for(lambda: status.exists() and status.read_text().strip() == "0", 10, "failmon to quit with 0",
+             ignore=TRANSIENT)
 
 
 def test_curses_unreachable(tmux: list[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = " ".join([*FAILMON, "-t", "1", f"127.0.0.1:{free_port()}"]) + f" 2> {out}; echo $? >> {out}.rc"
     subprocess.run([*tmux, "new-session", "-d", "-s", "bad", "-x", "80", "-y", "24", cmd], check=True, timeout=10)
-    wait_until(lambda: Path(f"{out}.rc").exists(), 10, "failmon to exit")
+    wait_for(lambda: Path(f"{out}.rc").exists(), 10, "failmon to exit", ignore=TRANSIENT)
     time.sleep(0.1)
     assert Path(f"{out}.rc").read_text().strip() == "3"
     assert "no snapshot from" in out.read_text() and "Traceback" not in out.read_text()
@@ -241,15 +240,13 @@ def test_curses_unreachable(tmux: list[str], tmp_path: Path) -> None:
 
 def test_history_survives_a_failsh_restart(cluster: Cluster) -> None:
     """faild persists the transitions; a restarted failsh shows them to failmon."""
-    name = next(n for n in ("www1", "www2") if cluster.states(cluster[n]).get("web") == "UP")
-    h = cluster[name]
-    h.failsh.terminate()  # stops web ("failsh stopping"), the transition goes to faild
-    h.failsh.wait(15)
-    cluster.start_failsh(h)
+    name = next(n for n in ("www1", "www2") if cluster.state(n, "web") == "UP")
+    cluster.failsh[name].stop(timeout=15)  # stops web ("failsh stopping"), the transition goes to faild
+    cluster.start_failsh(name)
 
     def shown() -> str | None:
-        r = failmon("-1", "-t", "3", f"127.0.0.1:{h.monitor_port}")
+        r = failmon("-1", "-t", "3", f"127.0.0.1:{cluster.monitor_ports[name]}")
         return r.stdout if r.returncode == 0 and "failsh stopping" in r.stdout else None
-    out = wait_until(shown, 15, "the transitions from before the restart")
+    out = wait_for(shown, 15, "the transitions from before the restart", ignore=TRANSIENT)
     line = next(x for x in out.splitlines() if "failsh stopping" in x)
     assert f"{name}  web  UP -> RECOVER" in line

@@ -26,6 +26,8 @@ from conftest import FaildProcess, run_cli, wait_for
 
 from failover.client import Client, RequestFailed
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The brief's smoke test: one file for both hosts (each is dropped from its own lists)

@@ -20,6 +20,8 @@ import pytest
 from cluster import Cluster
 from conftest import FaildProcess, run_cli, wait_for
 
+pytestmark = pytest.mark.process
+
 MASTER_SLAVE = """
 failsvc web interval 0.2
 failsvc web masters {www1}

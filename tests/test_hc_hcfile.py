@@ -9,8 +9,10 @@ from conftest import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from failover.hc import hcfile
+from failover.hc import hcfile, kinds
 from failover.hc.hcfile import HcfileError, parse
+
+pytestmark = pytest.mark.fast
 
 FULL = """\
 # a full example
@@ -48,26 +50,26 @@ def test_full_example():
     assert cfg.order.index("db") < cfg.order.index("web") < cfg.order.index("site")
     db, web = cfg.nodes["db"], cfg.nodes["web"]
     assert (db.interval, db.timeout, db.fall, db.rise) == (2.0, hcfile.DEFAULT_TIMEOUT, 4, hcfile.DEFAULT_RISE)
-    assert db.check.params == {"target": "127.0.0.1:5432", "host": "127.0.0.1", "port": 5432}
+    assert db.check == kinds.Tcp(target="127.0.0.1:5432", text="tcp 127.0.0.1:5432", host="127.0.0.1", port=5432)
     assert db.faild == (hcfile.FaildTarget("localhost:1847", "db", "secret"),)
     assert db.line == 7 and web.line == 10
     assert web.deps == ("db",)
-    assert web.check.params["status"] == ((200, 200), (204, 204))
-    assert web.check.params["body"] == "it works"
+    assert web.check.status == ((200, 200), (204, 204))
+    assert web.check.body == "it works"
     assert (web.interval, web.timeout, web.fall, web.rise) == (5.0, 0.5, 4, 3)
     assert web.faild == (hcfile.FaildTarget("www1:1900", "www", "rw", 2.0),)
     assert web.faild[0].endpoint == "tcp://www1:1900"
     assert web.actions == ("/usr/local/sbin/alarm --to ops", 'logger -t hc "web changed"')
-    dns = cfg.nodes["dns"].check.params
-    assert (dns["server"], dns["port"], dns["name"], dns["type"], dns["expect"]) == \
+    dns = cfg.nodes["dns"].check
+    assert (dns.server, dns.port, dns.name, dns.type, dns.expect) == \
         ("127.0.0.1", 5353, "www.example.org", "A", "10.0.0.1")
-    mail = cfg.nodes["mail"].check.params
-    assert (mail["host"], mail["port"], mail["helo"], mail["starttls"], mail["insecure"]) == \
+    mail = cfg.nodes["mail"].check
+    assert (mail.host, mail.port, mail.helo, mail.starttls, mail.insecure) == \
         ("mail.example.org", 25, "hc.example.org", True, True)
     ldap = cfg.nodes["dir"].check
-    assert (ldap.params["host"], ldap.params["port"], ldap.params["dn"]) == ("::1", 389, "cn=admin,dc=example")
-    assert "s3cret" not in ldap.text  # passwords stay out of what the monitor shows
-    assert cfg.nodes["script"].check.params["command"] == \
+    assert (ldap.host, ldap.port, ldap.dn) == ("::1", 389, "cn=admin,dc=example")
+    assert "s3cret" not in ldap.text and "s3cret" not in repr(ldap)  # passwords stay out of what the monitor shows
+    assert cfg.nodes["script"].check.command == \
         'ldapsearch -x -H ldap://localhost -b "" -s base >/dev/null && echo ok'
     site = cfg.nodes["site"]
     assert site.check is None and site.deps == ("web", "dns")
@@ -101,13 +103,13 @@ def test_durations(text, value):
     ("301,200-204", ((200, 204), (301, 301))), ("200,201", ((200, 201),)),
 ])
 def test_status(text, ranges):
-    assert hcfile.parse_status(text) == ranges
+    assert kinds.parse_status(text) == ranges
 
 
 def test_comments_and_quotes():
     cfg = parse('a:\n    check http http://h/#frag body "a # b"   # real comment\n')
-    assert cfg.nodes["a"].check.params["url"] == "http://h/#frag"
-    assert cfg.nodes["a"].check.params["body"] == "a # b"
+    assert cfg.nodes["a"].check.url == "http://h/#frag"
+    assert cfg.nodes["a"].check.body == "a # b"
     assert hcfile.strip_comment(r'x "q\" # still quoted" # gone') == r'x "q\" # still quoted"'
 
 
@@ -118,7 +120,7 @@ def test_tabs_indent_and_blank_lines():
 
 def test_https_alias_and_default_status():
     check = parse("a:\n check https https://h/\n").nodes["a"].check
-    assert check.kind == "http" and check.params["status"] == ((200, 399),)
+    assert check.kind == "http" and check.status == ((200, 399),)
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -225,7 +227,7 @@ def test_hc_n_ignores_an_indented_lone_backslash(tmp_path):
     f.write_text("web:\n    check tcp 127.0.0.1:80\n    \\\n")
     r = run_cli("hc", "-n", "-f", str(f))
     assert r.returncode == 0 and r.stdout.strip() == f"{f}: 1 node (web)", r.stderr
-    assert parse("web:\n  \\\n  check tcp h:1\n").nodes["web"].check.params["port"] == 1
+    assert parse("web:\n  \\\n  check tcp h:1\n").nodes["web"].check.port == 1
 
 
 def _check_parse(text: str) -> None:
@@ -241,7 +243,7 @@ def test_arbitrary_text_raises_only_hcfile_errors(text):
     _check_parse(text)
 
 
-_WORDS = st.one_of(st.sampled_from([*hcfile._NODE_KEYS, *hcfile.KINDS, "service", "community", "timeout",
+_WORDS = st.one_of(st.sampled_from([*hcfile._NODE_KEYS, *kinds.KINDS, "service", "community", "timeout",
                                     "status", "body", "type", "expect", "\\", '"', "'", "#", ":", "h:1",
                                     "[::1]:2", "127.0.0.1:99999", "http://h:0/", "3", "0", "\u00b2", "500ms",
                                     "1e400", "nan", "-1", ".defaults:", "web:", "db"]),

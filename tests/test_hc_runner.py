@@ -1,6 +1,6 @@
 """hc's scheduler, flap damping, dependencies, faild updates, actions, monitor and CLIs.
 
-Everything runs against real local servers (failover.hc.fakes), a real faild started
+Everything runs against real local servers (failover.lab.fakes), a real faild started
 as a subprocess, and hc's monitor on a real ZeroMQ port.
 """
 
@@ -10,14 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import BIN, HcProcess, free_port, wait_for
 
 from failover import client
 from failover.cli import hc as hc_cli
@@ -28,23 +27,7 @@ from failover.hc.runner import Damper, Runner
 from failover.lab.fakes import FakeHTTP, FakeSMTP, FakeTCP
 from failover.states import State
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
-    """Poll ``predicate`` until it returns something true; bounded in time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
+pytestmark = pytest.mark.process
 
 
 def node_text(name: str, check: str, *extra: str, deps: str = "", interval: str = "0.1",
@@ -204,63 +187,12 @@ def test_reload_keeps_unchanged_nodes(running):
             assert "b" not in r.store.records
 
 
-# --- faild -----------------------------------------------------------------------------
-
-class FaildProcess:
-    def __init__(self, tmp: Path, name: str = "node1", port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.proc = subprocess.Popen(
-            [str(BIN / "faild"), "-F", "-p", str(self.port), "-s", str(tmp / f"{name}.state"),
-             "-r", str(tmp / f"{name}.pid"), "-N", name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.address = f"127.0.0.1:{self.port}"
-        self.client = client.Client(client.endpoint_for(self.address), timeout=0.5, retries=0)
-        assert wait_for(self._alive, 10), "faild did not start"
-
-    def _alive(self) -> bool:
-        try:
-            self.client.ping()
-            return True
-        except client.ClientError:
-            return False
-
-    def get(self, service: str):
-        try:
-            return self.client.get(service)
-        except client.ClientError:
-            return None
-
-    def state(self, service: str) -> str | None:
-        rec = self.get(service)
-        return rec.state.value if rec else None
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-@pytest.fixture
-def faild(tmp_path):
-    procs: list[FaildProcess] = []
-
-    def start(name: str = "node1", port: int | None = None) -> FaildProcess:
-        f = FaildProcess(tmp_path, name, port)
-        procs.append(f)
-        return f
-
-    yield start
-    for f in procs:
-        f.stop()
-
+# --- faild ---------------------------------------------------------------------------
 
 def test_failed_check_sets_fail_and_recovery_sets_recover_never_up(running, faild):
-    f = faild()
-    f.client.set("web", "UP", "failsh started it")
+    f = faild
+    with f.client() as c:
+        c.set("web", "UP", "failsh started it")
     with FakeHTTP() as web:
         r = running(node_text("web", f"http {web.url}", f"faild {f.address} service web", fall=2, rise=2))
         assert wait_for(lambda: state(r, "web") == "UP", 3)
@@ -268,10 +200,11 @@ def test_failed_check_sets_fail_and_recovery_sets_recover_never_up(running, fail
         assert f.state("web") == "UP"  # hc never touches an UP service when healthy
         web.mode = "error"
         assert wait_for(lambda: f.state("web") == "FAIL", 3)
-        last = f.client.history("web", limit=1)[-1]
-        assert last.reason.startswith("hc: web check failed 2 times in a row: HTTP 500")
-        # someone (failsh's reclaim, failc) sets it back while the check still fails: hc insists
-        f.client.set("web", "RECOVER", "manual")
+        with f.client() as c:
+            last = c.history("web", limit=1)[-1]
+            assert last.reason.startswith("hc: web check failed 2 times in a row: HTTP 500")
+            # someone (failsh's reclaim, failc) sets it back while the check still fails: hc insists
+            c.set("web", "RECOVER", "manual")
         assert wait_for(lambda: f.state("web") == "FAIL", 3)
         web.mode = "ok"
         assert wait_for(lambda: f.state("web") == "RECOVER", 3)
@@ -280,8 +213,9 @@ def test_failed_check_sets_fail_and_recovery_sets_recover_never_up(running, fail
 
 
 def test_a_fail_hc_did_not_set_is_left_alone(running, faild):
-    f = faild()
-    f.client.set("web", "FAIL", "start procedure failed")
+    f = faild
+    with f.client() as c:
+        c.set("web", "FAIL", "start procedure failed")
     with FakeHTTP() as web:
         r = running(node_text("web", f"http {web.url}", f"faild {f.address}", rise=1))
         assert wait_for(lambda: state(r, "web") == "UP", 3)
@@ -289,12 +223,12 @@ def test_a_fail_hc_did_not_set_is_left_alone(running, faild):
     assert f.state("web") == "FAIL"
 
 
-def test_faild_that_comes_later_still_gets_the_fail(running, faild):
+def test_faild_that_comes_later_still_gets_the_fail(running, faild_factory):
     port = free_port()
     r = running(node_text("web", f"tcp 127.0.0.1:{free_port()}", f"faild 127.0.0.1:{port} timeout 0.2", fall=1))
     assert wait_for(lambda: state(r, "web") == "FAIL", 3)
     time.sleep(0.3)  # a few tries fail
-    f = faild(port=port)
+    f = faild_factory(port=port)
     assert wait_for(lambda: f.state("web") == "FAIL", 5)
 
 
@@ -425,32 +359,25 @@ def test_check_only_and_once(tmp_path, capsys):
 
 
 def test_hc_daemon_monitor_reload_and_stop(tmp_path):
-    port = free_port()
     f = tmp_path / "Hcfile"
     f.write_text(node_text("one", "command true", rise=1))
-    log = tmp_path / "hc.log"
-    with open(log, "w") as logf:
-        proc = subprocess.Popen([str(BIN / "hc"), "-F", "-m", "-p", str(port), "-l", "127.0.0.1", "-N", "hcd",
-                                 "-f", str(f), "-r", str(tmp_path / "hc.pid")], stdout=logf, stderr=logf)
+    hc = HcProcess(tmp_path, f).start()
+    log, addr = hc.logfile, hc.address
     try:
-        addr = f"127.0.0.1:{port}"
         assert wait_for(lambda: monitor.healthy(addr, "one", timeout=0.2), 10), log.read_text()
-        assert (tmp_path / "hc.pid").read_text().strip() == str(proc.pid)
+        assert hc.proc is not None and hc.pidfile.read_text().strip() == str(hc.proc.pid)
         f.write_text("broken:\n")
-        proc.send_signal(signal.SIGHUP)
+        hc.send(signal.SIGHUP)
         assert wait_for(lambda: "keeping the previous configuration" in log.read_text(), 5)
         assert monitor.healthy(addr, "one", timeout=0.5)
         f.write_text(node_text("two", "command false", fall=1))
-        proc.send_signal(signal.SIGHUP)
+        hc.send(signal.SIGHUP)
         with client.Client(client.endpoint_for(addr), timeout=0.5, retries=0) as c:
             assert wait_for(lambda: [r.name for r in c.list()[1]] == ["two"], 5)
         assert wait_for(lambda: "two RECOVER -> FAIL" in log.read_text(), 5)
-        proc.terminate()
-        assert proc.wait(5) == 0
+        assert hc.stop(timeout=5) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        hc.kill9()
     text = log.read_text()
     assert f"{f}:1: node 'broken' has neither" in text and "Traceback" not in text
     assert not (tmp_path / "hc.pid").exists()

@@ -20,6 +20,8 @@ from test_failsh import WEB
 
 from failover.observe import feed
 
+pytestmark = pytest.mark.process
+
 SLOW = WEB + "failsvc web interval 30\n"
 
 

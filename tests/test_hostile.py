@@ -22,9 +22,8 @@ from conftest import FaildProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failover import protocol
+from failover import protocol, transport
 from failover.client import Client, ClientError
-from failover.faild import server
 from failover.faild.store import Store
 from failover.shell import runner, traps
 from failover.shell.commands import HOST_SUBCOMMANDS, SVC_SUBCOMMANDS, TRAP_KINDS, Commands
@@ -32,6 +31,8 @@ from failover.shell.engine import Engine, Options
 from failover.shell.policy import MIN_INTERVAL, Policy
 from failover.shell.procedures import run_procedure
 from failover.shell.tclhost import TclHost
+
+pytestmark = pytest.mark.process
 
 # Tcl commands ----------------------------------------------------------------------
 
@@ -346,7 +347,7 @@ def test_slow_and_silent_connections_do_not_stop_faild(faild: FaildProcess) -> N
     greeting = b"\xff" + b"\x00" * 8 + b"\x7f\x03"  # the start of a ZMTP 3 greeting, never finished
     closed_at: dict[int, float] = {}
     t0 = time.monotonic()
-    limit = server.HANDSHAKE_IVL_MS / 1000 + 2.0
+    limit = transport.HANDSHAKE_IVL_MS / 1000 + 2.0
     try:
         with faild.client(timeout=1.0, retries=0) as c:
             step = 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +20,12 @@ from pathlib import Path
 import pytest
 import zmq
 from cluster import Cluster
-from conftest import BIN, free_port, wait_for
+from support import HcProcess, free_port, wait_for
 
 from failover import client, protocol
 from failover.observe import feed
+
+pytestmark = pytest.mark.process
 
 POLICY = """
 failsvc web interval 0.3
@@ -107,25 +108,20 @@ def ctx() -> Iterator[zmq.Context]:
 
 
 @pytest.fixture
-def site(tmp_path: Path, ctx: zmq.Context) -> Iterator[tuple[Cluster, HostilePeer, subprocess.Popen, int]]:
+def site(tmp_path: Path, ctx: zmq.Context) -> Iterator[tuple[Cluster, HostilePeer, HcProcess]]:
     peer = HostilePeer(ctx)
     c = Cluster(tmp_path, ["www1", "www2"], POLICY + f"failhost www3 address 127.0.0.1\nfailhost www3 port {peer.port}"
                 "\nfailhost www3 monitor 0\n")
-    hc_port = free_port()
     hcfile = tmp_path / "Hcfile"
     hcfile.write_text("one:\n    check command true\n    rise 1\n")
-    hclog = open(tmp_path / "hc.log", "w")  # noqa: SIM115 - closed below
-    hc = subprocess.Popen([str(BIN / "hc"), "-F", "-m", "-p", str(hc_port), "-l", "127.0.0.1", "-N", "hcd",
-                           "-f", str(hcfile), "-r", str(tmp_path / "hc.pid")], stdout=hclog, stderr=hclog)
+    hc = HcProcess(tmp_path, hcfile).start()
     try:
         c.start_master_then_slave()
-        yield c, peer, hc, hc_port
+        yield c, peer, hc
     finally:
         c.close()
         peer.close()
-        hc.kill()
-        hc.wait(5)
-        hclog.close()
+        hc.kill9()
 
 
 def _send_requests(ctx: zmq.Context, endpoint: str) -> dict[str, bool]:
@@ -179,13 +175,13 @@ def _feed_works(ctx: zmq.Context, port: int) -> dict:
 
 
 def test_every_listener_survives_every_class_of_hostile_input(site, ctx: zmq.Context) -> None:
-    c, peer, hc, hc_port = site
+    c, peer, hc = site
     www1 = c.failsh["www1"]
     wait_for(lambda: peer.answered > len(BAD_REPLIES), 15, "www1 to poll the hostile peer through its replies")
     before = c.states("web")
     assert before == {"www1": "UP", "www2": "RECOVER"}
     targets = {"faild www1": c.failds["www1"].port, "failsh www1 control port": www1.control_port,
-               "failsh www2 control port": c.failsh["www2"].control_port, "hc monitor": hc_port}
+               "failsh www2 control port": c.failsh["www2"].control_port, "hc monitor": hc.port}
     answers = {}
     for name, port in targets.items():
         answers[name] = _send_requests(ctx, f"tcp://127.0.0.1:{port}")
@@ -204,12 +200,12 @@ def test_every_listener_survives_every_class_of_hostile_input(site, ctx: zmq.Con
         _feed_works(ctx, port)
     answered = peer.answered
     wait_for(lambda: peer.answered > answered + 3, 10, "www1 to go on polling the hostile peer")
-    assert all(p.running() for p in c.failsh.values()) and hc.poll() is None
+    assert all(p.running() for p in c.failsh.values()) and hc.running()
     assert c.states("web") == before and c.markers("www1", "web") == ["start"]
     snap = _feed_works(ctx, c.monitor_ports["www1"])
     www3 = next(h for h in snap["hosts"] if h["name"] == "www3")
     assert www3["status"] != "up", "a peer answering garbage counts as not answering"
     logs = "".join(p.log() for p in c.failsh.values()) + "".join(f.log() for f in c.failds.values())
-    assert "Traceback" not in logs and "Traceback" not in (c.dir / "hc.log").read_text()
+    assert "Traceback" not in logs and "Traceback" not in hc.log()
     assert "bad reply from www3" in www1.log()
     assert "\x1b" not in logs

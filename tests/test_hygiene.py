@@ -22,6 +22,8 @@ from failover import keys
 from failover.client import RequestFailed
 from failover.states import State
 
+pytestmark = pytest.mark.process
+
 ESC = "\x1b"
 
 

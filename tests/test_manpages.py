@@ -15,6 +15,8 @@ import pytest
 from failover.cli import manpage
 from failover.cli.launch import PROGRAMS
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

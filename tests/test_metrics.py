@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opscluster import WEB_POLICY, Cluster, http_get, prom_value, wait_until
+from cluster import WEB_POLICY, Cluster
+from support import TRANSIENT, http_get, prom_value, wait_for
 
 from failover.observe import metrics
+
+pytestmark = pytest.mark.process
 
 POLICY = WEB_POLICY + """proc broken args {error "boom"}
 failsvc bad interval 1
@@ -24,12 +27,8 @@ failsvc bad start broken
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("metrics"), policy=POLICY, http=True, metrics=True,
                 failsh_args=("--dead-factor", "2"))
-    try:
-        c.start()
-        c.wait_states({"www1": {"web": "UP"}, "www2": {"web": "RECOVER"}})
+    with c.serving({"www1": "UP", "www2": "RECOVER"}):
         yield c
-    finally:
-        c.stop()
 
 
 def scrape(port: int) -> str:
@@ -45,21 +44,21 @@ def scrape_until(port: int, what: str, timeout: float, name: str, value: float |
         text = scrape(port)
         got = prom_value(text, name, **labels)
         return text if (got == value if value is not None else got) else None
-    return wait_until(ready, timeout, what)
+    return wait_for(ready, timeout, what, ignore=TRANSIENT)
 
 
 def test_policy_errors_counted(cluster: Cluster) -> None:
     """www1 masters "bad", whose start procedure raises a Tcl error (before www1 crashes below)."""
-    text = scrape_until(cluster["www1"].http_port, "the broken start procedure to be counted", 15,
+    text = scrape_until(cluster.http_ports["www1"], "the broken start procedure to be counted", 15,
                         "failover_policy_errors_total", service="bad", kind="start")
     assert prom_value(text, "failover_policy_errors_total", service="bad", kind="start") >= 1
     assert prom_value(text, "failover_policy_errors_total", service="web", kind="start") is None
 
 
 def test_failover_seen_in_metrics(cluster: Cluster) -> None:
-    www2 = cluster["www2"]
+    http2, metrics2, failsh2 = cluster.http_ports["www2"], cluster.metrics_ports["www2"], cluster.failsh["www2"]
     # before: www2 holds web as slave and sees www1 reachable and UP
-    before = scrape_until(www2.http_port, "www2's metrics to show www1 UP", 10,
+    before = scrape_until(http2, "www2's metrics to show www1 UP", 10,
                           "failover_peer_service_state", 1, service="web", host="www1", state="UP")
     assert prom_value(before, "failover_service_state", service="web", state="RECOVER") == 1
     assert prom_value(before, "failover_service_state", service="web", state="UP") == 0
@@ -68,15 +67,15 @@ def test_failover_seen_in_metrics(cluster: Cluster) -> None:
     takeovers = prom_value(before, "failover_transitions_total", service="web", **{"from": "RECOVER", "to": "UP"})
     durations = prom_value(before, "failover_failover_seconds_count", service="web") or 0
     durations_sum = prom_value(before, "failover_failover_seconds_sum", service="web") or 0
-    faild_before = scrape(www2.metrics_port)
+    faild_before = scrape(metrics2)
     assert prom_value(faild_before, "failover_faild_requests_total", op="list", result="ok") >= 1
     assert prom_value(faild_before, "failover_faild_request_seconds_count", op="list") >= 1
 
-    mark = len(www2.failsh_log)
-    cluster.crash("www1")
-    cluster.wait_states({"www2": {"web": "UP"}}, timeout=15)
+    mark = len(failsh2.log())
+    cluster.crash_host("www1")
+    cluster.wait_states("web", {"www2": "UP"}, timeout=15)
 
-    after = scrape_until(www2.http_port, "www2's metrics to show www1 down", 5, "failover_peer_up", 0, host="www1")
+    after = scrape_until(http2, "www2's metrics to show www1 down", 5, "failover_peer_up", 0, host="www1")
     assert prom_value(after, "failover_service_state", service="web", state="UP") == 1
     assert prom_value(after, "failover_peer_service_state", service="web", host="www1", state="FAIL") == 1
     assert prom_value(after, "failover_transitions_total", service="web",
@@ -86,14 +85,14 @@ def test_failover_seen_in_metrics(cluster: Cluster) -> None:
     seconds = prom_value(after, "failover_failover_seconds_sum", service="web") - durations_sum
     assert 0.5 < seconds < 10, seconds
 
-    faild_after = scrape(www2.metrics_port)
+    faild_after = scrape(metrics2)
     assert prom_value(faild_after, "failover_faild_transitions_total", service="web", to="UP") == \
         (prom_value(faild_before, "failover_faild_transitions_total", service="web", to="UP") or 0) + 1
     assert prom_value(faild_after, "failover_faild_service_state", service="web", state="UP") == 1
     assert prom_value(faild_after, "failover_faild_requests_total", op="set", result="ok") >= 1
 
     # every transition is logged once, with its reason
-    log = www2.failsh_log
+    log = failsh2.log()
     lines = re.findall(r"failover\.scheduler: web: (\S+) -> (\S+): (.+)", log)
     takeover = re.findall(r"failover\.scheduler: web: (\S+) -> (\S+): (.+)", log[mark:])
     assert [t[:2] for t in takeover] == [("RECOVER", "UP")], takeover

@@ -4,39 +4,26 @@ in, either a valid result or ProtocolError (BADREPLY), nothing else."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import json_paths, replaced
 
 from failover import model, protocol
 from failover.model import HostInfo, ServiceRecord, Transition
 from failover.observe import feed
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 NOW = 1.7e9
 RECORD = {"name": "web", "state": "UP", "last_change": NOW, "counter": 3}
 HOST = {"name": "www1", "started": NOW - 100, "pid": 4242, "lease": 2.5}
 TRANSITION = {"service": "web", "old": "RECOVER", "new": "UP", "time": NOW, "counter": 3, "reason": "started"}
 LIST = {"v": 1, "id": 1, "ok": True, "host": HOST, "services": [RECORD, {**RECORD, "name": "db", "state": "FAIL"}]}
-
-
-def replaced(value: dict, path: tuple, new: object) -> dict:
-    """``value`` with the member at ``path`` set to ``new`` (``...`` deletes it)."""
-    out = copy.deepcopy(value)
-    *parents, last = path
-    holder: Any = out
-    for key in parents:
-        holder = holder[key]
-    if new is ...:
-        del holder[last]
-    else:
-        holder[last] = new
-    return out
 
 
 def test_valid_list_reply() -> None:
@@ -145,16 +132,8 @@ WORDS = st.sampled_from(["web", "UP", "up ", "FAIL", "RECOVER", "", "bad name", 
                          math.nan, math.inf, NOW, True, None, [], {}, RECORD, HOST, TRANSITION])
 
 
-def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, inner in items:
-        out += _paths(inner, (*prefix, key))
-    return out
-
-
 FULL = {**LIST, "history": [TRANSITION], "changed": True, "truncated": False}
-PATHS = _paths(FULL)
+PATHS = json_paths(FULL)
 
 
 def _valid_or_badreply(reply: object) -> None:

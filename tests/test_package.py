@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -203,12 +203,6 @@ def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         yield root
     finally:
         shutil.rmtree(target, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_installed_files_and_user(installed: Chroot) -> None:

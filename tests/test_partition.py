@@ -51,10 +51,10 @@ from test_samples import (
     wait_served,
 )
 
+from failover import ports
 from failover.faild.store import Store
 from failover.lab.testbed import FailoverHosts, HolderSampler, Testbed, TestbedError, log_tails, wait_until
 from failover.lab.vipclient import Tail, first_ok
-from failover.lab.vipserver import DEFAULT_PORT
 
 
 def _reason() -> str | None:
@@ -223,7 +223,7 @@ def test_tiebreaker_keeps_an_isolated_slave_down(bed: Bed) -> None:
     tb = bed.tb
     # "Can I still see the client network?": one request to a server there (on a real network
     # this would be `fo::sh ping -c 1 -W 1 GATEWAY`; the bed has no ping, and needs no arping).
-    if not tb.listening(tb.client, DEFAULT_PORT):
+    if not tb.listening(tb.client, ports.LAB_WEB):
         tb.start_vipserver(tb.client)
     probe = [sys.executable, "-m", "failover.lab.vipclient", "--once", "--addr", tb.client.addr, "--timeout-ms", "500"]
     bed.start(f"failsvc ip tiebreaker {{fo::sh {' '.join(probe)}}}\n")

@@ -16,8 +16,10 @@ from failover import protocol
 from failover.faild import community
 from failover.faild.server import Faild
 from failover.faild.store import Store
-from failover.model import HostInfo
+from failover.model import HostInfo, ServiceRecord, Transition
 from failover.states import State
+
+pytestmark = pytest.mark.fast
 
 HOST = HostInfo(name="h1", started=1700000000.5, pid=4242)
 
@@ -221,6 +223,43 @@ def test_service_limit() -> None:
     assert ask(f, frame(op="set", service="one-too-many", state="UP"))["error"] == "LIMIT"
     assert ask(f, frame(op="set", service="svc0-" + "n" * 50, state="UP"))["ok"]  # existing: fine
     assert len(f.handle(frame(op="list"))) < protocol.MAX_MESSAGE
+
+
+class DictStore:
+    """The least a store needs for Faild to serve it (server.StateStore): no file, no Store."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ServiceRecord] = {}
+        self.history: list[Transition] = []
+        self.counter = 0
+
+    def get(self, name: str) -> ServiceRecord | None:
+        return self.records.get(name)
+
+    def all(self) -> list[ServiceRecord]:
+        return [self.records[n] for n in sorted(self.records)]
+
+    def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
+        old = self.records.get(name)
+        if old is not None and old.state is state:
+            return old, False
+        self.counter += 1
+        rec = self.records[name] = ServiceRecord(name, state, 1700000000.0 + self.counter, self.counter)
+        self.history.append(Transition(name, old.state if old else None, state, rec.last_change, self.counter, reason))
+        return rec, True
+
+
+def test_faild_serves_any_store_and_follows_changes_made_behind_its_back() -> None:
+    store = DictStore()
+    f = Faild(store, community.DEFAULT_RULES, HOST)
+    assert ask(f, frame(op="set", service="web", state="UP", reason="r"))["changed"]
+    assert [s["state"] for s in ask(f, frame(op="list"))["services"]] == ["UP"]
+    store.set("web", State.FAIL)  # not through f (hc's runner, failsh's own transitions)
+    store.set("db", State.RECOVER)
+    assert [(s["name"], s["state"]) for s in ask(f, frame(op="list"))["services"]] == [("db", "RECOVER"),
+                                                                                    ("web", "FAIL")]
+    assert ask(f, frame(op="get", service="web"))["services"][0]["state"] == "FAIL"
+    assert [t["new"] for t in ask(f, frame(op="history"))["history"]] == ["UP", "FAIL", "RECOVER"]
 
 
 # Properties ----------------------------------------------------------------

@@ -13,6 +13,8 @@ import pytest
 
 from failover.cli import launch, requirements
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

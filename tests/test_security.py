@@ -23,6 +23,8 @@ from conftest import FaildProcess, cli_command, run_cli, wait_for
 from failover import keys
 from failover.client import Client, RequestFailed, Unreachable
 
+pytestmark = pytest.mark.process
+
 # One directory per role.  hosts/ doubles as the faild allow-list and as failsh's
 # --curve-keys directory: it holds every host's public key (and, here, their secrets).
 HOSTS = ("www1", "www2")

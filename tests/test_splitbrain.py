@@ -20,6 +20,8 @@ from test_failsh import WEB
 
 from failover.client import Client
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:

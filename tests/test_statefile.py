@@ -18,6 +18,8 @@ from failover.client import RequestFailed
 from failover.faild import store
 from failover.states import State
 
+pytestmark = pytest.mark.process
+
 STARTUP = 15.0  # seconds: a refused start takes well under one; this only catches a hang
 NOW = 1.7e9
 

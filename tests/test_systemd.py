@@ -4,6 +4,7 @@ messages real faild and failsh processes send on start, reload (SIGHUP) and stop
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opscluster import free_port
+from support import FaildProcess, free_port
+
+pytestmark = pytest.mark.process
 
 UNITS = Path(__file__).resolve().parent.parent / "samples" / "systemd"
 POLICY = "proc up args {return UP}\nproc down args {return RECOVER}\nfailsvc web interval 1\n" \
@@ -121,43 +124,40 @@ def test_faild_notifies(notify: tuple[str, socket.socket], tmp_path: Path) -> No
             p.wait(5)
 
 
-def test_failsh_notifies(notify: tuple[str, socket.socket], tmp_path: Path) -> None:
-    path, s = notify
-    port = free_port()
-    faild = run([sys.executable, "-m", "failover.cli.faild", "-F", "-l", "127.0.0.1", "-p", str(port),
-                 "-s", str(tmp_path / "state"), "-r", str(tmp_path / "fpid")], "", tmp_path / "faild.log")
+@contextlib.contextmanager
+def solo_failsh(notify_path: str, tmp_path: Path, **extra_env: str) -> Iterator[subprocess.Popen]:
+    """failsh -F for one service, notifying ``notify_path``, over a faild that does not."""
+    faild = FaildProcess(tmp_path / "faild", node="solo", env={**os.environ, "NOTIFY_SOCKET": ""}).start()
     policy = tmp_path / "p.tcl"
     policy.write_text(POLICY)
     failsh = run([sys.executable, "-m", "failover.cli.failsh", "-F", "-N", "solo", "-f", str(policy),
-                  "--faild", f"127.0.0.1:{port}", "-m", "0", "-D", "0", "-i", str(tmp_path / "pid")],
-                 path, tmp_path / "failsh.log")
+                  "--faild", faild.address, "-m", "0", "-D", "0", "-i", str(tmp_path / "pid")],
+                 notify_path, tmp_path / "failsh.log", **extra_env)
     try:
+        yield failsh
+    finally:
+        if failsh.poll() is None:
+            failsh.kill()
+            failsh.wait(5)
+        faild.kill9()
+
+
+def test_failsh_notifies(notify: tuple[str, socket.socket], tmp_path: Path) -> None:
+    path, s = notify
+    with solo_failsh(path, tmp_path) as failsh:
         expect(s, "READY=1")
         failsh.send_signal(signal.SIGHUP)
         expect(s, "RELOADING=1", "READY=1")
         failsh.send_signal(signal.SIGTERM)
         expect(s, "STOPPING=1")
         failsh.wait(15)
-    finally:
-        for p in (failsh, faild):
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)
 
 
 def test_failsh_feeds_the_watchdog(notify: tuple[str, socket.socket], tmp_path: Path) -> None:
     """WatchdogSec= in failsh.service: systemd sets WATCHDOG_USEC and failsh sends WATCHDOG=1
     at least every half of it while its policy thread runs."""
     path, s = notify
-    port = free_port()
-    faild = run([sys.executable, "-m", "failover.cli.faild", "-F", "-l", "127.0.0.1", "-p", str(port),
-                 "-s", str(tmp_path / "state"), "-r", str(tmp_path / "fpid")], "", tmp_path / "faild.log")
-    policy = tmp_path / "p.tcl"
-    policy.write_text(POLICY)
-    failsh = run([sys.executable, "-m", "failover.cli.failsh", "-F", "-N", "solo", "-f", str(policy),
-                  "--faild", f"127.0.0.1:{port}", "-m", "0", "-D", "0", "-i", str(tmp_path / "pid")],
-                 path, tmp_path / "failsh.log", WATCHDOG_USEC="1000000")
-    try:
+    with solo_failsh(path, tmp_path, WATCHDOG_USEC="1000000"):
         expect(s, "READY=1")
         seen: list[float] = []
         start = time.monotonic()
@@ -165,8 +165,3 @@ def test_failsh_feeds_the_watchdog(notify: tuple[str, socket.socket], tmp_path: 
             if "WATCHDOG=1" in s.recv(4096).decode().split("\n"):
                 seen.append(time.monotonic())
         assert seen[-1] - start < 3.5  # four within 3.5 s: every 0.5 s or so
-    finally:
-        for p in (failsh, faild):
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)

@@ -21,6 +21,8 @@ from failover.shell.procedures import Outcome, OutcomeKind, _children, cancel_ru
 from failover.shell.tclhost import PolicyError, TclCommandError, TclHost
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def tcl() -> TclHost:

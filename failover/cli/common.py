@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from failover import __version__, keys, protocol
+from failover import __version__, daemon, keys, ports, protocol
 from failover.client import ClientError, RequestFailed, UnknownHost, Unreachable
 
 EXIT_OK = 0
@@ -74,7 +74,7 @@ _retries = bounded("retry count", int, 0, 100, "0..100")
 def add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
                    help="community string presented to faild (default: %(default)s)")
-    p.add_argument("-p", "--port", type=port_number, default=protocol.DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=port_number, default=ports.FAILD,
                    help="faild port when HOST has none (default: %(default)s)")
     p.add_argument("-t", "--timeout", type=_timeout, default=1.0,
                    help="seconds to wait for each try (default: %(default)s)")
@@ -101,6 +101,18 @@ def check_curve_options(p: argparse.ArgumentParser, args: argparse.Namespace) ->
         p.error("--curve-secret needs --server-key FILE or --server-keys DIR")
     if args.curve_secret is None and has_server:
         p.error("--server-key/--server-keys need --curve-secret FILE (this client's key pair)")
+
+
+def debug_levels(program: str, facilities: Iterable[str]) -> bool:
+    """-d FACILITY: each one's log level to debug; an unknown facility is one line on stderr
+    (then False: exit EXIT_USAGE)."""
+    try:
+        for facility in facilities:
+            daemon.set_level(facility, "debug")
+    except ValueError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def load_identity(args: argparse.Namespace) -> keys.Identity | None:

@@ -12,11 +12,12 @@ import socket
 import sys
 from pathlib import Path
 
-from failover import daemon, keys, protocol
+from failover import daemon, keys, ports, protocol
 from failover.cli import common
 from failover.faild import community
 from failover.faild.server import Faild, host_info
-from failover.faild.store import StateFileError, Store, make_dir, write_target
+from failover.faild.store import StateFileError, Store
+from failover.files import make_dir, write_target
 
 log = logging.getLogger("failover.server")
 
@@ -38,7 +39,7 @@ def build_parser():
     p.add_argument("-r", "--pidfile", type=Path, default=Path("/run/faild.pid"),
                    help="pid file (default: %(default)s)")
     p.add_argument("-l", "--listen", default="*", help="address to listen on (default: all)")
-    p.add_argument("-p", "--port", type=common.port_number, default=protocol.DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=common.port_number, default=ports.FAILD,
                    help="TCP port (default: %(default)s)")
     p.add_argument("-N", "--node", help="node name reported to peers (default: the host name)")
     p.add_argument("-m", "--mlock", action="store_true", help="lock memory so faild is never paged out")
@@ -71,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.node is None and not protocol.valid_name(socket.gethostname()):  # clients would refuse its replies
         p.error(f"the host name {socket.gethostname()[:70]!r} is not a valid node name: give one with -N")
     foreground = args.foreground or bool(args.debug)
-    try:
-        for facility in args.debug:
-            daemon.set_level(facility, "debug")
-    except ValueError as exc:
-        print(f"faild: {exc}", file=sys.stderr)
+    if not common.debug_levels("faild", args.debug):
         return common.EXIT_USAGE
     # before the state file is read: what the loader logs (a counter raised, stale temporary
     # files removed) must reach the log; its errors are one line on stderr (exit 5)

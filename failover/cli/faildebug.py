@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from failover import client, daemon, protocol
+from failover import client, daemon, ports, protocol
 from failover.cli import common
-
-FAILSH_CONTROL_PORT = 1849
 
 EPILOG = f"""facilities: all, {', '.join(daemon.FACILITIES)}
 levels:     {', '.join(daemon.LEVELS)}
@@ -25,7 +23,7 @@ examples:
   faildebug --faild --curve-secret /etc/failover/keys/admin.key_secret \
             --server-key /etc/failover/keys/www1.key -h www1 server debug
                                          a faild that requires CURVE
-  faildebug -h www2:1849 peers debug     failsh on www2 (its control port is bound to
+  faildebug -h www2:{ports.FAILSH_CONTROL} peers debug     failsh on www2 (its control port is bound to
                                          127.0.0.1 by default: run faildebug there)"""
 
 
@@ -36,8 +34,8 @@ def build_parser():
     p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
                    help="community string: failsh's -c, or an RW one of faild (default: %(default)s)")
     p.add_argument("-p", "--port", type=common.port_number, default=None,
-                   help=f"port when HOST has none (default: {FAILSH_CONTROL_PORT}, "
-                        f"with --faild {protocol.DEFAULT_PORT})")
+                   help=f"port when HOST has none (default: {ports.FAILSH_CONTROL}, "
+                        f"with --faild {ports.FAILD})")
     p.add_argument("--faild", action="store_true", help="talk to faild instead of failsh")
     p.add_argument("-t", "--timeout", type=float, default=2.0, help="seconds to wait (default: %(default)s)")
     common.add_curve_options(p)  # a faild that requires CURVE; failsh's control port is local, plaintext
@@ -57,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.timeout <= 3600:
         p.error("--timeout must be in (0, 3600] seconds")
     common.check_curve_options(p, args)
-    port = args.port or (protocol.DEFAULT_PORT if args.faild else FAILSH_CONTROL_PORT)
-    if args.curve_secret is not None and port != protocol.DEFAULT_PORT and not args.faild:
+    port = args.port or (ports.FAILD if args.faild else ports.FAILSH_CONTROL)
+    if args.curve_secret is not None and port != ports.FAILD and not args.faild:
         p.error("--curve-secret is for a faild (--faild); failsh's control port speaks plaintext")
 
     def body() -> int:

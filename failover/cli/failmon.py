@@ -14,19 +14,17 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import zmq
 
-from failover import client, daemon
+from failover import client, daemon, ports, transport
 from failover.cli import common
 from failover.observe import feed
 from failover.timefmt import age, local_time
 
 log = logging.getLogger("failover.monitor")
-
-DEFAULT_PORT = feed.MONITOR_PORT
 
 EPILOG = """modes (one of):
   -c   curses screen (the default on a terminal); keys:
@@ -66,12 +64,8 @@ class Feed:
         for target in targets:
             endpoint = client.endpoint_for(target, port)  # UnknownHost: exit 4
             sock = self.ctx.socket(zmq.SUB)
-            sock.linger = 0
-            sock.ipv6 = True
+            transport.configure(sock, max_message=feed.MAX_SNAPSHOT)  # a hostile feed: connection dropped
             sock.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
-            sock.setsockopt(zmq.MAXMSGSIZE, feed.MAX_SNAPSHOT)  # a hostile feed: connection dropped
-            sock.setsockopt(zmq.RECONNECT_IVL, 100)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.setsockopt(zmq.SUBSCRIBE, feed.SNAPSHOT_TOPIC)  # not the peers' change hints
             try:
                 sock.connect(endpoint)
@@ -92,7 +86,7 @@ class Feed:
         if extra_fd is not None:
             self.poller.register(extra_fd, zmq.POLLIN)
         try:
-            events = dict(self.poller.poll(max(0, timeout) * 1000))
+            events = dict(self.poller.poll(int(max(0, timeout) * 1000)))
         finally:
             if extra_fd is not None:
                 self.poller.unregister(extra_fd)
@@ -188,7 +182,7 @@ def history_rows(snaps: Iterable[dict], limit: int = 20) -> list[dict]:
     return sorted(items, key=lambda t: t["time"])[-limit:]
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
@@ -330,7 +324,7 @@ def detail_lines(row: dict, snaps: list[dict]) -> list[tuple[str, str]]:
              (f"state        {row['state']}", row["state"]), (f"role         {row['role']}", "")]
     snap = next((s for s in snaps if s["node"] == row["host"]), None)
     svc = next((s for s in snap["services"] if s["name"] == row["service"]), None) if snap else None
-    if svc is None:
+    if snap is None or svc is None:
         return lines + [(f"peers seen   {row['peers']}", ""), ("", ""),
                         ("(this host runs no failsh that failmon watches: only what its peers see)", "")]
     lines += [(f"interval     {svc['interval']:g} s", ""),
@@ -498,7 +492,7 @@ def build_parser():
     mode.add_argument("-l", dest="mode", action="store_const", const="lines", help="text on every Return")
     mode.add_argument("-h", dest="mode", action="store_const", const="html", help="HTML page on stdout")
     mode.add_argument("-1", dest="mode", action="store_const", const="once", help="one snapshot as text, then exit")
-    p.add_argument("-p", "--port", type=common.port_number, default=DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=common.port_number, default=ports.FAILSH_FEED,
                    help="failsh monitor port when a target has none (default: %(default)s)")
     p.add_argument("-t", "--timeout", type=SECONDS, default=5.0,
                    help="seconds to wait for the first snapshot of each target (default: %(default)s)")
@@ -525,11 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = args.mode or "curses"
     if args.debug:
         daemon.setup_logging("failmon", to_syslog=False)
-        try:
-            for facility in args.debug:
-                daemon.set_level(facility, "debug")
-        except ValueError as exc:
-            print(f"failmon: {exc}", file=sys.stderr)
+        if not common.debug_levels("failmon", args.debug):
             return common.EXIT_USAGE
     if mode == "curses" and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("failmon: the curses screen needs a terminal; use -1, -l or -h", file=sys.stderr)

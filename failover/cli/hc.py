@@ -12,12 +12,12 @@ from pathlib import Path
 
 import zmq
 
-from failover import daemon, keys
+from failover import daemon, keys, ports
 from failover.cli import common
 from failover.faild import community
 from failover.faild.server import host_info
-from failover.hc import DEFAULT_PORT, hcfile
-from failover.hc.checks import run_check
+from failover.hc import hcfile
+from failover.hc.kinds import names, run_check
 from failover.hc.monitor import READ_ONLY, Monitor
 from failover.hc.runner import MAX_WORKERS, Notifier, Runner
 
@@ -39,22 +39,22 @@ runs the node's actions.  A node also fails when a node it depends on fails.
         interval 5
         fall 3
         rise 2
-        faild localhost:1847 service web community secret
+        faild localhost:{ports.FAILD} service web community secret
         action /usr/local/sbin/page-operator
 
-Check kinds: tcp, http (and https), dns, smtp, ldap, command; every check has a
+Check kinds: {names()}; every check has a
 timeout and runs concurrently with the others.  Without -F or -d hc detaches and
 logs to syslog.
 
-With -m, hc answers faild's protocol on port {DEFAULT_PORT}: every node is a read-only
-service (UP, FAIL, or RECOVER while not known yet), so 'failstat localhost:{DEFAULT_PORT}'
+With -m, hc answers faild's protocol on port {ports.HC_MONITOR}: every node is a read-only
+service (UP, FAIL, or RECOVER while not known yet), so 'failstat localhost:{ports.HC_MONITOR}'
 and hcmon show the checks.  Signals: SIGTERM/SIGINT stop hc, SIGHUP re-reads the
 Hcfile (a bad file is reported and the old one kept).
 
 examples:
   hc -n -f /etc/failover/Hcfile     check the file's syntax and exit
   hc -1                             run every check of ./Hcfile once, print the results
-  hc -F -m                          run in the foreground with the monitor on port {DEFAULT_PORT}
+  hc -F -m                          run in the foreground with the monitor on port {ports.HC_MONITOR}
   hc -d runner -f web.hc            debug output of the scheduler (implies -F)"""
 
 
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"debug output for FACILITY (implies -F): all, {', '.join(HC_FACILITIES)}, "
                         "or a faild facility such as protocol")
     p.add_argument("-m", "--monitor", action="store_true",
-                   help=f"serve the check states over faild's protocol (port -p, default {DEFAULT_PORT})")
-    p.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="monitor port (default: %(default)s)")
+                   help=f"serve the check states over faild's protocol (port -p, default {ports.HC_MONITOR})")
+    p.add_argument("-p", "--port", type=int, default=ports.HC_MONITOR, help="monitor port (default: %(default)s)")
     p.add_argument("-l", "--listen", default="*", help="monitor address to listen on (default: all)")
     p.add_argument("-c", "--communities", type=Path, metavar="FILE",
                    help="community file for the monitor, as faild's (default: '* public RO')")
@@ -198,10 +198,10 @@ def reload(runner: Runner, args: argparse.Namespace) -> None:
 
 def run_once(config: hcfile.Config, jobs: int) -> int:
     """Every check once, concurrently; dependencies applied; a table on stdout."""
-    nodes = [n for n in config.nodes.values() if n.check]
+    checks = {n.name: (n.check, n.timeout) for n in config.nodes.values() if n.check is not None}
     results: dict[str, tuple[bool, str]] = {}
-    with ThreadPoolExecutor(max(1, jobs or min(MAX_WORKERS, len(nodes) or 1))) as pool:
-        futures = {n.name: pool.submit(run_check, n.check, n.timeout) for n in nodes}
+    with ThreadPoolExecutor(max(1, jobs or min(MAX_WORKERS, len(checks) or 1))) as pool:
+        futures = {name: pool.submit(run_check, check, timeout) for name, (check, timeout) in checks.items()}
         for name, fut in futures.items():
             results[name] = fut.result()
     for name in config.order:

@@ -14,9 +14,8 @@ import sys
 import time
 from urllib.parse import parse_qs, quote
 
-from failover import client, model, protocol
+from failover import client, model, ports, protocol
 from failover.cli import common
-from failover.hc import DEFAULT_PORT
 from failover.timefmt import age, local_time
 
 EPILOG = f"""hcmon asks each hc (started with -m) for its checks and their recent transitions
@@ -26,14 +25,14 @@ as a strip, and the history of state changes.
 
 As a CGI program (install a copy or symlink named hcmon.cgi in the web server's
 cgi-bin), the page's hosts come from the environment, not the request:
-  HCMON_HOSTS      hosts to show, separated by spaces or commas (default: localhost:{DEFAULT_PORT})
+  HCMON_HOSTS      hosts to show, separated by spaces or commas (default: localhost:{ports.HC_MONITOR})
   HCMON_COMMUNITY  community string (default: public)
 and the query string may narrow the page: ?host=HOST (one of HCMON_HOSTS) and
 ?check=NAME (one check and its own recent transitions).
 
 examples:
   hcmon                             the local hc as HTML on stdout
-  hcmon www1 www2:1900 > hc.html    two hosts (port {DEFAULT_PORT} unless given)
+  hcmon www1 www2:1900 > hc.html    two hosts (port {ports.HC_MONITOR} unless given)
   hcmon --refresh 10 --history 50   page reloading itself every 10 s"""
 
 STYLE = """
@@ -49,7 +48,7 @@ small{color:#666}
 
 
 def fetch(host: str, community: str, timeout: float, retries: int, history: int,
-          port: int = DEFAULT_PORT, check: str | None = None) -> dict:
+          port: int = ports.HC_MONITOR, check: str | None = None) -> dict:
     """One hc's list (with details) and history as a dict; errors become an 'error' entry.
     Every record and transition is validated (model.from_wire), the details of each check
     too (_details): a hostile or broken hc gives an error line or fewer details, never a
@@ -157,7 +156,7 @@ def render(results: list[dict], refresh: int = 0, check: str | None = None,
 def page(hosts: list[str], community: str = protocol.DEFAULT_COMMUNITY, timeout: float = 1.0,
          history: int = 30, check: str | None = None, refresh: int = 0) -> str:
     """The whole page for these hc monitors in one call (for a dashboard's /hc page)."""
-    results = [fetch(h, community, timeout, 0, history, DEFAULT_PORT, check) for h in hosts]
+    results = [fetch(h, community, timeout, 0, history, ports.HC_MONITOR, check) for h in hosts]
     return render(results, refresh, check)
 
 
@@ -183,7 +182,7 @@ def _row(host: str, s: dict, link: str | None, now: float) -> str:
 
 def cgi_hosts(environ: dict) -> tuple[list[str], str | None, str | None]:
     """(hosts, check filter, error) from HCMON_HOSTS and QUERY_STRING."""
-    configured = [h for h in environ.get("HCMON_HOSTS", f"localhost:{DEFAULT_PORT}").replace(",", " ").split()]
+    configured = [h for h in environ.get("HCMON_HOSTS", f"localhost:{ports.HC_MONITOR}").replace(",", " ").split()]
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=False)
     hosts = configured
     if "host" in query:
@@ -202,14 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = common.parser("hcmon", "HTML view of the checks of one or several hc monitors (hc -m). "
                       "Also runs as the CGI program hcmon.cgi.", EPILOG)
     common.add_client_options(p)
-    p.set_defaults(port=DEFAULT_PORT, retries=0)
+    p.set_defaults(port=ports.HC_MONITOR, retries=0)
     p.add_argument("--history", type=int, default=30, metavar="N",
                    help="transitions to show per host (default: %(default)s, at most 100; 0: none)")
     p.add_argument("--refresh", type=int, default=0, metavar="SECONDS",
                    help="make the page reload itself every SECONDS")
     p.add_argument("--check", help="show only this check")
     p.add_argument("hosts", nargs="*", default=[], metavar="HOST[:PORT]",
-                   help=f"hc monitors to ask (default: localhost:{DEFAULT_PORT})")
+                   help=f"hc monitors to ask (default: localhost:{ports.HC_MONITOR})")
     return p
 
 
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"hcmon: {error}\n")
             return common.EXIT_USAGE
     else:
-        hosts, check, community, refresh = args.hosts or [f"localhost:{DEFAULT_PORT}"], args.check, \
+        hosts, check, community, refresh = args.hosts or [f"localhost:{ports.HC_MONITOR}"], args.check, \
             args.community, args.refresh
     results = [fetch(h, community, args.timeout, args.retries, history, args.port, check) for h in hosts]
     page = render(results, refresh, check, os.environ.get("SCRIPT_NAME") if cgi else None)

@@ -6,6 +6,7 @@ where they would shadow the modules."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from failover.cli import requirements
@@ -21,37 +22,13 @@ def launch(program: str) -> int:
     return importlib.import_module(f"failover.cli.{program}").main()
 
 
-def faild() -> int:
-    return launch("faild")
-
-
-def failsh() -> int:
-    return launch("failsh")
-
-
-def failc() -> int:
-    return launch("failc")
-
-
-def failstat() -> int:
-    return launch("failstat")
-
-
-def failmon() -> int:
-    return launch("failmon")
-
-
-def faildebug() -> int:
-    return launch("faildebug")
-
-
-def failkey() -> int:
-    return launch("failkey")
-
-
-def hc() -> int:
-    return launch("hc")
-
-
-def hcmon() -> int:
-    return launch("hcmon")
+# one entry point per program (pyproject.toml's [project.scripts])
+faild = functools.partial(launch, "faild")
+failsh = functools.partial(launch, "failsh")
+failc = functools.partial(launch, "failc")
+failstat = functools.partial(launch, "failstat")
+failmon = functools.partial(launch, "failmon")
+faildebug = functools.partial(launch, "faildebug")
+failkey = functools.partial(launch, "failkey")
+hc = functools.partial(launch, "hc")
+hcmon = functools.partial(launch, "hcmon")

@@ -114,12 +114,12 @@ def render(program: str, parser: argparse.ArgumentParser) -> str:
     options = [a for a in parser._actions if a.help != argparse.SUPPRESS]
     positionals = [a for a in options if not a.option_strings]
     flags = [a for a in options if a.option_strings]
-    for title, actions in (("ARGUMENTS", positionals), ("OPTIONS", flags)):
+    for heading, actions in (("ARGUMENTS", positionals), ("OPTIONS", flags)):
         if actions:
-            out.append(f".SH {title}")
+            out.append(f".SH {heading}")
             for action in actions:
                 out += [".TP", invocation(action), escape(expand_help(parser, action)) or "\\&"]
-    section = None
+    section: str | None = None
     for title, text, preformatted in epilog_sections(parser.epilog or ""):
         if title is not None:
             out.append(f".SH {title}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from failover.faild.store import read_file
+from failover.files import read_file
 from failover.protocol import DEFAULT_COMMUNITY, valid_name
 
 NONE, RO, RW = 0, 1, 2

@@ -7,37 +7,28 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Reversible
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from failover import daemon, keys, protocol
-from failover.client import configure_socket
+from failover import daemon, keys, protocol, transport
 from failover.faild import community
 from failover.faild.lease import Lease
-from failover.faild.store import Store
-from failover.model import HostInfo
+from failover.model import HostInfo, ServiceRecord, Transition
+from failover.states import State
 
 log = logging.getLogger("failover.server")
 plog = logging.getLogger("failover.protocol")
-
-# Hostile clients (docs/security.md): at most SOCKET_HWM messages are queued per
-# connection each way (inbound: then TCP flow control holds the sender back; outbound:
-# replies to a client that does not read are dropped), so a flood costs at most about
-# SOCKET_HWM x 64 KiB per connection; a connection that has not finished the ZeroMQ
-# handshake after HANDSHAKE_IVL_MS (slow, silent or not ZeroMQ) is closed.
-SOCKET_HWM = 32
-HANDSHAKE_IVL_MS = 2000
-
 
 def peer_address(frame: zmq.Frame | None) -> str:
     """Who sent ``frame`` (its TCP peer's address; "?" when ZeroMQ does not know)."""
     if frame is None:
         return "?"
     try:
-        return frame.get("Peer-Address")
+        return str(frame.get("Peer-Address"))
     except (zmq.ZMQError, TypeError):
         return "?"
 
@@ -75,6 +66,36 @@ def serve_one(sock: zmq.Socket, handle: Callable[[bytes, zmq.Frame], bytes], fla
     return True
 
 
+class StateStore(Protocol):
+    """What :class:`Faild` serves: faild's own store (failover/faild/store.py), or any other
+    set of records with a history, such as hc's check states or failsh's own transitions."""
+
+    @property
+    def counter(self) -> int:
+        """Moves on every change of a record: Faild re-encodes its replies when it has moved."""
+
+    @property
+    def history(self) -> Reversible[Transition]:
+        """The transitions kept, oldest first."""
+
+    def get(self, name: str) -> ServiceRecord | None: ...
+
+    def all(self) -> list[ServiceRecord]:
+        """Every record, sorted by name."""
+
+    def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
+        """Set a state; the record and whether it changed.  OSError if it cannot be saved."""
+
+
+T = TypeVar("T")
+
+
+def _given(value: T | None) -> T:
+    """A field of the request that its op requires: decode_request let none through without it."""
+    assert value is not None, "protocol.decode_request checks the fields of protocol.OPS"
+    return value
+
+
 class Denied(Exception):
     """The request's community may not do this (not PermissionError: that is an OSError)."""
 
@@ -84,7 +105,10 @@ class NoService(Exception):
 
 
 class Faild:
-    def __init__(self, store: Store, rules: community.Rules, host: HostInfo,
+    """The faild protocol over a :class:`StateStore`: access rules, the lease, cached replies.
+    Pure request handling (:meth:`handle`) and the serve loop of the faild program (:meth:`serve`)."""
+
+    def __init__(self, store: StateStore, rules: community.Rules, host: HostInfo,
                  community_file: Path | None = None, curve: keys.ServerKeys | None = None) -> None:
         self.store = store
         self.rules = rules
@@ -97,14 +121,15 @@ class Faild:
         # the host object as JSON up to its last member, the lease, which changes every call
         self._host_json_head = protocol.dumps(self._host_wire)[:-1] + ',"lease":'
         self.lease = Lease()  # failsh on this host renews it
-        # get/list: the "services" array as JSON, per service / per community; cleared on
-        # every state change and reload (the store only changes through this object)
+        # get/list: the "services" array as JSON, per service / per community; cleared when
+        # the store's counter moves (whoever changed it) and on reload
         self._services_json: dict[str | tuple[str, str], str] = {}
+        self._cached_at = store.counter
         self._stop = False
 
     # Request handling (pure: frame in, frame out) ----------------------
     def invalidate(self) -> None:
-        """The store changed behind this object's back (hc's runner): drop the cached replies."""
+        """Drop the cached replies (a store change is noticed by its counter without this)."""
         self._services_json.clear()
 
     def handle(self, frame: bytes, meta: zmq.Frame | None = None) -> bytes:
@@ -147,15 +172,18 @@ class Faild:
         if req.op == "get":
             if not rules.may_read(req.service, req.community):
                 raise Denied(f"community has no read access to {req.service}")
-            key = req.service
+            key = _given(req.service)
         else:
             if not rules.knows(req.community):
                 raise Denied("community has no read access to this host")
             key = ("list", req.community)
+        if self.store.counter != self._cached_at:
+            self._services_json.clear()
+            self._cached_at = self.store.counter
         services = self._services_json.get(key)
         if services is None:
             if req.op == "get":
-                rec = self.store.get(req.service)
+                rec = self.store.get(_given(req.service))
                 if rec is None:
                     raise NoService(f"unknown service {req.service!r} on {self.host.name}")
                 recs = [rec.to_wire()]
@@ -179,18 +207,18 @@ class Faild:
                 raise Denied(f"community has no read access to {req.service or 'this host'}")
             return self._history(req, host)
         if req.op == "set":
-            if req.service not in self.store.records and len(self.store.records) >= protocol.MAX_SERVICES:
+            service = _given(req.service)
+            if self.store.get(service) is None and len(self.store.all()) >= protocol.MAX_SERVICES:
                 raise protocol.ProtocolError("LIMIT", f"faild holds {protocol.MAX_SERVICES} services already")
-            rec, changed = self.store.set(req.service, req.state, req.reason)
+            rec, changed = self.store.set(service, _given(req.state), req.reason)
             if changed:
-                self._services_json.clear()
                 log.info("%s -> %s (%s)", req.service, rec.state, req.reason or "failc/failsh request")
             return protocol.ok_reply(req.id, host=host, services=[rec.to_wire()], changed=changed)
         if req.op == "lease":
             self.lease.renew(req.ttl, req.pid, req.pidstart)
             host["lease"] = req.ttl or None
             return protocol.ok_reply(req.id, host=host)
-        daemon.set_level(req.facility, req.level)  # op "loglevel"
+        daemon.set_level(_given(req.facility), _given(req.level))  # op "loglevel"
         log.info("log level of %s set to %s", req.facility, req.level)
         return protocol.ok_reply(req.id, host=host)
 
@@ -247,29 +275,28 @@ class Faild:
         Signal handlers only queue the signal; the loop acts on it after the request in
         hand, or within SIGNAL_LATENCY when idle.
         """
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context = zmq.Context.instance()
         sock = ctx.socket(zmq.REP)
-        configure_socket(sock)
+        transport.configure(sock)
+        transport.harden(sock)
         sock.rcvtimeo = int(self.SIGNAL_LATENCY * 1000)
-        sock.sndhwm = sock.rcvhwm = SOCKET_HWM
-        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         auth = None
         if self.curve is not None and self._allow is not None:
             auth = keys.start_authenticator(ctx, self._allow)  # before bind: see its doc
-            keys.server_socket(sock, self.curve.identity)
+            transport.curve_server(sock, self.curve.identity)
             keys.log.info("CURVE required: %d client keys allowed (%s)", len(self._allow.allowed),
                           self.curve.allow_dir)
         handshakes = keys.HandshakeLog(sock)
         handshakes.start()
         try:
-            bind_with_retry(sock, endpoint)
+            transport.bind_with_retry(sock, endpoint)
         except zmq.ZMQError:
             self._close(sock, auth, handshakes)
             raise
         pending: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: pending.append(signum))
-        log.info("faild %s serving %s (%d services)", self.host.name, endpoint, len(self.store.records))
+        log.info("faild %s serving %s (%d services)", self.host.name, endpoint, len(self.store.all()))
         if ready:
             ready()
         try:
@@ -303,18 +330,6 @@ class Faild:
                 log.info("got %s, shutting down", signal.Signals(signum).name)
                 daemon.sd_notify("STOPPING=1")
                 self._stop = True
-
-
-def bind_with_retry(sock: zmq.Socket, endpoint: str, attempts: int = 20) -> None:
-    """Bind, retrying briefly: a just-closed endpoint can still be in use (tech notes §4.3)."""
-    for attempt in range(attempts):
-        try:
-            sock.bind(endpoint)
-            return
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EADDRINUSE or attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
 
 
 def host_info(name: str | None) -> HostInfo:

@@ -9,21 +9,18 @@ file faild starts with never breaks a reader later (docs/faild.md, "State file")
 
 from __future__ import annotations
 
-import errno
-import glob
 import json
 import logging
-import os
-import re
 import reprlib
 import stat
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from failover import model, protocol
+from failover.files import atomic_write, read_file, stale_temps, write_target
+from failover.files import make_dir as make_dir  # still imported from here by shell/engine.py (the dump)
 from failover.model import ServiceRecord, Transition
 from failover.states import State
 
@@ -33,8 +30,6 @@ HISTORY_LIMIT = 500
 MAX_FILE = 16 * 1024 * 1024  # far above 256 services + 500 transitions (~200 KiB)
 MAX_REASON = model.MAX_REASON  # what protocol accepts in a set request
 LATEST_TIME = model.LATEST_TIME
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 
 
 class StateFileError(Exception):
@@ -48,7 +43,7 @@ class Store:
         self.history: deque[Transition] = deque(maxlen=history_limit)
         self.counter = 0
         raw = read_state_file(path) if path is not None else None
-        if raw is not None:
+        if path is not None and raw is not None:
             self._load(path, raw)
 
     def _load(self, path: Path, raw: bytes) -> None:
@@ -59,11 +54,11 @@ class Store:
             services = _field(data, "services", list)
             _check(len(services) <= protocol.MAX_SERVICES, f"more than {protocol.MAX_SERVICES} services")
             for i, d in enumerate(services):
-                rec = _record(d, f"services[{i}]")
+                rec = ServiceRecord.from_wire(d, f"services[{i}]")  # ProtocolError is a ValueError
                 _check(rec.name not in self.records, f"services[{i}].name: service {rec.name!r} twice")
                 self.records[rec.name] = rec
             for i, t in enumerate(_field(data, "history", list, default=[])):
-                self.history.append(_transition(t, f"history[{i}]"))
+                self.history.append(Transition.from_wire(t, f"history[{i}]"))
             self.counter = _count(data, "counter", "top level")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise StateFileError(f"invalid state file {path}: {exc}") from None
@@ -101,6 +96,17 @@ class Store:
         self.history.append(change)
         return rec, True
 
+    def remove(self, name: str) -> bool:
+        """Forget the record of ``name`` (its transitions stay in the history); whether there
+        was one.  The counter moves, so a server over this store sees the change."""
+        if name not in self.records:
+            return False
+        counter = self.counter + 1
+        self._write(counter, {n: r for n, r in self.records.items() if n != name}, list(self.history))
+        self.counter = counter
+        del self.records[name]
+        return True
+
     def save(self) -> None:
         self._write(self.counter, self.records, list(self.history))
 
@@ -117,28 +123,13 @@ class Store:
         only: a second reader of the file must not delete a running faild's temp file)."""
         if self.path is None:
             return
-        target = write_target(self.path)
-        ours = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}")  # what mkstemp names (atomic_write)
-        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*"):
-            if not ours.fullmatch(tmp.name):  # .faild.state.bak is the admin's
-                continue
+        for tmp in stale_temps(write_target(self.path)):
             try:
                 if stat.S_ISREG(tmp.lstat().st_mode):
                     tmp.unlink()
                     log.info("removed stale temporary file %s", tmp)
             except OSError as exc:
                 log.warning("cannot remove stale temporary file %s: %s", tmp, exc)
-
-
-def write_target(path: Path) -> Path:
-    """The file to replace: a symlink's target (it must exist: a dangling link is usually a
-    file system not mounted yet, and replacing the link would hide the real state)."""
-    if not path.is_symlink():
-        return path
-    try:
-        return Path(os.path.realpath(path, strict=True))
-    except OSError:
-        raise FileNotFoundError(f"{path} is a symlink to {os.readlink(path)!r}, which does not exist") from None
 
 
 def read_state_file(path: Path) -> bytes | None:
@@ -153,77 +144,6 @@ def read_state_file(path: Path) -> bytes | None:
         raise StateFileError(str(exc)) from None
     except OSError as exc:
         raise StateFileError(f"cannot use state file {path}: {exc.strerror or exc}") from None
-
-
-def read_file(path: Path, limit: int, what: str = "file", shown: Path | None = None) -> bytes:
-    """The bytes of the regular file ``path`` (symlinks followed), at most ``limit`` of them.
-
-    For every file failover reads from an admin (state, community, key files): opened
-    non-blocking after a stat, so a FIFO or a device can neither hang the reader nor flood
-    its memory.  ValueError (not a regular file, too large) or OSError (cannot open/read),
-    each naming ``what`` and ``shown`` (default ``path``)."""
-    shown = path if shown is None else shown
-    _regular(shown, os.stat(path), what, limit)  # before open: opening some devices has effects
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        _regular(shown, os.fstat(fd), what, limit)  # replaced between stat and open?
-        chunks, size = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:  # grew while read
-                raise ValueError(f"{what} {shown} is larger than {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _regular(path: Path, st: os.stat_result, what: str, limit: int) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
-                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "special")
-        raise ValueError(f"{what} {path} is {kind}, not a regular file")
-    if st.st_size > limit:
-        raise ValueError(f"{what} {path} is larger than {limit} bytes ({st.st_size})")
-
-
-def make_dir(path: Path, mode: int = DIR_MODE) -> None:
-    """mkdir -p whose new directories get ``mode`` whatever the umask; existing ones are kept.
-    NotADirectoryError if ``path`` (or a parent) is something else."""
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, mode)
-        except FileExistsError:
-            continue
-        os.chmod(d, mode)
-
-
-def atomic_write(path: Path, payload: bytes, mode: int = FILE_MODE) -> None:
-    """Write temp file + fsync + rename + fsync(dir): never a torn file.  The file gets
-    ``mode`` whatever the umask."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 # Field checks for _load: each raises ValueError naming where the bad value is; the
@@ -243,15 +163,7 @@ def _field(d: dict, key: str, kind: type, where: str = "top level", default: Any
 
 
 def _count(d: dict, key: str, where: str) -> int:
-    value = d.get(key)
+    value: Any = d.get(key)
     _check(type(value) is int and 0 <= value < 2**63, f"{where}: {key} must be a whole number >= 0, "
            f"not {reprlib.repr(value)}")
     return value
-
-
-def _record(d: Any, where: str) -> ServiceRecord:
-    return ServiceRecord.from_wire(d, where)  # ProtocolError is a ValueError
-
-
-def _transition(t: Any, where: str) -> Transition:
-    return Transition.from_wire(t, where)

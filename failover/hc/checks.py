@@ -1,11 +1,12 @@
-"""One function per check kind.  Each returns ``(ok, detail)`` within its timeout.
+"""The probes: one function per check kind (failover/hc/kinds.py calls them), each
+returning ``(ok, detail)`` within its timeout.
 
 Every socket a check opens is armed on a watchdog that shuts it down at the check's
 deadline, so a server that trickles bytes cannot hold a check longer than its
 timeout (plus scheduling noise); per-operation socket timeouts catch the plain
 hang earlier.  Commands run in their own process group, killed as a group on
-timeout.  Nothing here raises: :func:`run_check` turns every exception into
-``(False, "why")``.
+timeout.  A probe may raise: kinds.run_check turns every exception into
+``(False, "why")`` with :func:`describe`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from failover.hc.hcfile import DNS_TYPES, CheckSpec, status_text
-
 log = logging.getLogger("failover.hc.checks")
 Result = tuple[bool, str]
 MAX_BODY = 256 * 1024
-DETAIL_LIMIT = 200
 USER_AGENT = "failover-hc/0.6"
 
 
@@ -156,11 +154,18 @@ def check_tcp(host: str, port: int, timeout: float, expect: str | None = None) -
 
 # --- http / https --------------------------------------------------------------------
 
+def status_text(ranges: tuple[tuple[int, int], ...]) -> str:
+    """Status ranges as the Hcfile writes them: 200,204-206."""
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
 def check_http(url: str, timeout: float, status: tuple[tuple[int, int], ...] = ((200, 399),),
                body: str | None = None, insecure: bool = False) -> Result:
     """GET ``url`` (no redirects followed); check the status and optionally the body."""
     dl, start = Deadline(timeout), time.monotonic()
     u = urlsplit(url)
+    if not u.hostname:  # kinds.Http.parse lets no such URL through
+        raise ValueError(f"no host in URL {url!r}")
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     conn: http.client.HTTPConnection
     if u.scheme == "https":
@@ -193,6 +198,7 @@ def check_http(url: str, timeout: float, status: tuple[tuple[int, int], ...] = (
 
 # --- dns -----------------------------------------------------------------------------
 
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
@@ -455,12 +461,6 @@ def check_ldap(host: str, port: int, timeout: float, dn: str = "", password: str
 
 # --- command -------------------------------------------------------------------------
 
-def check_command(command: str, timeout: float, env: dict[str, str] | None = None) -> Result:
-    """Run ``/bin/sh -c command``; healthy means exit status 0 within the timeout."""
-    ok, detail = run_command(command, timeout, env=env)
-    return ok, detail
-
-
 def run_command(command: str, timeout: float, args: tuple[str, ...] = (),
                 env: dict[str, str] | None = None) -> Result:
     """Run a shell command in its own process group; kill the group on timeout."""
@@ -489,7 +489,7 @@ def run_command(command: str, timeout: float, args: tuple[str, ...] = (),
     return True, f"exit status 0 in {_ms(start)}{last}"
 
 
-# --- dispatch ------------------------------------------------------------------------
+# --- why a check failed ------------------------------------------------------------
 
 def describe(exc: BaseException, timeout: float) -> str:
     """A short human reason for a failed check."""
@@ -510,30 +510,3 @@ def describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def run_check(spec: CheckSpec, timeout: float) -> Result:
-    """Run one check; never raises.  ``detail`` is at most DETAIL_LIMIT characters."""
-    p = spec.params
-    try:
-        if spec.kind == "tcp":
-            ok, detail = check_tcp(p["host"], p["port"], timeout, p.get("expect"))
-        elif spec.kind == "http":
-            ok, detail = check_http(p["url"], timeout, p["status"], p.get("body"), p["insecure"])
-        elif spec.kind == "dns":
-            ok, detail = check_dns(p["server"], p["port"], p["name"], timeout, p["type"], p.get("expect"))
-        elif spec.kind == "smtp":
-            ok, detail = check_smtp(p["host"], p["port"], timeout, p["helo"], p["starttls"], p["insecure"])
-        elif spec.kind == "ldap":
-            ok, detail = check_ldap(p["host"], p["port"], timeout, p["dn"], p["password"])
-        elif spec.kind == "command":
-            ok, detail = check_command(p["command"], timeout)
-        else:
-            ok, detail = False, f"unknown check kind {spec.kind!r}"
-    except Exception as exc:
-        ok, detail = False, describe(exc, timeout)
-        expected = (OSError, CheckTimeout, http.client.HTTPException, smtplib.SMTPException)
-        log.debug("%s check %s failed", spec.kind, spec.target, exc_info=not isinstance(exc, expected))
-    if len(detail) > DETAIL_LIMIT:
-        detail = detail[:DETAIL_LIMIT - 3] + "..."
-    return ok, detail

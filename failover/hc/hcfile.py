@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from failover.client import ClientError, endpoint_for
+from failover.hc.kinds import Check, parse_check
 
 DEFAULT_INTERVAL = 10.0
 DEFAULT_TIMEOUT = 5.0
@@ -46,19 +47,6 @@ MAX_NODES = 256  # each node is a service of the monitor; a 'list' reply must fi
 
 class HcfileError(Exception):
     """An unusable Hcfile; ``str()`` is one line starting with ``file:line:``."""
-
-
-@attrs.frozen
-class CheckSpec:
-    """What to check: ``kind`` (tcp, http, dns, smtp, ldap, command) and its parameters."""
-
-    kind: str
-    params: dict[str, Any] = attrs.field(factory=dict, hash=False)
-    text: str = ""  # the check line as written, for humans
-
-    @property
-    def target(self) -> str:
-        return str(self.params.get("target", ""))
 
 
 @attrs.frozen
@@ -80,7 +68,7 @@ class Node:
     name: str
     line: int
     deps: tuple[str, ...] = ()
-    check: CheckSpec | None = None
+    check: Check | None = None
     interval: float = DEFAULT_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     fall: int = DEFAULT_FALL
@@ -114,168 +102,6 @@ def parse_count(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
         raise ValueError(f"invalid count {text!r} (an integer 1..1000)")
     return int(text)
-
-
-def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, or ``host`` when a default port exists."""
-    host, port_text = text, None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"invalid address {text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"invalid address {text!r}")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise ValueError(f"invalid address {text!r}: no host")
-    if port_text is None:
-        if default_port is None:
-            raise ValueError(f"address {text!r} needs a port (HOST:PORT)")
-        return host, default_port
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise ValueError(f"invalid port in {text!r}")
-    return host, int(port_text)
-
-
-def parse_status(text: str) -> tuple[tuple[int, int], ...]:
-    """``200``, ``200,204``, ``2xx``, ``200-299`` or combinations -> inclusive ranges."""
-    ranges = []
-    for part in text.split(","):
-        if re.fullmatch(r"[1-5]xx", part):
-            base = int(part[0]) * 100
-            ranges.append((base, base + 99))
-        elif re.fullmatch(r"\d{3}-\d{3}", part):
-            lo, hi = (int(x) for x in part.split("-"))
-            if lo > hi:
-                raise ValueError(f"invalid status range {part!r}")
-            ranges.append((lo, hi))
-        elif re.fullmatch(r"\d{3}", part):
-            ranges.append((int(part), int(part)))
-        else:
-            raise ValueError(f"invalid status {part!r} (use e.g. 200, 200,204, 2xx or 200-399)")
-    merged: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    return tuple(merged)
-
-
-def status_text(ranges: tuple[tuple[int, int], ...]) -> str:
-    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
-
-
-# --- check kinds ---------------------------------------------------------------
-
-DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33}
-
-# kind -> (usage, valued options, flag options)
-KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "tcp": ("tcp HOST:PORT [expect TEXT]", ("expect",), ()),
-    "http": ("http URL [status CODES] [body TEXT] [insecure]", ("status", "body"), ("insecure",)),
-    "dns": ("dns SERVER[:PORT] NAME [type A|AAAA|MX|...] [expect ADDRESS]", ("type", "expect"), ()),
-    "smtp": ("smtp HOST[:PORT] [helo NAME] [starttls] [insecure]", ("helo",), ("starttls", "insecure")),
-    "ldap": ("ldap HOST[:PORT] [dn DN password SECRET]", ("dn", "password"), ()),
-    "command": ("command SHELL-COMMAND...", (), ()),
-}
-
-
-def _options(kind: str, words: list[str]) -> dict[str, Any]:
-    usage, valued, flags = KINDS[kind]
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word in flags:
-            out[word] = True
-            i += 1
-        elif word in valued:
-            if i + 1 >= len(words):
-                raise ValueError(f"option {word!r} of a {kind} check needs a value (usage: check {usage})")
-            out[word] = words[i + 1]
-            i += 2
-        else:
-            known = ", ".join(valued + flags) or "none"
-            raise ValueError(f"unknown option {word!r} for a {kind} check (known: {known}; usage: check {usage})")
-    return out
-
-
-def parse_check(words: list[str], raw_rest: str) -> CheckSpec:
-    """Parse the words after ``check``; ``raw_rest`` is the unsplit text (for command)."""
-    if not words:
-        raise ValueError(f"'check' needs a kind: one of {', '.join(KINDS)}")
-    kind = words[0].lower()
-    if kind in ("https",):
-        kind = "http"
-    if kind not in KINDS:
-        raise ValueError(f"unknown check kind {words[0]!r} (known: {', '.join(KINDS)})")
-    usage = KINDS[kind][0]
-    text = " ".join(words)
-    if kind == "command":
-        command = raw_rest.split(None, 1)[1].strip() if len(raw_rest.split(None, 1)) > 1 else ""
-        if not command:
-            raise ValueError(f"a command check needs a shell command (usage: check {usage})")
-        return CheckSpec("command", {"target": command, "command": command}, f"command {command}")
-    npos = 2 if kind == "dns" else 1
-    if len(words) < 1 + npos:
-        raise ValueError(f"a {kind} check needs {npos} argument{'s' if npos > 1 else ''} (usage: check {usage})")
-    pos, opts = words[1:1 + npos], _options(kind, words[1 + npos:])
-    params: dict[str, Any] = {"target": pos[0]}
-    if kind == "tcp":
-        params["host"], params["port"] = parse_hostport(pos[0])
-        if "expect" in opts:
-            params["expect"] = opts["expect"]
-    elif kind == "http":
-        from urllib.parse import urlsplit
-        url = urlsplit(pos[0])
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"invalid URL {pos[0]!r} (http://HOST[:PORT]/PATH or https://...)")
-        try:
-            url.port  # noqa: B018 - validates the port
-        except ValueError:
-            raise ValueError(f"invalid port in URL {pos[0]!r}") from None
-        params["url"] = pos[0]
-        params["status"] = parse_status(opts.get("status", "2xx,3xx"))
-        if "body" in opts:
-            params["body"] = opts["body"]
-        params["insecure"] = bool(opts.get("insecure"))
-    elif kind == "dns":
-        params["server"], params["port"] = parse_hostport(pos[0], 53)
-        params["name"] = pos[1]
-        params["target"] = f"{pos[1]}@{pos[0]}"
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", pos[1]):
-            raise ValueError(f"invalid DNS name {pos[1]!r}")
-        qtype = opts.get("type", "A").upper()
-        if qtype not in DNS_TYPES:
-            raise ValueError(f"unsupported DNS type {qtype!r} (known: {', '.join(DNS_TYPES)})")
-        params["type"] = qtype
-        if "expect" in opts:
-            import ipaddress
-            try:
-                addr = ipaddress.ip_address(opts["expect"])
-            except ValueError:
-                raise ValueError(f"'expect' of a dns check must be an IP address, not {opts['expect']!r}") from None
-            if qtype not in ("A", "AAAA") or (addr.version == 4) != (qtype == "A"):
-                raise ValueError(f"'expect {addr}' does not fit a type {qtype} query")
-            params["expect"] = str(addr)
-    elif kind == "smtp":
-        params["host"], params["port"] = parse_hostport(pos[0], 25)
-        params["helo"] = opts.get("helo", "")
-        params["starttls"] = bool(opts.get("starttls"))
-        params["insecure"] = bool(opts.get("insecure"))
-    elif kind == "ldap":
-        params["host"], params["port"] = parse_hostport(pos[0], 389)
-        if ("dn" in opts) != ("password" in opts):
-            raise ValueError("an ldap check needs both 'dn' and 'password', or neither (anonymous bind)")
-        params["dn"], params["password"] = opts.get("dn", ""), opts.get("password", "")
-        if params["password"]:
-            text = text.replace(params["password"], "****")
-    return CheckSpec(kind, params, text)
 
 
 def parse_faild(words: list[str], node: str | None) -> FaildTarget:

@@ -18,11 +18,10 @@ from collections.abc import Callable
 
 import zmq
 
-from failover import protocol
-from failover.client import Client, ClientError, RequestFailed, configure_socket, endpoint_for
+from failover import ports, protocol, transport
+from failover.client import Client, ClientError, RequestFailed, endpoint_for
 from failover.faild import community
-from failover.faild.server import REFUSED, REJECTED, Faild, bind_with_retry, serve_one
-from failover.hc import DEFAULT_PORT
+from failover.faild.server import REFUSED, REJECTED, Faild, serve_one
 from failover.hc.runner import Runner
 from failover.model import HostInfo
 from failover.states import State
@@ -35,8 +34,7 @@ class Monitor:
     def __init__(self, runner: Runner, host: HostInfo, rules: community.Rules = READ_ONLY) -> None:
         self.runner = runner
         self.host, self.rules = host, rules
-        self._faild = Faild(runner.store, rules, host)
-        self._counter = runner.store.counter
+        self._faild = Faild(runner.store, rules, host)  # it notices the runner's changes by the store's counter
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -50,7 +48,7 @@ class Monitor:
             return protocol.encode(protocol.error_reply(
                 req.id, "DENIED", "hc computes its states from checks; set service states in faild"))
         with self.runner.lock:
-            reply = self._server().handle(frame, meta)
+            reply = self._faild.handle(frame, meta)
             if req is None or req.op not in ("get", "list"):
                 return reply
             details = self.runner.snapshot()
@@ -64,21 +62,12 @@ class Monitor:
         extended = protocol.encode(msg)
         return extended if len(extended) <= protocol.MAX_MESSAGE else reply
 
-    def _server(self) -> Faild:
-        """The Faild answering over the runner's store.  Faild caches what it serves and
-        expects every change to go through it; hc's runner changes the store directly, so
-        a store change drops that cache."""
-        if self.runner.store.counter != self._counter:
-            self._faild.invalidate()
-            self._counter = self.runner.store.counter
-        return self._faild
-
     def start(self, endpoint: str, ready: Callable[[], None] | None = None) -> None:
         """Bind now (errors reach the caller), then serve on a thread of its own."""
-        sock = zmq.Context.instance().socket(zmq.REP)
-        configure_socket(sock)
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.REP)
+        transport.configure(sock)
         try:
-            bind_with_retry(sock, endpoint)
+            transport.bind_with_retry(sock, endpoint)
         except zmq.ZMQError:
             sock.close(linger=0)
             raise
@@ -115,7 +104,7 @@ def healthy(endpoint: str, check: str, community: str = protocol.DEFAULT_COMMUNI
     configuration rather than a health result.
     """
     try:
-        with Client(endpoint_for(endpoint, DEFAULT_PORT), community, timeout, retries) as c:
+        with Client(endpoint_for(endpoint, ports.HC_MONITOR), community, timeout, retries) as c:
             return c.get(check).state is State.UP
     except RequestFailed:
         raise

@@ -17,17 +17,16 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import attrs
 
 from failover import keys
 from failover.client import Client, ClientError
 from failover.faild.store import Store
-from failover.hc.checks import Result, run_check, run_command
+from failover.hc.checks import run_command
 from failover.hc.hcfile import Config, FaildTarget, Node
+from failover.hc.kinds import CheckFn, run_check
 from failover.states import State
 
 log = logging.getLogger("failover.hc.runner")
@@ -35,7 +34,6 @@ GRACE = 2.0          # seconds past a check's timeout before it is given up
 RECENT = 20          # results kept per node for the monitor
 MAX_WORKERS = 32
 REASON_PREFIX = "hc: "
-CheckFn = Callable[[Any, float], Result]
 
 
 @attrs.define
@@ -303,11 +301,10 @@ class Runner:
                     new[name] = NodeStatus(node=node, damper=Damper(node.fall, node.rise))
                     if prev is not None:
                         prev.seq += 1  # drop a result still on its way
-                    why = "check changed" if name in self.store.records else "new check"
+                    why = "check changed" if self.store.get(name) is not None else "new check"
                     self.store.set(name, State.RECOVER, f"{REASON_PREFIX}{why}")
             for name in set(old) - set(new):
-                self.store.records.pop(name, None)
-                self.store.counter += 1  # the monitor serves a fresh view after any change
+                self.store.remove(name)
                 log.info("node %s removed", name)
             self.status = new
             self.config = config
@@ -341,6 +338,8 @@ class Runner:
     def _work(self, st: NodeStatus, seq: int) -> None:
         st.begun = begun = time.monotonic()
         node = st.node
+        if node.check is None:  # _schedule runs only nodes with a check
+            return
         try:
             ok, detail = self._check(node.check, node.timeout)
         except Exception as exc:  # run_check never raises; injected checks might
@@ -353,10 +352,11 @@ class Runner:
             log.info("reloaded %s: %d nodes", item[1].path, len(self.status))
             return
         _, st, seq, ok, detail, latency = item
-        if seq != st.seq or self.status.get(st.node.name) is not st:
+        current = self.status.get(st.node.name)
+        if current is None or current is not st or seq != st.seq:
             log.debug("dropping late result of %s", st.node.name)
             return
-        self._record(st, ok, detail, latency)
+        self._record(current, ok, detail, latency)
 
     def _record(self, st: NodeStatus, ok: bool, detail: str, latency: float) -> None:
         with self.lock:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from failover import client
+from failover.lab.loopback import free_port
 from failover.shell import tcllib
 
 POLICY = tcllib.path(tcllib.DEMO_POLICY)  # failover/shell/tcl/demo-web.tcl, package data
@@ -29,12 +30,6 @@ T0 = time.monotonic()
 
 def say(text: str) -> None:
     print(f"[{time.monotonic() - T0:6.2f}s] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def who_serves(port: int) -> str | None:
@@ -94,7 +89,7 @@ class Host:
 def wait_for(port: int, wanted: str, timeout: float) -> float | None:
     """Poll the service every 100 ms until ``wanted`` answers; return when, or None."""
     deadline = time.monotonic() + timeout
-    last = "?"
+    last: str | None = "?"
     while time.monotonic() < deadline:
         served = who_serves(port)
         if served != last:

@@ -53,8 +53,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from failover import ports
 from failover.lab.vipclient import Result
-from failover.lab.vipserver import DEFAULT_PORT
 
 log = logging.getLogger("failover.testbed")
 
@@ -219,7 +219,7 @@ def _install_signal_handlers() -> None:
             signal.signal(sig, _on_signal)
 
 
-def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.05,
+def wait_until(pred: Callable[[], T | None], timeout: float, interval: float = 0.05,
                what: str = "condition") -> T:
     """Poll `pred` until it returns something truthy; TestbedError after `timeout` s."""
     end = time.monotonic() + timeout
@@ -645,7 +645,7 @@ class Testbed:
 
     # ----- the service and its client ------------------------------------------------------
 
-    def start_vipserver(self, host: Host | str, port: int = DEFAULT_PORT,
+    def start_vipserver(self, host: Host | str, port: int = ports.LAB_WEB,
                         wait: float = 5.0) -> subprocess.Popen[Any]:
         """Start vipserver (answers with the node name on every IPv4 and IPv6 address, port
         `port`) and wait until it serves."""
@@ -657,7 +657,7 @@ class Testbed:
 
     def start_vipclient(self, out: Path | None = None, *, interval_ms: float = 10.0,
                         timeout_ms: float = 200.0, duration: float = 600.0, addr: str | None = None,
-                        port: int = DEFAULT_PORT) -> tuple[subprocess.Popen[Any], Path]:
+                        port: int = ports.LAB_WEB) -> tuple[subprocess.Popen[Any], Path]:
         """Start vipclient in the client namespace against the VIP; returns (process, results file)."""
         out = out or self.tmpdir / f"vipclient-{len(self._procs)}.jsonl"
         p = self.python(self.client, "failover.lab.vipclient", "--addr", addr or self.vip, "--port", str(port),
@@ -670,7 +670,7 @@ class Testbed:
             raise TestbedError(f"vipclient exited with {p.returncode}; see {self.log_path(p)}")
         return p, out
 
-    def probe(self, frm: Host | str, addr: str, port: int = DEFAULT_PORT, timeout: float = 0.5) -> Result:
+    def probe(self, frm: Host | str, addr: str, port: int = ports.LAB_WEB, timeout: float = 0.5) -> Result:
         """One request from inside `frm`'s namespace (never from the root namespace)."""
         r = self.exec(frm, [sys.executable, "-m", "failover.lab.vipclient", "--once", "--addr", addr,
                             "--port", str(port), "--timeout-ms", str(timeout * 1000)],
@@ -680,7 +680,7 @@ class Testbed:
         except (IndexError, ValueError, TypeError) as e:
             raise TestbedError(f"probe from {self._node(frm).name}: bad output {r.stdout!r} {r.stderr!r}") from e
 
-    def wait_served(self, frm: Host | str, addr: str, port: int = DEFAULT_PORT, *, timeout: float = 5.0,
+    def wait_served(self, frm: Host | str, addr: str, port: int = ports.LAB_WEB, *, timeout: float = 5.0,
                     host: str | None = None) -> Result:
         """Probe until served (by `host`, if given); TestbedError after `timeout` s."""
         def ok() -> Result | None:
@@ -705,7 +705,7 @@ class Testbed:
         p = self.run(node, [sys.executable, "-m", "failover.cli.faild", "-F", "-N", node.name,
                             "-s", str(d / "faild.state"), "-r", str(d / "faild.pid"), *args], log_name="faild")
         if wait:
-            wait_until(lambda: p.poll() is not None or self.listening(node, 1847), wait,
+            wait_until(lambda: p.poll() is not None or self.listening(node, ports.FAILD), wait,
                        what=f"faild on {node.name} to listen")
             if p.poll() is not None:
                 raise TestbedError(f"faild on {node.name} exited with {p.returncode}; see {self.log_path(p)}")

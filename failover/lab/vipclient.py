@@ -30,7 +30,7 @@ from typing import IO
 
 import attrs
 
-from failover.lab.vipserver import DEFAULT_PORT
+from failover import ports
 
 
 @attrs.frozen
@@ -52,7 +52,7 @@ def _errname(code: int) -> str:
     return errno.errorcode.get(code, str(code))
 
 
-def probe(addr: str, port: int = DEFAULT_PORT, timeout: float = 1.0) -> Result:
+def probe(addr: str, port: int = ports.LAB_WEB, timeout: float = 1.0) -> Result:
     """One blocking request; used for readiness checks (``--once``)."""
     t0 = time.monotonic()
     try:
@@ -155,15 +155,16 @@ def run(addr: str, port: int, interval: float, timeout: float, out: IO[str],
 
 def read_results(path: str | Path) -> list[Result]:
     """Parse a vipclient output file; the header and a half-written last line are skipped."""
-    results = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "seq" in d:
-            results.append(Result(**d))
-    return results
+    return [r for line in Path(path).read_text().splitlines() if (r := _result(line)) is not None]
+
+
+def _result(line: str | bytes) -> Result | None:
+    """The result on one line of a vipclient file; None for the header or a partial line."""
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return Result(**d) if "seq" in d else None
 
 
 class Tail:
@@ -186,14 +187,7 @@ class Tail:
         self._pos += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()  # incomplete until its newline arrives
-        new = []
-        for line in lines:
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "seq" in d:
-                new.append(Result(**d))
+        new = [r for line in lines if (r := _result(line)) is not None]
         self.results.extend(new)
         return new
 
@@ -226,7 +220,7 @@ def longest_gap(results: Iterable[Result], start: float, end: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vipclient", description=__doc__.splitlines()[0])
     ap.add_argument("--addr", required=True, help="the VIP (or any address) to request")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--port", type=int, default=ports.LAB_WEB)
     ap.add_argument("--interval-ms", type=float, default=10.0)
     ap.add_argument("--timeout-ms", type=float, default=200.0)
     ap.add_argument("--duration", type=float, default=600.0, help="stop after this many seconds")

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-DEFAULT_PORT = 18080
+from failover import ports
 
 
 def serve(name: str, port: int, duration: float, bind: str = "0.0.0.0") -> int:
@@ -49,7 +49,7 @@ def serve(name: str, port: int, duration: float, bind: str = "0.0.0.0") -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vipserver", description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True, help="node name sent in every reply")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--port", type=int, default=ports.LAB_WEB)
     ap.add_argument("--bind", default="0.0.0.0", help="address to listen on; :: for IPv4 and IPv6")
     ap.add_argument("--duration", type=float, default=3600.0, help="exit after this many seconds")
     args = ap.parse_args(argv)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from failover import ports
 from failover.model import LATEST_TIME
 from failover.protocol import clean_text, valid_name
 from failover.timefmt import age, local_time
 
 FEED_VERSION = 1
-MONITOR_PORT = 1848  # 0.5's failmon port
+MONITOR_PORT = ports.FAILSH_FEED  # the table is failover/ports.py; this name is for failover/shell/
 
 # The feed carries two kinds of message; a subscriber picks one by its prefix (the JSON
 # object starts with "v" then "type", as encode() and encode_change() write it):
@@ -58,7 +60,7 @@ def _check(ok: bool, where: str, what: str) -> None:
 
 def _text(d: dict, key: str, where: str) -> str:
     """A text member, made safe for a terminal: stored back without control characters."""
-    value = d.get(key)
+    value: Any = d.get(key)
     _check(isinstance(value, str) and len(value) <= _TEXT, f"{where}.{key}",
            f"not a string of at most {_TEXT} characters")
     d[key] = clean_text(value)
@@ -68,7 +70,7 @@ def _text(d: dict, key: str, where: str) -> str:
 def _number(d: dict, key: str, where: str, optional: bool = False, low: float = 0,
             high: float = MAX_TIME) -> None:
     """A finite number in [low, high]; an optional one may be missing or null (stored as null)."""
-    value = d.get(key)
+    value: Any = d.get(key)
     if value is None and optional:
         d[key] = None
         return
@@ -76,9 +78,10 @@ def _number(d: dict, key: str, where: str, optional: bool = False, low: float = 
            f"{where}.{key}", f"not a number in [{low:g}, {high:g}]")
 
 
-def _items(d: dict, key: str, kind: type, where: str, optional: bool = False) -> list | dict:
-    """A list or object member; an optional one that is missing or null is stored empty."""
-    value = d.get(key)
+def _items(d: dict, key: str, kind: type[list] | type[dict], where: str, optional: bool = False) -> Any:
+    """A list or object member (of type ``kind``); an optional one that is missing or null
+    is stored empty."""
+    value: Any = d.get(key)
     if value is None and optional:
         value = d[key] = kind()
     _check(isinstance(value, kind) and len(value) <= _LIMIT, f"{where}.{key}",
@@ -87,7 +90,8 @@ def _items(d: dict, key: str, kind: type, where: str, optional: bool = False) ->
 
 
 def _record(item: object, where: str) -> dict:
-    _check(isinstance(item, dict), where, "not an object")
+    if not isinstance(item, dict):
+        raise BadSnapshot(f"{where}: not an object")
     return item
 
 

@@ -204,7 +204,7 @@ class StoreCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         g = GaugeMetricFamily("failover_faild_service_state", "1 for the state faild holds for the service",
                               labels=["service", "state"])
-        for rec in list(self.store.records.values()):
+        for rec in self.store.all():
             for state in STATES:
                 g.add_metric([rec.name, state], 1 if rec.state.value == state else 0)
         yield g

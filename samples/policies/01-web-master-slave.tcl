@@ -15,23 +15,18 @@ if {[info exists env(FO_NODE)]} {
 set initscript /etc/init.d/apache2
 fo::log info "web policy loaded on $me"
 
-proc startweb {args} {
+# Run the init script with $action: $state when it worked, else FAIL (and a log line).
+proc apache {action state} {
     global initscript
-    if {[catch {exec $initscript start} msg]} {
-        fo::log error "apache did not start: $msg"
+    if {[catch {exec $initscript $action} msg]} {
+        fo::log error "apache did not $action: $msg"
         return FAIL
     }
-    return UP
+    return $state
 }
 
-proc stopweb {args} {
-    global initscript
-    if {[catch {exec $initscript stop} msg]} {
-        fo::log error "apache did not stop: $msg"
-        return FAIL
-    }
-    return RECOVER
-}
+proc startweb {args} { return [apache start UP] }
+proc stopweb {args} { return [apache stop RECOVER] }
 
 # A FAILed web server is given another chance once it stops cleanly.
 proc reclaimweb {args} {
