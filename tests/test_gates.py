@@ -22,6 +22,8 @@ from failover.shell.policy import ServiceConfig
 from failover.shell.view import DOWN, UNKNOWN, UP, PeerView
 from failover.states import State
 
+pytestmark = pytest.mark.fast
+
 RECOVER, FAIL = State.RECOVER, State.FAIL
 NOW = Now(monotonic=5000.0, wall=1_700_000_000.0)
 DEADTIME = 2.5

@@ -10,11 +10,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from failover import daemon, keys, protocol
+from failover import daemon, keys, ports, protocol
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.observe import metrics
-from failover.observe.feed import MONITOR_PORT
 from failover.shell import repl
 from failover.shell.commands import ADDRESS
 from failover.shell.engine import Engine, Options
@@ -24,7 +23,6 @@ from failover.shell.tclhost import PolicyError
 
 log = logging.getLogger("failover.scheduler")
 
-DEBUG_PORT = 1849
 EXIT_FAILED = 1       # failsh had to stop on an internal failure (its network thread died)
 
 EPILOG = """The policy is a Tcl script using failsvc, failhost and failtrap (failover 0.5
@@ -55,17 +53,17 @@ def build_parser():
     p.add_argument("-i", "--pidfile", type=Path, default=Path("/run/failsh.pid"),
                    help="pid file (default: %(default)s)")
     p.add_argument("-m", "--monitor-port", type=int, default=None,
-                   help="port of the failmon feed, 0 to disable (default: 1848; "
+                   help=f"port of the failmon feed, 0 to disable (default: {ports.FAILSH_FEED}; "
                         "none at the prompt without -f)")
     p.add_argument("--monitor-listen", default="*", help="address of the failmon feed (default: all)")
     p.add_argument("-c", "--community", default=protocol.DEFAULT_COMMUNITY,
                    help="community faildebug must present (default: %(default)s)")
     p.add_argument("-D", "--debug-port", type=int, default=None,
-                   help="control port for faildebug on 127.0.0.1, 0 to disable (default: 1849; "
+                   help=f"control port for faildebug on 127.0.0.1, 0 to disable (default: {ports.FAILSH_CONTROL}; "
                         "none at the prompt without -f)")
     p.add_argument("-N", "--node", default=os.environ.get("FO_NODE") or socket.gethostname(),
                    help="this host's name in the policy (default: $FO_NODE or the host name)")
-    p.add_argument("--faild", default=f"127.0.0.1:{protocol.DEFAULT_PORT}",
+    p.add_argument("--faild", default=f"127.0.0.1:{ports.FAILD}",
                    help="the local faild as HOST[:PORT] (default: %(default)s)")
     p.add_argument("--faild-community", default=protocol.DEFAULT_COMMUNITY,
                    help="RW community for the local faild (default: %(default)s)")
@@ -98,8 +96,8 @@ def options(args) -> Options:
         addresses[name] = addr
     # a prompt without a policy must not take the ports of the failsh that runs the host
     trial = args.file is None
-    monitor_port = args.monitor_port if args.monitor_port is not None else (0 if trial else MONITOR_PORT)
-    debug_port = args.debug_port if args.debug_port is not None else (0 if trial else DEBUG_PORT)
+    monitor_port = args.monitor_port if args.monitor_port is not None else (0 if trial else ports.FAILSH_FEED)
+    debug_port = args.debug_port if args.debug_port is not None else (0 if trial else ports.FAILSH_CONTROL)
     for what, port in (("monitor", monitor_port), ("debug", debug_port)):
         if not 0 <= port < 65536:
             raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")

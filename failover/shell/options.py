@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from failover import keys, protocol
+from failover import keys, ports, protocol
 from failover.shell.policy import DEAD_FACTOR
 
 
@@ -14,7 +14,7 @@ from failover.shell.policy import DEAD_FACTOR
 class Options:
     node: str
     policy: Path | None = None
-    faild: str = f"tcp://127.0.0.1:{protocol.DEFAULT_PORT}"
+    faild: str = f"tcp://127.0.0.1:{ports.FAILD}"
     faild_community: str = protocol.DEFAULT_COMMUNITY
     addresses: dict[str, str] = attrs.Factory(dict)   # -P NAME=ADDR[:PORT]
     monitor: str | None = None

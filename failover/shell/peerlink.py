@@ -12,8 +12,7 @@ from typing import Any
 import attrs
 import zmq
 
-from failover import daemon, keys, model, protocol
-from failover.client import configure_socket, reconnect
+from failover import daemon, keys, model, protocol, transport
 from failover.model import HostInfo, ServiceRecord
 from failover.observe import feed, metrics
 from failover.shell.view import DOWN, UP, PeerView
@@ -144,7 +143,7 @@ class PeerLink:
         if self.view.status == DOWN and now - self.rearmed > self.spec.deadtime:
             self.rearmed = now
             try:  # connect again: our CURVE key may have been refused
-                reconnect(self.sock, self.spec.endpoint)
+                transport.reconnect(self.sock, self.spec.endpoint)
             except zmq.ZMQError:
                 pass  # an unusable address: the peer stays silent, so FAIL
         return expired
@@ -163,10 +162,10 @@ class PeerLink:
 
 def _connect(ctx: zmq.Context, spec: PeerSpec) -> zmq.Socket:
     sock = ctx.socket(zmq.DEALER)
-    configure_socket(sock, spec.deadtime)
+    transport.configure(sock, spec.deadtime)
     sock.setsockopt(zmq.IMMEDIATE, 1)  # don't queue polls for a peer that is down
     if spec.curve is not None:
-        keys.client_socket(sock, spec.curve.identity, spec.curve.server)
+        transport.curve_client(sock, spec.curve.identity, spec.curve.server)
     try:
         sock.connect(spec.endpoint)
     except zmq.ZMQError as exc:  # unusable address: the host stays silent, so FAIL
@@ -180,7 +179,7 @@ def _subscribe(ctx: zmq.Context, spec: PeerSpec) -> zmq.Socket | None:
     if not spec.hint:
         return None
     sock = ctx.socket(zmq.SUB)
-    configure_socket(sock, spec.deadtime)
+    transport.configure(sock, spec.deadtime)
     sock.rcvhwm = 16
     sock.setsockopt(zmq.SUBSCRIBE, feed.CHANGE_TOPIC)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from failover.client import configure_socket
+from failover import transport
 from failover.faild import lease, server
 from failover.observe import feed
 from failover.shell.peerlink import PeerLink, PeerSpec, waiting
@@ -200,7 +200,7 @@ class NetThread(threading.Thread):
         if not endpoint:
             return None
         sock = self._ctx.socket(kind)
-        configure_socket(sock)
+        transport.configure(sock)
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:

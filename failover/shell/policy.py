@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from failover.observe.feed import MONITOR_PORT
-from failover.protocol import DEFAULT_COMMUNITY, DEFAULT_PORT
+from failover import ports
+from failover.protocol import DEFAULT_COMMUNITY
 
 DEFAULT_INTERVAL = 1.0      # seconds between runs of a service (0.5 left it unspecified)
 MIN_INTERVAL = 0.05
@@ -46,12 +46,12 @@ class ServiceConfig:
 @attrs.define
 class HostConfig:
     name: str
-    port: int = DEFAULT_PORT
+    port: int = ports.FAILD
     protocol: str = "tcp"
     address: str | None = None
     community: str = DEFAULT_COMMUNITY
     deadtime: float | None = None   # default: DEAD_FACTOR x the shortest interval polling it
-    monitor: int = MONITOR_PORT     # its failsh's feed, for change hints; 0: none
+    monitor: int = ports.FAILSH_FEED     # its failsh's feed, for change hints; 0: none
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from failover.faild import store
+from failover.files import make_dir
 from failover.model import Transition
 from failover.observe import feed
 from failover.shell.localstate import Change, LocalState
@@ -98,7 +98,7 @@ class Snapshots:
                     mode = path.lstat().st_mode
                 except FileNotFoundError:
                     mode = 0
-                    store.make_dir(path.parent)
+                    make_dir(path.parent)
                 if stat.S_ISLNK(mode):
                     raise OSError(f"{path} is a symlink; not followed (remove it)")
                 fifo = stat.S_ISFIFO(mode)
