@@ -211,6 +211,18 @@ class _Watchdog:
             cancel_eval(self.interp_addr, self.flags)  # first, so an exec that returns below stops at once
             self.killed = _kill_new_children(self.before)
         log.warning("Tcl evaluation %s: cancelled, killed %d processes", self.why, self.killed)
+        threading.Thread(target=self._reap, name="cancel-reaper", daemon=True).start()
+
+    def _reap(self, period: float = 0.05, bound: float = 3.0) -> None:
+        """An exec caught between the cancel and its fork starts its process after the kill
+        above: keep killing new children until the evaluation has unwound (bounded)."""
+        end = time.monotonic() + bound
+        while time.monotonic() < end:
+            time.sleep(period)
+            with self.lock:
+                if self.done:
+                    return
+                self.killed += _kill_new_children(self.before)
 
 
 def _children(pid: int) -> list[int]:
