@@ -330,7 +330,7 @@ def _detection(view: PeerView, service: str, now: float) -> tuple[str, str]:
     rec = view.services.get(service)
     if rec is None:
         return "unknown-service", "its faild does not know the service"
-    if rec.by.startswith("hc"):  # hc's reason says which check failed how often
+    if rec.by.startswith("hc") or rec.reason.startswith("hc: "):  # hc's reason: which check failed how often
         return "hc", rec.reason or f"set {rec.state} by {rec.by}"
     by = f" by {rec.by}" if rec.by else ""
     return "set-fail", f"set {rec.state}{by}" + (f": {rec.reason}" if rec.reason else "")
