@@ -556,3 +556,18 @@ def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop
     engine.scheduler.stop()
     assert engine.tcl.interp.getvar("::starts") == 1
     assert engine.states.local["web"] is State.UP
+
+
+def test_healthy_without_an_hc(tcl: TclHost, cmds: Commands) -> None:
+    """No hc answers: 0, or what -unreachable says; fo::hcok (for reclaim procedures) says 1."""
+    from failover.lab.loopback import free_port
+    from failover.shell.engine import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    nobody = f"127.0.0.1:{free_port()}"
+    ev = tcl.interp.eval
+    assert ev(f"healthy web {nobody} 0.1") == "0"
+    assert ev(f"healthy -unreachable 1 web {nobody} 0.1") == "1"
+    assert ev(f"healthy -unreachable 0 web {nobody} 0.1") == "0"
+    assert ev(f"fo::hcok web {nobody}") == "1"
+    for bad in ("healthy", "healthy -unreachable", "healthy -unreachable yes web", "healthy a b c d"):
+        assert tcl_error(tcl, bad)[1] == "FAILOVER USAGE", bad

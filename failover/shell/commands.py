@@ -369,13 +369,23 @@ class Commands:
 
 
 # Commands that need neither the policy nor the engine ----------------------------------
-def healthy(check: str, where: str = "localhost", timeout: str = "1") -> int:
-    """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
+def healthy(*args: str) -> int:
+    """healthy ?-unreachable 0|1? CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK
+    UP, else 0.
 
-    An hc that does not answer counts as unhealthy; an unknown check is an error.
+    An hc that does not answer counts as unhealthy (or as -unreachable says); an unknown
+    check is an error.
     """
+    unreachable = False
+    if args[:1] == ("-unreachable",):
+        if len(args) < 2 or args[1] not in ("0", "1"):
+            raise _usage("healthy", "?-unreachable 0|1? check ?host[:port]? ?timeout?")
+        unreachable, args = args[1] == "1", args[2:]
+    if not 1 <= len(args) <= 3:
+        raise _usage("healthy", "?-unreachable 0|1? check ?host[:port]? ?timeout?")
+    check, where, timeout = [*args, *("localhost", "1")[len(args) - 1:]]
     try:
-        return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
+        return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01), unreachable=unreachable))
     except RequestFailed as exc:
         raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
     except ClientError as exc:
