@@ -267,7 +267,7 @@ class Commands:
                                   "BADSUBCOMMAND", kind)
         if pattern != "*":
             _name("service" if kind != "peer" else "host", pattern)
-        self.policy.traps.append(Trap(kind, pattern, script))
+        self.policy.traps.append(Trap(kind, pattern, script, self.tcl.where()))
         return ""
 
     # New commands -----------------------------------------------------------

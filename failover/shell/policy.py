@@ -79,6 +79,7 @@ class Trap:
     kind: str       # "state" (local transitions), "peer" (host up/down), "remote" (peer's state)
     pattern: str    # service or host name, or "*"
     script: str
+    where: str = attrs.field(default="", eq=False)  # FILE:LINE of the failtrap (failsh --check)
 
     def matches(self, kind: str, name: str) -> bool:
         return self.kind == kind and self.pattern in ("*", name)
