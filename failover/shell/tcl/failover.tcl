@@ -17,8 +17,11 @@ proc ::fo::sh {args} {
 # says its check CHECK is not UP; without an hc that answers within half a second, or
 # without such a check, 1.  For a reclaim procedure: while hc still finds the service
 # broken it sets it FAIL again, and a reclaim that said RECOVER at once would hand it back
-# to a broken host, over and over (the service would flap between the hosts).
-proc ::fo::hcok {check {where localhost}} {
+# to a broken host, over and over (the service would flap between the hosts).  The hc
+# asked by default: $::fo::hc (localhost, port 1850).
+if {![info exists ::fo::hc]} { set ::fo::hc localhost }
+proc ::fo::hcok {check {where ""}} {
+    if {$where eq ""} { set where $::fo::hc }
     if {[catch {healthy -unreachable 1 $check $where 0.5} ok]} { return 1 }
     return $ok
 }
