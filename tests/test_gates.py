@@ -322,6 +322,10 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
      lambda v: v.memory.flapping and len(v.memory.moves) == 7 and v.events[0][0] == logging.WARNING
      and v.events[0][1].startswith("flapping: changed holder 7 times within 5 min (more than 6): held where it is "
                                    "(me)")),
+    ("flapping: a master UP is handed back to at once (two hosts must not stay UP)",
+     inputs(State.UP, node="me", views={"m1": peer("m1", State.UP)},
+            memory=Memory(holder="me", flapping=True, moves=(NOW.monotonic - 1,) * 7)),
+     Act.STOP, "master m1 is UP: handing back", None),
     ("flapping: the master waits", inputs(masters=(), slaves=("s",), views={"s": peer("s", State.UP)},
                                           memory=Memory(holder="s", flapping=True,
                                                         moves=(NOW.monotonic - 1,) * 7)),

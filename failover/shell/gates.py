@@ -217,7 +217,7 @@ def _evaluate(inp: Inputs) -> Verdict:
         hold = _holddown(inp, decision)
         if not hold:
             hold, level = _failback(inp, memory, ready, rule_masters), logging.INFO
-        if not hold and memory.flapping:
+        if not hold and memory.flapping and not any(rule_masters[h] is State.UP for h in ready):
             hold, level = f"flapping: held here (more than {svc.flap_count} holder changes within " \
                           f"{svc.flap_minutes:g} min)", logging.DEBUG
     if not hold:
