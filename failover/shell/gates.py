@@ -330,8 +330,10 @@ def _detection(view: PeerView, service: str, now: float) -> tuple[str, str]:
     rec = view.services.get(service)
     if rec is None:
         return "unknown-service", "its faild does not know the service"
-    if rec.by.startswith("hc") or rec.reason.startswith("hc: "):  # hc's reason: which check failed how often
-        return "hc", rec.reason or f"set {rec.state} by {rec.by}"
+    if rec.reason.startswith("hc: "):  # "hc: check web failed 3 times in a row: HTTP 500"
+        return "hc", f"hc {rec.reason[4:]}"
+    if rec.by.startswith("hc"):
+        return "hc", f"set {rec.state} by {rec.by}" + (f": {rec.reason}" if rec.reason else "")
     by = f" by {rec.by}" if rec.by else ""
     return "set-fail", f"set {rec.state}{by}" + (f": {rec.reason}" if rec.reason else "")
 
