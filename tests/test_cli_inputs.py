@@ -179,6 +179,8 @@ def test_failkey_directory_that_is_a_file(tmp_path: Path) -> None:
 
 # failc / failstat ------------------------------------------------------------------------------
 def test_numeric_service_name_held_by_faild(faild: FaildProcess) -> None:
+    with faild.client() as c:
+        c.call("lease", ttl=600)  # a live failsh: 123 UP is not stale (failstat would exit 6)
     assert run_cli("failc", "-h", faild.address, "123", "UP").returncode == 0
     assert run_cli("failc", "-h", faild.address, "web", "FAIL").returncode == 0
     r = run_cli("failc", "-h", faild.address, "123")

@@ -139,6 +139,7 @@ def test_only_allowed_keys_read_or_write(secure: CurveFaild, keyring: dict[str, 
     assert rc == 0, err
     with secure.client() as c:
         before = c.get("web")
+        c.call("lease", ttl=600)  # as a live failsh would: web UP is not stale for failstat
     by_host = tmp_path / "by-host"  # --server-keys DIR: the key of HOST is DIR/HOST.key
     by_host.mkdir()
     shutil.copy(keyring["hosts"] / "www1.key", by_host / "127.0.0.1.key")
