@@ -161,6 +161,38 @@ def test_exit_status_of_hosts_that_do_not_answer(two_failds: list[FaildProcess])
     assert r.returncode == 1 and "unknown service 'nosuch'" in r.stderr
 
 
+def test_paused_up_without_failsh_stays_the_holder(two_failds: list[FaildProcess]) -> None:
+    """A failsh upgrade in a maintenance window: the host paused, its failsh stopped, the
+    service left UP.  Not stale: the administrator keeps it there on purpose."""
+    a, b = two_failds
+    hold(a, "web")
+    hold(b, "web", "RECOVER")
+    with Client(a.endpoint, agent="failctl") as c:
+        c.maint(True, reason="failsh upgrade")
+        c.call("lease", ttl=0)  # failsh stops
+    r = failctl("-H", a.address, "-H", b.address, "status")
+    assert r.returncode == 0, r.stdout
+    row = rows(r.stdout, "SERVICE ")[0]
+    assert row[:3] == ["web", "node1", "(paused)"] and "UP (paused, no failsh)" in r.stdout
+    data = json.loads(failctl("-H", a.address, "-H", b.address, "status", "--json").stdout)["services"][0]
+    assert data["holders"] == ["node1"] and data["stale"] == [] and data["hosts"][0]["kept"] is True
+    r = run_cli("failstat", a.address)
+    assert r.returncode == 0 and "UP (paused, no failsh)" in r.stdout and "paused (host)" in r.stdout
+    with Client(a.endpoint, agent="failctl") as c:
+        c.maint(False)
+    assert failctl("-H", a.address, "-H", b.address, "status").returncode == common.EXIT_NO_HOLDER
+
+
+def test_from_without_a_snapshot_falls_back_to_the_hosts_given(two_failds: list[FaildProcess]) -> None:
+    a, b = two_failds
+    hold(a, "web")
+    r = failctl("-t", "0.3", "-r", "0", "--from", f"127.0.0.1:{free_port()}", "-H", a.address, "-H", b.address,
+                "status")
+    assert r.returncode == common.EXIT_UNREACHABLE
+    assert rows(r.stdout, "SERVICE ")[0][:2] == ["web", "node1"]
+    assert "no snapshot from" in r.stderr and "only the -H hosts asked" in r.stderr
+
+
 def test_watch_redraws_until_ctrl_c(two_failds: list[FaildProcess], tmp_path: Path) -> None:
     a, _b = two_failds
     hold(a, "web")

@@ -108,6 +108,7 @@ class Cluster:
     hosts: list[Host]
     order: dict[str, list[str]] = attrs.field(factory=dict)  # service -> host names, masters first
     source: str = ""  # "failsh on www2 (127.0.0.1:1848)" when learned from a snapshot
+    errors: list[tuple[str, int]] = attrs.field(factory=list)  # (message, exit status) not of one host
 
     def host(self, name: str) -> Host | None:
         """The host named ``name`` (node name, or the address it was given as)."""
@@ -213,11 +214,17 @@ def ask_all(args: argparse.Namespace, identity: keys.Identity | None, hosts: lis
 
 
 def gather(args: argparse.Namespace, identity: keys.Identity | None) -> Cluster:
-    """Learn the cluster (--from, -H) and ask every faild in it."""
+    """Learn the cluster (--from, -H) and ask every faild in it.  Without a snapshot from
+    --from, the -H hosts alone (the error counts as a host's); without -H either, the error."""
     cluster = Cluster([])
-    if args.source is not None:
-        cluster = learn(args.source, args.port, args.timeout * (args.retries + 1) + 1.0)
     extra = given_hosts(args.hosts or [], args.port)
+    if args.source is not None:
+        try:
+            cluster = learn(args.source, args.port, args.timeout * (args.retries + 1) + 1.0)
+        except client.ClientError as exc:
+            if not extra:
+                raise
+            cluster.errors.append((f"{exc}; only the -H hosts asked", common.exit_code(exc)))
     ask_all(args, identity, cluster.hosts + extra)
     for h in extra:  # -H beats what the snapshot says of the same node
         known = cluster.host(h.name) if h.name else None
@@ -272,15 +279,19 @@ def service_status(cluster: Cluster, service: str) -> dict[str, Any]:
         rec = h.records.get(service)
         live = h.up and h.lease is not None
         up = rec is not None and rec.state.value == "UP"
+        paused = _pause_wire(h, service)
+        # UP without a live failsh: stale, unless paused there (a failsh upgrade in a
+        # maintenance window: the service stays where it is, by the administrator's will)
+        kept = up and h.up and not live and paused is not None
         position = order.index(h.label) + 1 if order is not None and h.label in order else None
         rows.append({
             "host": h.label, "order": position,
             "role": None if position is None else "master" if position == 1 else "slave",
             "reachable": h.up, "error": h.error,
             "state": rec.state.value if rec is not None else None,
-            "holds": up and live, "stale": up and h.up and not live,
+            "holds": up and (live or kept), "stale": up and h.up and not live and not kept, "kept": kept,
             "lease": h.lease, "failsh": live,
-            "paused": _pause_wire(h, service),
+            "paused": paused,
             "prefer": h.prefer[service].to_wire() if service in h.prefer else None,
             "last_change": rec.last_change if rec is not None else None,
             "reason": rec.reason if rec is not None else "", "by": rec.by if rec is not None else ""})
@@ -304,7 +315,7 @@ def status_data(cluster: Cluster, only: str | None = None) -> dict[str, Any]:
               "lease": h.lease, "lease_end": h.info.lease_end.to_wire() if h.info and h.info.lease_end else None,
               "paused": _pause_wire(h, None), "failsh": _lease_text(h, now)} for h in cluster.hosts]
     return {"time": now, "source": cluster.source or None, "hosts": hosts, "services": services,
-            "exit": status_exit(cluster, services)}
+            "errors": [message for message, _code in cluster.errors], "exit": status_exit(cluster, services)}
 
 
 def status_exit(cluster: Cluster, services: list[dict[str, Any]]) -> int:
@@ -312,7 +323,7 @@ def status_exit(cluster: Cluster, services: list[dict[str, Any]]) -> int:
     host error (the picture is incomplete); else 7 if a service has no live holder; else 0."""
     if any(len(s["holders"]) > 1 for s in services):
         return EXIT_SPLIT
-    errors = [h.exit for h in cluster.hosts if h.error is not None]
+    errors = [h.exit for h in cluster.hosts if h.error is not None] + [code for _msg, code in cluster.errors]
     if errors:
         return max(errors)
     if any(not s["holders"] for s in services):
@@ -325,7 +336,9 @@ def _state_cell(row: dict[str, Any]) -> str:
         return "?"
     if row["state"] is None:
         return "-"
-    return "UP (stale: no failsh)" if row["stale"] else row["state"]
+    if row["stale"]:
+        return "UP (stale: no failsh)"
+    return "UP (paused, no failsh)" if row.get("kept") else row["state"]
 
 
 def _paused_cell(row: dict[str, Any]) -> str:
@@ -337,7 +350,8 @@ def _holder_cell(s: dict[str, Any]) -> str:
     if len(s["holders"]) > 1:
         return " ".join(s["holders"]) + " (SPLIT)"
     if s["holders"]:
-        return s["holders"][0]
+        kept = any(r.get("kept") for r in s["hosts"])
+        return s["holders"][0] + (" (paused)" if kept else "")
     return "NONE" + (f" (stale: {' '.join(s['stale'])})" if s["stale"] else "")
 
 
@@ -406,6 +420,8 @@ def status_text(data: dict[str, Any]) -> str:
             notes.append(f"  {h['name']}: whole host paused {_entry_text(h['paused'], now)}")
         if h["error"]:
             notes.append(f"  {h['name']}: {h['error']}")
+    for message in data["errors"]:
+        notes.append(f"  {message}")
     for s in data["services"]:
         # one line per pause and per target, however many hosts hold it (written in one go)
         for kind, entries in (("paused", [(r["host"], r["paused"]) for r in s["hosts"]
@@ -454,9 +470,12 @@ def show_status(args: argparse.Namespace, cluster: Cluster) -> int:
         print(json.dumps(data, indent=2))
     else:
         sys.stdout.write(status_text(data))
-    for h in cluster.hosts:
-        if h.error is not None and args.watch is None:
-            print(f"failctl: {h.label}: {h.error}", file=sys.stderr)
+    if args.watch is None:
+        for h in cluster.hosts:
+            if h.error is not None:
+                print(f"failctl: {h.label}: {h.error}", file=sys.stderr)
+        for message, _code in cluster.errors:
+            print(f"failctl: {message}", file=sys.stderr)
     return int(data["exit"])
 
 
@@ -634,7 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = _subparser(sub, "status", "Show the cluster: per service who holds it, and per host its state, "
                    "role, failsh, maintenance and last change.",
                    "A service UP on a host whose failsh is gone (no lease in its faild) is shown as\n"
-                   "'UP (stale: no failsh)' and never as its holder.\n\n"
+                   "'UP (stale: no failsh)' and never as its holder; while the service or the host is\n"
+                   "paused there it is 'UP (paused, no failsh)' and stays the holder (a failsh upgrade in\n"
+                   "a maintenance window).\n\n"
                    "exit status: 0 iff every service has exactly one live holder and every faild\n"
                    f"answered; {EXIT_SPLIT} two or more live holders; else 3, 4, 1 for a faild that did not\n"
                    f"answer, an unknown host, a refused request; else {EXIT_NO_HOLDER} a service without a "

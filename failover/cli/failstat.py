@@ -17,8 +17,9 @@ from failover.model import HostInfo
 from failover.timefmt import age, local_time
 
 EPILOG = """A service UP on a host whose faild reports no live failsh (no lease) is shown as
-'UP (stale: no failsh)', and failstat exits 6 (unless a host error says more).  FLAGS
-shows maintenance (failctl pause) and switchover targets (failctl switchover).
+'UP (stale: no failsh)', and failstat exits 6 (unless a host error says more); while it
+is paused there (failctl pause) it is 'UP (paused, no failsh)' instead, not an error.
+FLAGS shows maintenance (failctl pause) and switchover targets (failctl switchover).
 
 examples:
   failstat                        states on the local faild
@@ -43,7 +44,8 @@ def fetch(host: str, args, identity: keys.Identity | None = None) -> dict:
             services = []
             for r in records:
                 entry = maintenance.get(r.name) or maintenance.get("*")
-                services.append({**r.to_wire(), "stale": stale(info, r.state.value),
+                services.append({**r.to_wire(), "stale": stale(info, r.state.value) and entry is None,
+                                 "kept": stale(info, r.state.value) and entry is not None,
                                  "paused": {"scope": "service" if r.name in maintenance else "host", **entry}
                                  if entry else None,
                                  "switchover": prefer[r.name]["host"] if r.name in prefer else None})
@@ -82,7 +84,8 @@ def print_table(results: list[dict]) -> None:
         if not r["services"]:
             rows.append((r["host"], "-", "-", "(no services)", "", "paused (host)" if "*" in r["maintenance"] else ""))
         for s in r["services"]:
-            state = "UP (stale: no failsh)" if s["stale"] else s["state"]
+            state = ("UP (stale: no failsh)" if s["stale"] else "UP (paused, no failsh)" if s["kept"]
+                     else s["state"])
             rows.append((r["host"], s["name"], state, local_time(s["last_change"]), age(s["last_change"]),
                          _flags(s)))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
