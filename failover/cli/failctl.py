@@ -522,6 +522,10 @@ def _targets(args: argparse.Namespace, cluster: Cluster) -> list[Host]:
     if args.host is None:
         return cluster.hosts
     h = cluster.host(args.host)
+    silent = [x for x in cluster.hosts if not x.up and x.name is None]
+    if h is None and silent:  # perhaps one of those: their names are not known
+        raise Refused(f"unknown host {args.host!r}: " + "; ".join(f"{x.label}: {x.error}" for x in silent),
+                      max(x.exit for x in silent))
     if h is None:
         raise Refused(f"unknown host {args.host!r}: the cluster is {', '.join(cluster.names())}",
                       common.EXIT_USAGE)
