@@ -258,17 +258,20 @@ def prefer_from_wire(d: object, where: str = "prefer") -> dict[str, PreferEntry]
 class HostInfo:
     """Who answered: the node name faild was given, when it started, its pid, and (in
     replies only) the seconds left of its failsh's lease (None: no live failsh) and, once
-    a lease ended and no new one exists, why and when it ended (``lease_end``)."""
+    a lease ended and no new one exists, why and when it ended (``lease_end``).
+    ``leases``: whether the server holds failsh leases at all: faild does; hc's monitor and
+    failsh's control port do not, and their replies have no ``lease`` member."""
 
     name: str
     started: float
     pid: int
     lease: float | None = None
     lease_end: LeaseEnd | None = None
+    leases: bool = True
 
     def to_wire(self) -> Wire:
         wire: Wire = {"name": self.name, "started": self.started, "pid": self.pid}
-        if self.lease is not None:
+        if self.leases:
             wire["lease"] = self.lease
         if self.lease_end is not None:
             wire["lease_end"] = self.lease_end.to_wire()
@@ -281,7 +284,7 @@ class HostInfo:
         lease = None if d.get("lease") is None else wire_number(d, "lease", where, 0, MAX_LEASE)
         end = None if d.get("lease_end") is None else LeaseEnd.from_wire(d["lease_end"], f"{where}.lease_end")
         return cls(name=wire_name(d, "name", where), started=wire_time(d, "started", where),
-                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease, lease_end=end)
+                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease, lease_end=end, leases="lease" in d)
 
 
 def records_from_wire(items: object, where: str = "services") -> list[ServiceRecord]:

@@ -87,7 +87,7 @@ web:
             assert (tmp_path / "web.www2").exists()
             with cluster.failds["www1"].client() as c:
                 reasons = [t.reason for t in c.history("web", limit=20)]
-            assert any(r.startswith("hc: web check failed 2 times in a row: HTTP 500") for r in reasons), reasons
+            assert any(r.startswith("hc: check web failed 2 times in a row: HTTP 500") for r in reasons), reasons
             # it stays there while the check fails: no ping-pong through reclaim
             seen = set()
             deadline = time.monotonic() + 1.5

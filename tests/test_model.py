@@ -53,7 +53,10 @@ def test_round_trip() -> None:
     t = Transition("web", None, State.UP, NOW, 1, "first", "hc")
     assert Transition.from_wire(t.to_wire()) == t
     h = HostInfo("www1", NOW, 1)
-    assert HostInfo.from_wire(h.to_wire()) == h and "lease" not in h.to_wire() and "lease_end" not in h.to_wire()
+    assert HostInfo.from_wire(h.to_wire()) == h and h.to_wire()["lease"] is None and "lease_end" not in h.to_wire()
+    # a server without leases (hc's monitor, failsh's control port) sends no "lease" member
+    h = HostInfo("www1", NOW, 1, leases=False)
+    assert HostInfo.from_wire(h.to_wire()) == h and "lease" not in h.to_wire()
     h = HostInfo("www1", NOW, 1, None, LeaseEnd("released", NOW))
     assert HostInfo.from_wire(h.to_wire()) == h
     m = MaintEntry(NOW, "disk", "failctl")

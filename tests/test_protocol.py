@@ -29,7 +29,7 @@ def frame(**fields: Any) -> bytes:
 
 
 def make_faild(rules: community.Rules = community.DEFAULT_RULES) -> Faild:
-    return Faild(Store(None), rules, HOST)
+    return Faild(Store(None), rules, HOST, leases=True)
 
 
 def ask(f: Faild, raw: bytes) -> dict:
@@ -361,6 +361,19 @@ def test_flags_need_a_store_that_holds_them() -> None:
     f = Faild(DictStore(), community.DEFAULT_RULES, HOST)
     assert ask(f, frame(op="maint", on=True))["error"] == "BADOP"
     assert ask(f, frame(op="prefer", service="web", host=None))["error"] == "BADOP"
+
+
+def test_a_server_without_leases_sends_no_lease_member() -> None:
+    """hc's monitor and failsh's control port serve the protocol without failsh's lease: no
+    "lease" member (absent, not null), so failstat does not call their UP "stale"."""
+    f = Faild(Store(None), community.DEFAULT_RULES, HOST)
+    f.store.set("web", State.UP)
+    for req in (frame(op="ping"), frame(op="list"), frame(op="get", service="web")):
+        reply = ask(f, req)
+        assert "lease" not in reply["host"] and not model.HostInfo.from_wire(reply["host"]).leases
+    assert ask(f, frame(op="lease", ttl=5))["error"] == "BADOP"
+    with_leases = ask(make_faild(), frame(op="list"))["host"]
+    assert with_leases["lease"] is None and model.HostInfo.from_wire(with_leases).leases
 
 
 def test_flag_limits() -> None:

@@ -292,6 +292,8 @@ def test_failstat_on_the_recovered_state(faild_factory: Callable[..., FaildProce
     f = faild_factory(start=False)
     f.statefile.write_text(state_file(rec("123", counter=1), rec("web", "FAIL", counter=2), counter=2))
     f.start()
+    with f.client() as c:
+        c.call("lease", ttl=600)  # a live failsh: 123 UP is not stale (failstat would exit 6)
     r = run_cli("failstat", "--json", f.address)
     assert r.returncode == 0, r.stderr
     assert [s["name"] for s in json.loads(r.stdout)[0]["services"]] == ["123", "web"]

@@ -150,17 +150,23 @@ class Faild:
     Pure request handling (:meth:`handle`) and the serve loop of the faild program (:meth:`serve`)."""
 
     def __init__(self, store: StateStore, rules: community.Rules, host: HostInfo,
-                 community_file: Path | None = None, curve: keys.ServerKeys | None = None) -> None:
+                 community_file: Path | None = None, curve: keys.ServerKeys | None = None,
+                 leases: bool = False) -> None:
+        """``leases``: hold failsh's lease (the faild program): the ``lease`` op and the
+        ``lease`` member of ``host``.  Other servers of the protocol (hc's monitor, failsh's
+        control port) answer without that member, so that no client takes their services
+        for ones a failsh should hold (failstat's "stale")."""
         self.store = store
+        self.leases = leases
         self.rules = rules
         self.host = host
         self.community_file = community_file
         # CURVE required on the socket: only clients whose key is in the allow-list get in
         self.curve = curve
         self._allow = keys.AllowList(curve.allowed) if curve is not None else None
-        self._host_wire = host.to_wire()
+        self._host_wire = {"name": host.name, "started": host.started, "pid": host.pid}
         # the host object as JSON up to its last member, the lease, which changes every call
-        self._host_json_head = protocol.dumps(self._host_wire)[:-1] + ',"lease":'
+        self._host_json_head = protocol.dumps(self._host_wire)[:-1] + (',"lease":' if leases else "")
         self.lease = Lease()  # failsh on this host renews it
         # get/list: the "services" array (and the maintenance and prefer members) as JSON,
         # per service / per community; cleared when the store's counter or flags_version
@@ -249,6 +255,8 @@ class Faild:
 
     def _host_json(self) -> str:
         """The reply's ``host``: the fixed part, the lease, and why the last one ended."""
+        if not self.leases:
+            return self._host_json_head + "}"
         lease, ended = self.lease.status()
         text = self._host_json_head + ("null" if lease is None else protocol.dumps(lease))
         if ended is not None:
@@ -300,10 +308,11 @@ class Faild:
     def _dispatch(self, req: protocol.Request, by: str = "") -> dict | bytes:
         """Every op but get and list (see _read); ``by``: who asks (see changed_by)."""
         rules = self.rules
-        lease, ended = self.lease.status()
-        host = {**self._host_wire, "lease": lease}
-        if ended is not None:
-            host["lease_end"] = ended.to_wire()
+        host = dict(self._host_wire)
+        if self.leases:
+            host["lease"], ended = self.lease.status()
+            if ended is not None:
+                host["lease_end"] = ended.to_wire()
         if req.op == "ping":
             return protocol.ok_reply(req.id, host=host)
         if req.op in protocol.WRITE_OPS and not rules.may_write(req.service, req.community):
@@ -338,6 +347,8 @@ class Faild:
                          f" by {by}" if by else "", f": {req.reason}" if req.reason else "")
             return self._reply(req, host, None, changed=changed)
         if req.op == "lease":
+            if not self.leases:
+                raise protocol.ProtocolError("BADOP", f"{self.host.name} holds no failsh lease (it is not a faild)")
             self.lease.renew(req.ttl, req.pid, req.pidstart)
             host["lease"] = req.ttl or None
             host.pop("lease_end", None)
