@@ -88,6 +88,9 @@ web:
             with cluster.failds["www1"].client() as c:
                 reasons = [t.reason for t in c.history("web", limit=20)]
             assert any(r.startswith("hc: check web failed 2 times in a row: HTTP 500") for r in reasons), reasons
+            # the slave's takeover names the check that fired, in its log and in its faild
+            assert "web: RECOVER -> UP: master www1 down (hc check web failed 2 times in a row: HTTP 500" in \
+                cluster.failsh["www2"].log(), logs()
             # it stays there while the check fails: no ping-pong through reclaim
             seen = set()
             deadline = time.monotonic() + 1.5
