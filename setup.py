@@ -17,7 +17,7 @@ from setuptools.command.build import build
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAN_DIR = os.path.join("build", "man")
 # the programs of failover/cli/launch.py (read by tests/test_manpages.py to keep them equal)
-PROGRAMS = ["faild", "failsh", "failc", "failstat", "failmon", "faildebug", "failkey", "hc", "hcmon"]
+PROGRAMS = ["faild", "failsh", "failc", "failstat", "failctl", "failmon", "faildebug", "failkey", "hc", "hcmon"]
 
 
 class build_man(Command):

@@ -47,6 +47,10 @@ class RequestFailed(ClientError):
         self.code = code
 
 
+class TooOld(RequestFailed):
+    """faild answered BADOP to an op added after it was written (maint, prefer)."""
+
+
 def endpoint_for(host: str, port: int = ports.FAILD, resolve: bool = True) -> str:
     """Turn ``host``, ``host:port``, ``[v6]:port`` or a ZeroMQ endpoint into an endpoint."""
     if "://" in host:
@@ -74,10 +78,15 @@ class Client:
 
     def __init__(self, endpoint: str, community: str = protocol.DEFAULT_COMMUNITY,
                  timeout: float = 1.0, retries: int = 2, context: zmq.Context | None = None,
-                 curve: Curve | None = None, deadtime: float | None = None) -> None:
+                 curve: Curve | None = None, deadtime: float | None = None, agent: str = "") -> None:
         """``curve``: authenticate and encrypt with CURVE (a faild started with --curve-secret
         answers nothing else); a faild that refuses the key looks unreachable.  ``deadtime``:
-        ZMTP heartbeats for a client that stays connected (see :func:`transport.configure`)."""
+        ZMTP heartbeats for a client that stays connected (see :func:`transport.configure`).
+        ``agent``: the program's name, sent with every request; faild records "AGENT from
+        ADDRESS" as who made a change (at most 32 of A-Za-z0-9_.:@+-, else ValueError)."""
+        if agent and not (protocol.valid_name(agent) and len(agent) <= protocol.MAX_AGENT):
+            raise ValueError(f"invalid agent name {agent!r}: 1-{protocol.MAX_AGENT} of A-Za-z0-9_.:@+-")
+        self.agent = agent
         self.endpoint = endpoint
         self.community = community
         self.timeout = timeout
@@ -126,7 +135,7 @@ class Client:
 
     def _call(self, op: str, fields: dict[str, Any]) -> dict:
         rid = f"{self._prefix}{next(self._ids)}"
-        request = protocol.Request(op=op, id=rid, community=self.community, **fields)
+        request = protocol.Request(op=op, id=rid, community=self.community, agent=self.agent, **fields)
         frame = protocol.encode(request.to_wire())
         for _attempt in range(self.retries + 1):
             deadline = time.monotonic() + self.timeout
@@ -196,6 +205,33 @@ class Client:
 
     def history(self, service: str | None = None, limit: int = 100) -> builtins.list[Transition]:
         return self._need(self.ask("history", service=service, limit=limit).history, "history")
+
+    def maint(self, on: bool, service: str | None = None, reason: str = "") -> Reply:
+        """Maintenance of ``service`` (None: the whole host) on or off.  The reply's
+        ``changed`` says whether it changed, ``maintenance`` what is in maintenance now.
+        TooOld from a faild that predates the op."""
+        return self._new_op("maint", "maintenance", on=on, service=service, reason=reason)
+
+    def prefer(self, service: str, host: str | None, reason: str = "") -> Reply:
+        """The switchover target of ``service`` (None: back to the policy's order); the
+        reply's ``changed`` and ``prefer``.  TooOld from a faild that predates the op."""
+        return self._new_op("prefer", "switchover", service=service, host=host, reason=reason)
+
+    def _new_op(self, op: str, what: str, **fields: Any) -> Reply:
+        try:
+            reply = self.ask(op, **fields)
+        except RequestFailed as exc:
+            if exc.code == "BADOP":
+                raise TooOld("BADOP", f"faild on {_where(self.endpoint)} is too old for {what} "
+                             f"(it does not know the op {op!r})") from None
+            raise
+        self._need(reply.changed, "changed")
+        return reply
+
+
+def _where(endpoint: str) -> str:
+    """HOST:PORT of a tcp:// endpoint (the endpoint itself otherwise), for messages."""
+    return endpoint.split("://", 1)[1] if endpoint.startswith("tcp://") else endpoint
 
 
 def _printable(value: object, limit: int) -> str:

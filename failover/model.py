@@ -26,6 +26,10 @@ MAX_PID = 2**31 - 1
 MAX_LEASE = 3600.0  # what protocol accepts as a lease ttl
 MAX_REASON = 256    # what protocol accepts as a set request's reason
 MAX_HISTORY = 1000  # a history reply holds at most 'limit' (<= 1000) transitions
+MAX_BY = 80         # "by": who made a change, as faild builds it ("failctl from 10.0.0.9")
+MAX_MAINT = 64      # entries of a "maintenance" object ("*" and services) faild holds at most
+MAX_PREFER = 64     # entries of a "prefer" object faild holds at most
+LEASE_END_WHY = ("released", "exited", "expired")
 
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = _repr.maxlong = 40
@@ -94,6 +98,15 @@ def wire_int(d: Wire, key: str, where: str, low: int = 0, high: int = MAX_COUNTE
     return value
 
 
+def wire_text(d: Wire, key: str, where: str, limit: int = MAX_REASON) -> str:
+    """An optional text member (absent: ""), at most ``limit`` characters, returned without
+    control characters (protocol.clean_text)."""
+    value = d.get(key, "")
+    if not isinstance(value, str) or len(value) > limit:
+        raise bad(f"{where}.{key}", f"not a string of at most {limit} characters: {_show(value)}")
+    return protocol.clean_text(value)
+
+
 def wire_list(d: Wire, key: str, where: str, limit: int) -> list[Any]:
     value = _value(d, key, where)
     if not isinstance(value, list) or len(value) > limit:
@@ -109,17 +122,25 @@ class ServiceRecord:
     state: State = attrs.field(converter=parse_state)
     last_change: float
     counter: int
+    reason: str = ""  # of the last change (optional on the wire: "" is left out)
+    by: str = ""      # who made the last change: "failctl from 10.0.0.9" (faild builds it)
 
     def to_wire(self) -> Wire:
-        return {"name": self.name, "state": self.state.value,
-                "last_change": self.last_change, "counter": self.counter}
+        wire: Wire = {"name": self.name, "state": self.state.value,
+                      "last_change": self.last_change, "counter": self.counter}
+        if self.reason:
+            wire["reason"] = self.reason
+        if self.by:
+            wire["by"] = self.by
+        return wire
 
     @classmethod
     def from_wire(cls, d: object, where: str = "service") -> ServiceRecord:
         """A record from a reply or the state file; ProtocolError (BADREPLY) naming the field."""
         d = _object(d, where)
         return cls(name=wire_name(d, "name", where), state=wire_state(d, "state", where),
-                   last_change=wire_time(d, "last_change", where), counter=wire_int(d, "counter", where))
+                   last_change=wire_time(d, "last_change", where), counter=wire_int(d, "counter", where),
+                   reason=wire_text(d, "reason", where), by=wire_text(d, "by", where, MAX_BY))
 
 
 @attrs.frozen
@@ -132,40 +153,128 @@ class Transition:
     time: float
     counter: int
     reason: str = ""
+    by: str = ""  # who made it (optional on the wire: "" is left out)
 
     def to_wire(self) -> Wire:
-        return {"service": self.service, "old": self.old.value if self.old else None,
-                "new": self.new.value, "time": self.time, "counter": self.counter,
-                "reason": self.reason}
+        wire: Wire = {"service": self.service, "old": self.old.value if self.old else None,
+                      "new": self.new.value, "time": self.time, "counter": self.counter,
+                      "reason": self.reason}
+        if self.by:
+            wire["by"] = self.by
+        return wire
 
     @classmethod
     def from_wire(cls, d: object, where: str = "transition") -> Transition:
         """A transition from a reply or the state file; ``reason`` (optional, at most 256
-        characters) comes without control characters."""
+        characters) and ``by`` (optional, at most 80) come without control characters."""
         d = _object(d, where)
         old = d.get("old")
-        reason = d.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > MAX_REASON:
-            raise bad(f"{where}.reason", f"not a string of at most {MAX_REASON} characters: {_show(reason)}")
         return cls(service=wire_name(d, "service", where), old=None if old is None else wire_state(d, "old", where),
                    new=wire_state(d, "new", where), time=wire_time(d, "time", where),
-                   counter=wire_int(d, "counter", where), reason=protocol.clean_text(reason))
+                   counter=wire_int(d, "counter", where), reason=wire_text(d, "reason", where),
+                   by=wire_text(d, "by", where, MAX_BY))
+
+
+@attrs.frozen
+class LeaseEnd:
+    """Why and when failsh's last lease on a faild ended (``host.lease_end``): ``released``
+    (failsh gave it up), ``exited`` (its process is gone) or ``expired`` (not renewed)."""
+
+    why: str
+    at: float
+
+    def to_wire(self) -> Wire:
+        return {"why": self.why, "at": self.at}
+
+    @classmethod
+    def from_wire(cls, d: object, where: str = "lease_end") -> LeaseEnd:
+        d = _object(d, where)
+        why = _value(d, "why", where)
+        if why not in LEASE_END_WHY:
+            raise bad(f"{where}.why", f"not one of {', '.join(LEASE_END_WHY)}: {_show(why)}")
+        return cls(why=why, at=wire_time(d, "at", where))
+
+
+@attrs.frozen
+class MaintEntry:
+    """One entry of a faild's ``maintenance``: since when, why, by whom."""
+
+    since: float
+    reason: str = ""
+    by: str = ""
+
+    def to_wire(self) -> Wire:
+        return {"since": self.since, "reason": self.reason, "by": self.by}
+
+    @classmethod
+    def from_wire(cls, d: object, where: str = "maintenance") -> MaintEntry:
+        d = _object(d, where)
+        return cls(since=wire_time(d, "since", where), reason=wire_text(d, "reason", where),
+                   by=wire_text(d, "by", where, MAX_BY))
+
+
+@attrs.frozen
+class PreferEntry:
+    """One entry of a faild's ``prefer``: the switchover target of a service."""
+
+    host: str
+    since: float
+    reason: str = ""
+    by: str = ""
+
+    def to_wire(self) -> Wire:
+        return {"host": self.host, "since": self.since, "reason": self.reason, "by": self.by}
+
+    @classmethod
+    def from_wire(cls, d: object, where: str = "prefer") -> PreferEntry:
+        d = _object(d, where)
+        return cls(host=wire_name(d, "host", where), since=wire_time(d, "since", where),
+                   reason=wire_text(d, "reason", where), by=wire_text(d, "by", where, MAX_BY))
+
+
+def maintenance_from_wire(d: object, where: str = "maintenance") -> dict[str, MaintEntry]:
+    """A ``maintenance`` object: ``"*"`` (the whole host) and service names -> MaintEntry."""
+    d = _object(d, where)
+    if len(d) > MAX_MAINT:
+        raise bad(where, f"more than {MAX_MAINT} entries")
+    for key in d:
+        if key != protocol.HOST_WIDE and not protocol.valid_name(key):
+            raise bad(where, f"not '*' or a service name: {_show(key)}")
+    return {key: MaintEntry.from_wire(value, f"{where}[{key}]") for key, value in d.items()}
+
+
+def prefer_from_wire(d: object, where: str = "prefer") -> dict[str, PreferEntry]:
+    """A ``prefer`` object: service names -> PreferEntry."""
+    d = _object(d, where)
+    if len(d) > MAX_PREFER:
+        raise bad(where, f"more than {MAX_PREFER} entries")
+    for key in d:
+        if not protocol.valid_name(key):
+            raise bad(where, f"not a service name: {_show(key)}")
+    return {key: PreferEntry.from_wire(value, f"{where}[{key}]") for key, value in d.items()}
 
 
 @attrs.frozen
 class HostInfo:
     """Who answered: the node name faild was given, when it started, its pid, and (in
-    replies only) the seconds left of its failsh's lease (None: no live failsh)."""
+    replies only) the seconds left of its failsh's lease (None: no live failsh) and, once
+    a lease ended and no new one exists, why and when it ended (``lease_end``).
+    ``leases``: whether the server holds failsh leases at all: faild does; hc's monitor and
+    failsh's control port do not, and their replies have no ``lease`` member."""
 
     name: str
     started: float
     pid: int
     lease: float | None = None
+    lease_end: LeaseEnd | None = None
+    leases: bool = True
 
     def to_wire(self) -> Wire:
         wire: Wire = {"name": self.name, "started": self.started, "pid": self.pid}
-        if self.lease is not None:
+        if self.leases:
             wire["lease"] = self.lease
+        if self.lease_end is not None:
+            wire["lease_end"] = self.lease_end.to_wire()
         return wire
 
     @classmethod
@@ -173,8 +282,9 @@ class HostInfo:
         """The ``host`` member of a reply; ProtocolError (BADREPLY) naming the field."""
         d = _object(d, where)
         lease = None if d.get("lease") is None else wire_number(d, "lease", where, 0, MAX_LEASE)
+        end = None if d.get("lease_end") is None else LeaseEnd.from_wire(d["lease_end"], f"{where}.lease_end")
         return cls(name=wire_name(d, "name", where), started=wire_time(d, "started", where),
-                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease)
+                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease, lease_end=end, leases="lease" in d)
 
 
 def records_from_wire(items: object, where: str = "services") -> list[ServiceRecord]:
@@ -205,12 +315,17 @@ class Reply:
     history: list[Transition] | None = None
     changed: bool | None = None
     truncated: bool = False
+    # what is in maintenance on this faild ("*": the whole host) and its switchover targets;
+    # empty when the reply has none (an older faild, or nothing set)
+    maintenance: dict[str, MaintEntry] = attrs.field(factory=dict)
+    prefer: dict[str, PreferEntry] = attrs.field(factory=dict)
 
 
 def reply_from_wire(reply: object) -> Reply:
     """Validate the members of an ok reply (as protocol.decode_reply returns it) that any
-    op may carry: ``host``, ``services``, ``history``, ``changed``, ``truncated``; a member
-    that is there is checked whether or not the op needs it.  ProtocolError (BADREPLY)."""
+    op may carry: ``host``, ``services``, ``history``, ``changed``, ``truncated``,
+    ``maintenance``, ``prefer``; a member that is there is checked whether or not the op
+    needs it (``null`` counts as absent).  ProtocolError (BADREPLY)."""
     d = _object(reply, "reply")
     for key in ("changed", "truncated"):
         if d.get(key) is not None and not isinstance(d[key], bool):
@@ -218,7 +333,9 @@ def reply_from_wire(reply: object) -> Reply:
     return Reply(host=None if d.get("host") is None else HostInfo.from_wire(d["host"]),
                  services=None if "services" not in d else records_from_wire(d["services"]),
                  history=None if "history" not in d else history_from_wire(d["history"]),
-                 changed=d.get("changed"), truncated=bool(d.get("truncated")))
+                 changed=d.get("changed"), truncated=bool(d.get("truncated")),
+                 maintenance={} if d.get("maintenance") is None else maintenance_from_wire(d["maintenance"]),
+                 prefer={} if d.get("prefer") is None else prefer_from_wire(d["prefer"]))
 
 
 def list_from_wire(reply: object) -> tuple[HostInfo, list[ServiceRecord]]:

@@ -32,8 +32,12 @@ OPS: dict[str, tuple[str, ...]] = {
     "history": (),
     "loglevel": ("facility", "level"),
     "lease": ("ttl",),  # failsh on this host says "I am alive for ttl seconds"
+    "maint": ("on",),  # maintenance of a service (or, without one, of the whole host) on or off
+    "prefer": ("service",),  # the switchover target of a service; "host" must be there, null clears
 }
-WRITE_OPS = frozenset({"set", "loglevel", "lease"})
+WRITE_OPS = frozenset({"set", "loglevel", "lease", "maint", "prefer"})
+HOST_WIDE = "*"  # the key of the whole host's entry in a reply's "maintenance" (and in the state file)
+MAX_AGENT = 32  # characters of a request's "agent": a name, as a service's
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 _TEXT_LIMIT = 256
@@ -86,11 +90,14 @@ class Request:
     ttl: float = 0.0
     pid: int | None = None       # lease: the holder's pid and start time (failover/faild/lease.py)
     pidstart: int | None = None
+    on: bool | None = None       # maint: maintenance on (True) or off (False)
+    host: str | None = None      # prefer: the switchover target, None to clear
+    agent: str = ""              # any op: the sending program ("failctl"), for the "by" faild records
 
     def to_wire(self) -> Wire:
         msg: dict[str, Any] = {"v": VERSION, "id": self.id, "op": self.op,
                                "community": self.community}
-        for key in ("service", "reason", "facility", "level"):
+        for key in ("service", "reason", "facility", "level", "agent"):
             value = getattr(self, key)
             if value:
                 msg[key] = value
@@ -102,6 +109,10 @@ class Request:
             msg["ttl"] = self.ttl
             if self.pid is not None and self.pidstart is not None:
                 msg["pid"], msg["pidstart"] = self.pid, self.pidstart
+        if self.op == "maint":
+            msg["on"] = bool(self.on)
+        if self.op == "prefer":
+            msg["host"] = self.host
         return msg
 
 
@@ -194,7 +205,19 @@ def _build(msg: Wire, op: str, rid: str | int) -> Request:
         raise ProtocolError("BADREQUEST", "field 'pid' must be a process id 1..2147483647")
     if pidstart is not None and (type(pidstart) is not int or not 0 <= pidstart < 2**63):
         raise ProtocolError("BADREQUEST", "field 'pidstart' must be an integer 0..2**63-1")
-    return Request(op=op, id=rid, ttl=float(ttl), pid=pid, pidstart=pidstart,
+    on = msg.get("on")
+    if on is not None and not isinstance(on, bool):
+        raise ProtocolError("BADREQUEST", "field 'on' must be true or false")
+    if op == "prefer" and "host" not in msg:  # a misspelt member must not clear a switchover
+        raise ProtocolError("BADREQUEST", "operation 'prefer' needs field 'host' (a node name, or null to clear)")
+    host = msg.get("host")
+    if host is not None and not valid_name(host):
+        raise ProtocolError("BADREQUEST", f"invalid host name {_short(host)}")
+    agent = msg.get("agent", "")
+    if agent != "" and not (valid_name(agent) and len(agent) <= MAX_AGENT):
+        raise ProtocolError("BADREQUEST", f"field 'agent' must be a name of at most {MAX_AGENT} characters "
+                            "of A-Za-z0-9_.:@+-")
+    return Request(op=op, id=rid, ttl=float(ttl), pid=pid, pidstart=pidstart, on=on, host=host, agent=agent,
                    community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
                    service=service, state=state, reason=clean_text(_text(msg, "reason")), limit=limit,
                    facility=_text(msg, "facility", "", 32) or None,

@@ -27,9 +27,12 @@ NOW = 1.7e9
 GOOD = {"v": 1, "type": "snapshot", "node": "goodnode", "time": NOW, "seq": 7,
         "services": [{"name": "web", "state": "UP", "role": "master", "masters": [], "slaves": ["www2"],
                       "interval": 1.0, "last_change": NOW - 5, "last_check": NOW - 1, "decision": "stay UP",
-                      "peers": {"www2": {"role": "slave", "state": "RECOVER", "status": "up"}}}],
+                      "peers": {"www2": {"role": "slave", "state": "RECOVER", "status": "up"}},
+                      "paused": {"scope": "service", "reason": "db migration", "since": NOW - 3,
+                                 "by": "failctl from 10.0.0.9"},
+                      "prefer": "www2"}],
         "hosts": [{"name": "www2", "endpoint": "tcp://127.0.0.1:1", "status": "up", "last_seen": NOW - 1,
-                   "last_call": NOW - 1, "rtt": 0.001, "failsh": True}],
+                   "last_call": NOW - 1, "rtt": 0.001, "failsh": True, "paused": False}],
         "history": [{"service": "web", "old": None, "new": "UP", "time": NOW - 5, "counter": 1,
                      "reason": "start procedure returned UP"}]}
 
@@ -55,6 +58,11 @@ MALFORMED = {
     "rtt a string": bad(("hosts", 0, "rtt"), "1 ms"),
     "failsh a number": bad(("hosts", 0, "failsh"), 1),
     "history time a word": bad(("history", 0, "time"), "yesterday"),
+    "paused a string": bad(("services", 0, "paused"), "yes"),
+    "paused scope unknown": bad(("services", 0, "paused", "scope"), "cluster"),
+    "paused since NaN": bad(("services", 0, "paused", "since"), math.nan),
+    "prefer not a name": bad(("services", 0, "prefer"), "www 2"),
+    "host paused a number": bad(("hosts", 0, "paused"), 1),
 }
 
 
@@ -179,6 +187,8 @@ def test_failkey_directory_that_is_a_file(tmp_path: Path) -> None:
 
 # failc / failstat ------------------------------------------------------------------------------
 def test_numeric_service_name_held_by_faild(faild: FaildProcess) -> None:
+    with faild.client() as c:
+        c.call("lease", ttl=600)  # a live failsh: 123 UP is not stale (failstat would exit 6)
     assert run_cli("failc", "-h", faild.address, "123", "UP").returncode == 0
     assert run_cli("failc", "-h", faild.address, "web", "FAIL").returncode == 0
     r = run_cli("failc", "-h", faild.address, "123")

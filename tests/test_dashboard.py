@@ -21,6 +21,7 @@ import pytest
 from cluster import Cluster
 from support import TRANSIENT, http_get, prom_value, wait_for
 
+from failover.client import Client
 from failover.observe import feed
 
 pytestmark = pytest.mark.process
@@ -205,6 +206,42 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
 
 
 CELL = "(document.querySelector('#services tbody tr[data-service=web] td:nth-child({n})')||{{}}).textContent"
+
+
+def test_page_shows_maintenance_and_the_switchover_target(cluster: Cluster, browser: Browser) -> None:
+    """Neither moves the service here (www1 holds it, and is the target): the page shows
+    them, and takes them away when they end."""
+    browser.open(url(cluster))
+    row = "document.querySelector('#services tbody tr[data-service=web]')"
+    wait_for(lambda: browser.js(f"!!{row}"), 15, "the page to render", ignore=TRANSIENT)
+    with Client(cluster.failds["www2"].endpoint, agent="failctl") as a:
+        a.maint(True, "web", "disk swap")
+    with Client(cluster.failds["www1"].endpoint, agent="failctl") as a:
+        a.maint(True, None, "kernel update")
+        a.prefer("web", "www1", "stay there")
+    wait_for(lambda: browser.js(f"{row}.dataset.paused + '/' + {row}.dataset.prefer") == "service/www1", 10,
+             "the page to show the pause and the target", ignore=TRANSIENT)
+    assert browser.js(f"{row}.querySelector('td').textContent") == "web" + "paused" + "\u2192 www1"
+    assert "maintenance: disk swap (by failctl from 127.0.0.1 since" in \
+        browser.js(f"{row}.querySelector('.badge.paused').title")
+    assert browser.js(CELL.format(n=2)) == "RECOVERslave \u00b7 paused"
+    assert browser.js(CELL.format(n=3)) == "UPmaster \u00b7 up \u00b7 paused \u00b7 switchover target"
+    assert browser.js(f"{row}.querySelector('td:last-child').textContent").startswith("paused: disk swap")
+    hosts = browser.js("[...document.querySelectorAll('#hosts tbody tr')].map(r => r.lastChild.textContent)")
+    assert hosts == ["paused"]
+    snap = json.loads(http_get(url(cluster, "/snapshot.json"))[2])
+    web = snap["services"][0]
+    assert web["paused"]["scope"] == "service" and web["paused"]["reason"] == "disk swap" and web["prefer"] == "www1"
+    assert snap["hosts"][0]["paused"] is True
+    with Client(cluster.failds["www2"].endpoint, agent="failctl") as a:
+        a.maint(False, "web")
+    with Client(cluster.failds["www1"].endpoint, agent="failctl") as a:
+        a.maint(False, None)
+        a.prefer("web", None)
+    wait_for(lambda: browser.js(f"{row}.dataset.paused + '/' + {row}.dataset.prefer") == "/", 10,
+             "the page to drop them", ignore=TRANSIENT)
+    assert browser.js(CELL.format(n=1)) == "web"
+    assert cluster.states("web") == {"www1": "UP", "www2": "RECOVER"}
 
 
 def test_page_in_chromium_follows_a_failover(cluster: Cluster, browser: Browser, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import FaildProcess, free_port, run_cli
 
+from failover.client import Client
+
 pytestmark = pytest.mark.process
 
 COMMUNITIES = """\
@@ -128,6 +130,7 @@ def two_hosts(faild_factory) -> tuple[FaildProcess, str]:
     with up.client() as c:
         c.set("web", "UP")
         c.set("db", "FAIL", "disk")
+        c.call("lease", ttl=600)  # as a live failsh would: web UP is not stale
     return up, f"127.0.0.1:{free_port()}"
 
 
@@ -136,7 +139,7 @@ def test_failstat_table_one_host_down(two_hosts: tuple[FaildProcess, str]) -> No
     r = run_cli("failstat", "-t", "0.3", "-r", "0", up.address, down)
     assert_clean(r, 3)
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["HOST", "SERVICE", "STATE", "LAST", "CHANGE", "AGE"]
+    assert lines[0].split() == ["HOST", "SERVICE", "STATE", "LAST", "CHANGE", "AGE", "FLAGS"]
     rows = [line.split() for line in lines[1:]]
     assert [row[:3] for row in rows[:2]] == [[up.address, "db", "FAIL"], [up.address, "web", "UP"]]
     assert rows[2][:3] == [down, "-", "?"] and "no reply" in lines[3]
@@ -184,3 +187,56 @@ def test_failstat_usage_error() -> None:
     assert_clean(run_cli("failstat", "--history", "-n", "many"), 2)
     assert_clean(run_cli("failstat", "-n", "0"), 2)
     assert_clean(run_cli("failstat", "-p", "0"), 2)
+
+
+def test_failstat_stale_up(faild_factory) -> None:
+    """UP on a faild that reports no live failsh: stale in the table and the JSON, exit 6;
+    hosts that do not answer say more (their code wins)."""
+    f = faild_factory("stale", node="alpha")
+    with f.client() as c:
+        c.set("web", "UP", "started")
+        c.set("db", "RECOVER")
+        c.call("lease", ttl=60)
+        c.call("lease", ttl=0)  # failsh stopped: the lease is released
+    r = run_cli("failstat", f.address)
+    assert r.returncode == 6, (r.stdout, r.stderr)
+    row = next(line for line in r.stdout.splitlines() if " web " in line)
+    assert "UP (stale: no failsh)" in row
+    assert next(line for line in r.stdout.splitlines() if " db " in line).split()[2] == "RECOVER"
+    assert r.stderr == "failstat: UP without a live failsh (stale): web on alpha\n"
+    data = json.loads(run_cli("failstat", "--json", f.address).stdout)[0]
+    assert data["lease"] is None and data["lease_end"]["why"] == "released"
+    assert {s["name"]: s["stale"] for s in data["services"]} == {"db": False, "web": True}
+    r = run_cli("failstat", "-t", "0.3", "-r", "0", f.address, f"127.0.0.1:{free_port()}")
+    assert r.returncode == 3
+    with f.client() as c:
+        c.call("lease", ttl=60)
+    assert run_cli("failstat", f.address).returncode == 0
+
+
+def test_failstat_shows_flags_and_by(faild_factory) -> None:
+    f = faild_factory("flags", node="alpha")
+    with f.client() as c:
+        c.set("web", "UP")
+        c.set("db", "RECOVER")
+        c.call("lease", ttl=600)
+    assert run_cli("failc", "-h", f.address, "-m", "by hand", "mail", "FAIL").returncode == 0
+    with Client(f.endpoint, agent="failctl") as c:
+        c.maint(True, "web", "disk swap")
+        c.prefer("db", "beta", "move")
+    r = run_cli("failstat", "--history", f.address)
+    assert r.returncode == 0, r.stderr
+    flags = {line.split()[1]: line.split("  ")[-1].strip() for line in r.stdout.splitlines()[1:4]}
+    assert flags == {"db": "switchover to beta", "mail": "", "web": "paused"} or \
+        (flags["web"] == "paused" and flags["db"] == "switchover to beta"), r.stdout
+    assert "mail - -> FAIL  by hand (by failc from 127.0.0.1)" in r.stdout
+    with Client(f.endpoint, agent="failctl") as c:
+        c.maint(True)
+    r = run_cli("failstat", f.address)
+    assert "paused (host)" in next(line for line in r.stdout.splitlines() if " db " in line)
+    data = json.loads(run_cli("failstat", "--json", f.address).stdout)[0]
+    assert set(data["maintenance"]) == {"*", "web"} and data["prefer"]["db"]["host"] == "beta"
+    svc = {s["name"]: s for s in data["services"]}
+    assert svc["web"]["paused"]["scope"] == "service" and svc["db"]["paused"]["scope"] == "host"
+    assert svc["db"]["switchover"] == "beta" and svc["web"]["switchover"] is None
+    assert svc["mail"]["by"] == "failc from 127.0.0.1" and svc["mail"]["reason"] == "by hand"

@@ -114,10 +114,11 @@ def test_html_page(cluster: Cluster) -> None:
     assert r.stdout.startswith("<!DOCTYPE html>") and r.stdout.rstrip().endswith("</html>")
     p = _Cells()
     p.feed(r.stdout)
-    services = {(row[0][0], row[1][0]): row for row in p.rows if len(row) == 8 and row[0][0] in ("www1", "www2")}
+    services = {(row[0][0], row[1][0]): row for row in p.rows if len(row) == 9 and row[0][0] in ("www1", "www2")}
     assert services[("www1", "web")][2] == ("UP", "UP")          # text and colour class
     assert services[("www2", "web")][2] == ("RECOVER", "RECOVER")
     assert services[("www1", "web")][3][0] == "master"
+    assert services[("www1", "web")][4][0] == "-"  # flags: neither paused nor a switchover target
     assert "http-equiv" not in r.stdout  # no reload unless asked
 
 
@@ -223,6 +224,9 @@ def test_curses_keys(cluster: Cluster, tmux: list[str], tmp_path: Path) -> None:
     cluster.crash_host("www1")
     s = shows("www1=FAIL(down)", timeout=15)
     assert next(x for x in s.splitlines() if x.startswith("> www2")).split()[3] == "UP"
+    # www1's failsh sends no snapshot any more: its target is "gone since", not "live"
+    s = shows("failsh www1 gone since", f"{targets(cluster)[0]}: gone since", timeout=15)
+    assert f"{targets(cluster)[1]}: live" in s
     keys("q")
     wait_for(lambda: status.exists() and status.read_text().strip() == "0", 10, "failmon to quit with 0",
              ignore=TRANSIENT)
@@ -250,3 +254,30 @@ def test_history_survives_a_failsh_restart(cluster: Cluster) -> None:
     out = wait_for(shown, 15, "the transitions from before the restart", ignore=TRANSIENT)
     line = next(x for x in out.splitlines() if "failsh stopping" in x)
     assert f"{name}  web  UP -> RECOVER" in line
+
+
+def test_a_failsh_that_stops_publishing_is_marked_gone(tmp_path: Path) -> None:
+    """failmon -l keeps showing the last snapshot of a failsh killed with -9, marked as
+    such: "failsh solo gone since HH:MM:SS" and its rows as HOST[gone]."""
+    c = Cluster(tmp_path, names=("solo",), policy="proc up args {return UP}\nfailsvc web interval 1\n"
+                "failsvc web start up\n")
+    out = tmp_path / "failmon.out"
+    try:
+        c.start()
+        c.wait_states("web", {"solo": "UP"})
+        with open(out, "w") as f:
+            proc = subprocess.Popen([*FAILMON, "-l", "--every", "0.5", f"127.0.0.1:{c.monitor_ports['solo']}"],
+                                    stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: "solo  web" in out.read_text(), 15, "a first dump", ignore=TRANSIENT)
+            assert "gone" not in out.read_text()
+            c.failsh["solo"].kill9()
+            last = wait_for(lambda: (d := out.read_text().split("failmon at ")[-1]) and "[gone]" in d and d,
+                            15, "the failsh to be marked gone", ignore=TRANSIENT)
+            assert "failsh solo gone since " in last and "its rows are its last snapshot" in last
+            assert rows(last)[("solo[gone]", "web")][2] == "UP"  # its last state, marked
+        finally:
+            proc.kill()
+            proc.wait(5)
+    finally:
+        c.close()

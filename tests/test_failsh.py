@@ -245,7 +245,7 @@ def test_slave_alone_takes_over_from_master_without_failsh(make_cluster: Callabl
     c = make_cluster(["www1", "www2"], WEB)
     c.start("www2")
     c.wait_states("web", {"www1": None, "www2": "UP"}, timeout=8)
-    assert "web: RECOVER -> UP: master www1 down and no slave is UP" in c.failsh["www2"].log()
+    assert "web: RECOVER -> UP: master www1 down (no failsh lease) and no slave is UP" in c.failsh["www2"].log()
 
 
 def test_a_refused_poll_is_waited_on_not_taken_as_fail(make_cluster: Callable[..., Cluster]) -> None:
@@ -509,7 +509,7 @@ def test_repl_on_a_terminal(faild: FaildProcess, tmp_path: Path) -> None:
         term.send("}\r")
         term.expect("failsh% ")
         for keys, shown in (("greet a b\r", "hello a,b"),
-                            ("whatif web a FAIL b FAIL\r", "start: master a, b down and no slave is UP"),
+                            ("whatif web a FAIL b FAIL\r", "start: master a, b down (set FAIL by whatif)"),
                             ("whatif web a RECOVER b DOWN\r", "wait: master a is RECOVER"),
                             ("getst\t", "getstate "),  # tab completion
                             ("web\r", "RECOVER"),

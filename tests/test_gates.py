@@ -10,16 +10,17 @@ re-announced.  The rule itself has its own table in tests/test_decide.py.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pytest
 
-from failover.model import ServiceRecord
+from failover.model import LeaseEnd, MaintEntry, PreferEntry, ServiceRecord
 from failover.shell.gates import STALLED, Act, Answer, Inputs, Memory, Now, Seen, Verdict, evaluate, suppose
 from failover.shell.policy import ServiceConfig
-from failover.shell.view import DOWN, UNKNOWN, UP, PeerView
+from failover.shell.view import DOWN, UNKNOWN, UP, Pause, PeerView
 from failover.states import State
 
 pytestmark = pytest.mark.fast
@@ -33,12 +34,25 @@ TTL = 2.5
 
 def peer(name: str, state: State | None = RECOVER, status: str = UP, lease: float | None = 2.0,
          leased: bool = True, error: str = "", seen_ago: float = 0.1, restarted_ago: float | None = None,
-         counter: int = 7) -> PeerView:
-    """A host as the network thread sees it: its faild answers (UP) with ``state`` for web."""
-    services = {} if state is None else {"web": ServiceRecord("web", state, NOW.wall - 100, counter)}
+         counter: int = 7, by: str = "", reason: str = "", paused: str = "", prefer: PreferEntry | None = None,
+         ended: str = "") -> PeerView:
+    """A host as the network thread sees it: its faild answers (UP) with ``state`` for web;
+    ``paused``: "web" or "*" in maintenance there; ``prefer``: its switchover target for web;
+    ``ended``: why its failsh's last lease ended."""
+    services = {} if state is None else {"web": ServiceRecord("web", state, NOW.wall - 100, counter, reason, by)}
     return PeerView(name, f"tcp://{name}:1847", status=status, last_seen=NOW.wall - seen_ago,
                     lease=lease, leased=leased, error=error, services=services,
-                    restarted=None if restarted_ago is None else NOW.monotonic - restarted_ago)
+                    restarted=None if restarted_ago is None else NOW.monotonic - restarted_ago,
+                    maintenance={paused: MAINT} if paused else {}, prefer={"web": prefer} if prefer else {},
+                    lease_end=LeaseEnd(ended, NOW.wall - 1) if ended else None)
+
+
+MAINT = MaintEntry(NOW.wall - 600, "kernel update", "failctl from 10.0.0.9")
+PAUSE = Pause("service", MAINT.since, MAINT.reason, MAINT.by)
+
+
+def switch(host: str, since: float = NOW.wall - 5, by: str = "failctl from 10.0.0.9") -> PreferEntry:
+    return PreferEntry(host, since, "move to the new hardware", by)
 
 
 def silent(name: str, seen_ago: float = 5.0, was: State | None = State.UP) -> PeerView:
@@ -49,13 +63,17 @@ def silent(name: str, seen_ago: float = 5.0, was: State | None = State.UP) -> Pe
 def inputs(local: State = RECOVER, masters: tuple[str, ...] = ("m1",), slaves: tuple[str, ...] = (),
            views: dict[str, PeerView] | None = None, memory: Memory | None = None, **kw: Any) -> Inputs:
     svc_fields = {k: kw.pop(k) for k in ("check", "reclaim", "holddown", "witnesses", "quorum", "tiebreaker",
-                                         "announce") if k in kw}
+                                         "announce", "failback", "failback_delay", "flap_count", "flap_minutes")
+                  if k in kw}
     svc = ServiceConfig("web", masters=list(masters), slaves=list(slaves), **svc_fields)
     hosts = svc.polled()
     if "answer" in kw:
         kw["tiebreaker"] = kw.pop("answer")
     if views is None:
         views = {h: peer(h) for h in hosts}
+    if "me" in kw:  # this host's own faild (its maintenance, its switchover target): node "me"
+        views = {**views, "me": kw.pop("me")}
+        kw.setdefault("node", "me")
     defaults: dict[str, Any] = dict(
         service=svc, local=local, views=views, memory=memory or Memory(), now=NOW,
         deadtimes={h: DEADTIME for h in hosts}, intervals={h: INTERVAL for h in hosts}, lease_ttl=TTL,
@@ -156,7 +174,7 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
      "ask: would ask the tie-breaker (master m1 silent; rule said start: master m1 down",
      lambda v: v.memory == UNCHANGED),
     ("tie-breaker says yes: start", inputs(**TB, views={"m1": silent("m1")}, answer=Answer(True, "check passed")),
-     Act.START, "master m1 down and no slave is UP", refused_at(None)),
+     Act.START, "master m1 down (faild silent for 5.0 s) and no slave is UP", refused_at(None)),
     ("tie-breaker says no", inputs(**TB, views={"m1": silent("m1")}, answer=Answer(False, "check returned 0")),
      Act.WAIT, "split-brain guard: tie-breaker said no (check returned 0)", refused_at(NOW.monotonic)),
     ("tie-breaker yes right after a no: wait", inputs(**TB, views={"m1": silent("m1")},
@@ -194,6 +212,161 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
      Act.STOP, "handing back", announces("s")),
     ("not UP here: forget the peers", inputs(memory=WAS_UP, views={"m1": peer("m1", FAIL)}), Act.START,
      "master m1 down", remembered(seen_at=None, seen={})),
+    # the local faild first: its maintenance flags and external changes are not known before it answers
+    ("local faild not heard yet: wait", inputs(views={"m1": peer("m1", FAIL)}, local_unheard=True), Act.WAIT,
+     "wait: no answer yet from the local faild", None),
+    # maintenance here: no action at all, whatever the rule or the gates say
+    ("paused: the holder stays holder", inputs(State.UP, me=peer("me", paused="web"),
+                                               views={"m1": peer("m1", State.UP)}),
+     Act.NONE, "paused: kernel update (by failctl from 10.0.0.9 since ",
+     lambda v: v.level == logging.INFO and v.memory.paused == PAUSE and v.events == ()),
+    ("paused host: no start", inputs(me=peer("me", paused="*"), views={"m1": peer("m1", FAIL)}), Act.NONE,
+     "; whole host)", None),
+    ("paused: no reclaim", inputs(FAIL, reclaim="fix", me=peer("me", paused="web")), Act.NONE, "paused:", None),
+    ("paused: no check", inputs(State.UP, masters=(), check="pidof x", me=peer("me", paused="web")), Act.NONE,
+     "paused:", None),
+    ("paused: not even stopped when the local faild is down", inputs(State.UP, me=peer("me", paused="web"),
+                                                                     local_faild_down=True), Act.NONE, "paused:", None),
+    ("resumed: said once, the rule applies at once", inputs(me=peer("me"), memory=Memory(paused=PAUSE),
+                                                            views={"m1": peer("m1", FAIL)}),
+     Act.START, "master m1 down", lambda v: v.memory.paused is None and v.events == (
+         (logging.INFO, "resumed: kernel update (by failctl from 10.0.0.9 since "
+          + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(MAINT.since)) + ") is over; the rule applies again"),)),
+    # a peer's maintenance: its service is not taken over, nor handed back to it
+    ("master paused: not taken over", inputs(views={"m1": peer("m1", FAIL, paused="web")}), Act.WAIT,
+     "wait: master m1 is paused: kernel update (by failctl from 10.0.0.9 since", None),
+    ("master paused, its failsh gone: not taken over", inputs(views={"m1": peer("m1", State.UP, paused="*",
+                                                                                 lease=None, ended="exited")}),
+     Act.WAIT, "master m1 is paused", None),
+    ("master paused and RECOVER: not handed back", inputs(State.UP, views={"m1": peer("m1", paused="web")}),
+     Act.NONE, "none: UP; master m1 is paused: not handing back", None),
+    ("master paused and UP: handed back", inputs(State.UP, views={"m1": peer("m1", State.UP, paused="web",
+                                                                               lease=None)}),
+     Act.STOP, "master m1 is UP: handing back", None),
+    ("paused slave holds it, its failsh gone: the master waits",
+     inputs(masters=(), slaves=("s",), views={"s": peer("s", State.UP, paused="web", lease=None)}),
+     Act.WAIT, "wait: slave s holds it and is paused: kernel update", None),
+    ("paused master FAIL, FAIL here: reclaim", inputs(FAIL, reclaim="fix", views={"m1": peer("m1", FAIL, paused="*")}),
+     Act.RECLAIM, "reclaim", None),
+    # switchover: the target heads the order on every host
+    ("switchover to here: the old master is now our slave", inputs(me=peer("me", prefer=switch("me")),
+                                                                   views={"m1": peer("m1", State.UP)}),
+     Act.WAIT, "wait: no master ready; waiting for slave m1 to yield",
+     lambda v: v.events == ((logging.INFO, "switchover to me requested by failctl from 10.0.0.9: move to the new "
+                                           "hardware"),) and v.memory.prefer == switch("me")),
+    ("switchover to here, the old master yielded: start", inputs(me=peer("me", prefer=switch("me")),
+                                                                 memory=Memory(prefer=switch("me"))),
+     Act.START, "start: switchover to me requested by failctl from 10.0.0.9: move to the new hardware; no masters",
+     lambda v: v.cause == "switchover" and v.events == ()),
+    ("switchover to a slave: the master hands back", inputs(State.UP, masters=(), slaves=("s",),
+                                                            views={"s": peer("s", prefer=switch("s"))}),
+     Act.STOP, "stop: switchover to s requested by failctl from 10.0.0.9: move to the new hardware; master s is "
+               "RECOVER: handing back", None),
+    ("switchover sticks: the old master waits", inputs(masters=(), slaves=("s",), me=peer("me", prefer=switch("s")),
+                                                       views={"s": peer("s", State.UP)}),
+     Act.WAIT, "wait: master s is UP", None),
+    ("switchover overrides hold-down, failback and flapping",
+     inputs(State.UP, masters=(), slaves=("s",), holddown=30.0, last_change=NOW.wall - 1, failback="manual",
+            memory=Memory(flapping=True, moves=(NOW.monotonic,) * 7, holder="me"),
+            views={"s": peer("s", prefer=switch("s"))}),
+     Act.STOP, "switchover to s", None),
+    ("switchover: the newest target wins", inputs(slaves=("s",), me=peer("me", prefer=switch("me", NOW.wall - 1)),
+                                                  views={"m1": peer("m1", FAIL, prefer=switch("s", NOW.wall - 9)),
+                                                         "s": peer("s")}),
+     Act.START, "switchover to me", None),
+    ("switchover to a host of no list: ignored, said once", inputs(me=peer("me", prefer=switch("www9")),
+                                                                   views={"m1": peer("m1", State.UP)}),
+     Act.WAIT, "wait: master m1 is UP", lambda v: v.events[0][0] == logging.WARNING
+     and "switchover to www9 ignored" in v.events[0][1] and v.memory.prefer == switch("www9")),
+    ("switchover cleared: said once, the policy's order again", inputs(State.UP, masters=(), slaves=("s",),
+                                                                       memory=Memory(prefer=switch("s"))),
+     Act.NONE, "UP and no master is ready",
+     lambda v: v.events == ((logging.INFO, "switchover to s cleared: the policy's order applies again"),)),
+    # failback policy
+    ("failback manual: the slave keeps it", inputs(State.UP, failback="manual"), Act.WAIT,
+     "wait: failback manual: keeping it while master m1 is RECOVER", lambda v: v.level == logging.INFO),
+    ("failback manual: a master UP is handed back to", inputs(State.UP, failback="manual",
+                                                              views={"m1": peer("m1", State.UP)}),
+     Act.STOP, "handing back", None),
+    ("failback manual: the master waits", inputs(masters=(), slaves=("s",), failback="manual",
+                                                 views={"s": peer("s", State.UP)}),
+     Act.WAIT, "wait: slave s holds it (failback manual)", None),
+    ("failback delay: first seen ready now", inputs(State.UP, failback="delay", failback_delay=30.0), Act.WAIT,
+     "wait: failback delay: handing back once master m1 has been ready for 30 s",
+     remembered(ready_since={"m1": NOW.monotonic})),
+    ("failback delay: ready for 10 s", inputs(State.UP, failback="delay", failback_delay=30.0,
+                                               memory=Memory(ready_since={"m1": NOW.monotonic - 10})),
+     Act.WAIT, "failback delay", remembered(ready_since={"m1": NOW.monotonic - 10})),
+    ("failback delay: ready long enough", inputs(State.UP, failback="delay", failback_delay=30.0,
+                                                  memory=Memory(ready_since={"m1": NOW.monotonic - 31})),
+     Act.STOP, "handing back", None),
+    ("failback delay: a master not ready is forgotten", inputs(State.UP, failback="delay", failback_delay=30.0,
+                                                              memory=Memory(ready_since={"m1": NOW.monotonic - 31}),
+                                                              views={"m1": peer("m1", FAIL)}),
+     Act.NONE, "UP and no master is ready", remembered(ready_since={})),
+    ("failback delay: the master waits", inputs(masters=(), slaves=("s",), failback="delay", failback_delay=30.0,
+                                                views={"s": peer("s", State.UP)}),
+     Act.WAIT, "waiting for slave s to yield (failback delay 30 s)", None),
+    # flap protection: more than flap_count changes of holder within flap_minutes
+    ("a change of holder is counted", inputs(State.UP, masters=(), slaves=("s",), node="me",
+                                             memory=Memory(holder="s", moves=(NOW.monotonic - 10,))),
+     Act.NONE, "UP", remembered(holder="me", moves=(NOW.monotonic - 10, NOW.monotonic), flapping=False)),
+    ("a restart in place is not a change of holder", inputs(State.UP, masters=(), slaves=("s",), node="me",
+                                                            memory=Memory(holder="me")),
+     Act.NONE, "UP", remembered(holder="me", moves=())),
+    ("nobody holds it: nothing counted", inputs(views={"m1": peer("m1", FAIL)}, node="me", memory=Memory(holder="m1")),
+     Act.START, "master m1 down", remembered(holder="m1", moves=())),
+    ("flapping: held here, said once at WARNING", inputs(State.UP, node="me", memory=Memory(
+        holder="m1", moves=tuple(NOW.monotonic - 10 * i for i in range(1, 7)))),
+     Act.WAIT, "wait: flapping: held here (more than 6 holder changes within 5 min)",
+     lambda v: v.memory.flapping and len(v.memory.moves) == 7 and v.events[0][0] == logging.WARNING
+     and v.events[0][1].startswith("flapping: changed holder 7 times within 5 min (more than 6): held where it is "
+                                   "(me)")),
+    ("flapping: a master UP is handed back to at once (two hosts must not stay UP)",
+     inputs(State.UP, node="me", views={"m1": peer("m1", State.UP)},
+            memory=Memory(holder="me", flapping=True, moves=(NOW.monotonic - 1,) * 7)),
+     Act.STOP, "master m1 is UP: handing back", None),
+    ("flapping: the master waits", inputs(masters=(), slaves=("s",), views={"s": peer("s", State.UP)},
+                                          memory=Memory(holder="s", flapping=True,
+                                                        moves=(NOW.monotonic - 1,) * 7)),
+     Act.WAIT, "wait: slave s holds it (flapping: more than 6 holder changes within 5 min)", lambda v: v.events == ()),
+    ("flapping: a start where nobody holds it is still made", inputs(views={"m1": peer("m1", FAIL)}, memory=Memory(
+        holder="m1", flapping=True, moves=(NOW.monotonic - 1,) * 7)), Act.START, "master m1 down", None),
+    ("flapping over once the window passed", inputs(State.UP, node="me", memory=Memory(
+        holder="me", flapping=True, moves=(NOW.monotonic - 301,) * 7)),
+     Act.STOP, "handing back", lambda v: not v.memory.flapping and v.memory.moves == ()
+     and v.events[0][1].startswith("no longer flapping")),
+    ("flap protection off", inputs(State.UP, node="me", flap_count=0, memory=Memory(
+        holder="m1", moves=(NOW.monotonic - 1,) * 20)), Act.STOP, "handing back", remembered(flapping=False)),
+    ("flap settings: 2 in 1 minute", inputs(State.UP, node="me", flap_count=2, flap_minutes=1.0, memory=Memory(
+        holder="m1", moves=(NOW.monotonic - 61, NOW.monotonic - 30, NOW.monotonic - 20))),
+     Act.WAIT, "flapping: held here (more than 2 holder changes within 1 min)", None),
+    # what found a master down, named in the start's reason and its metrics label
+    ("detection: lease ended, process exited", inputs(views={"m1": peer("m1", State.UP, lease=None, ended="exited")}),
+     Act.START, "master m1 down (lease ended because the failsh process exited)",
+     lambda v: v.cause == "lease-exited"),
+    ("detection: lease released", inputs(views={"m1": peer("m1", lease=None, ended="released")}), Act.START,
+     "(lease ended because it was released (graceful stop))", lambda v: v.cause == "lease-released"),
+    ("detection: lease expired", inputs(views={"m1": peer("m1", State.UP, lease=None, ended="expired")}), Act.START,
+     "(lease ended because it expired)", lambda v: v.cause == "lease-expired"),
+    ("detection: no lease", inputs(views={"m1": peer("m1", State.UP, lease=None)}), Act.START,
+     "(no failsh lease)", lambda v: v.cause == "no-lease"),
+    ("detection: faild silent", inputs(views={"m1": silent("m1", seen_ago=4.25)}), Act.START,
+     "master m1 down (faild silent for 4.2 s)", lambda v: v.cause == "faild-silent"),
+    ("detection: set FAIL by failc", inputs(views={"m1": peer("m1", FAIL, by="failc from 10.0.0.9",
+                                                              reason="disk replacement")}),
+     Act.START, "master m1 down (set FAIL by failc from 10.0.0.9: disk replacement)", lambda v: v.cause == "set-fail"),
+    ("detection: hc", inputs(views={"m1": peer("m1", FAIL, by="hc from 127.0.0.1",
+                                               reason="hc: check web failed 3 times in a row: HTTP 500")}),
+     Act.START, "master m1 down (hc check web failed 3 times in a row: HTTP 500)", lambda v: v.cause == "hc"),
+    ("detection: service unknown there", inputs(views={"m1": peer("m1", None)}), Act.START,
+     "(its faild does not know the service)", lambda v: v.cause == "unknown-service"),
+    ("detection: two masters", inputs(masters=("m1", "m2"), views={"m1": peer("m1", FAIL, by="failc"),
+                                                                    "m2": silent("m2")}),
+     Act.START, "master m1, m2 down (m1: set FAIL by failc; m2: faild silent for 5.0 s)",
+     lambda v: v.cause == "set-fail"),
+    ("no masters: the top host starts", inputs(masters=()), Act.START, "no masters and no slave is UP",
+     lambda v: v.cause == "no-master"),
 ]
 
 

@@ -202,7 +202,8 @@ def test_failed_check_sets_fail_and_recovery_sets_recover_never_up(running, fail
         assert wait_for(lambda: f.state("web") == "FAIL", 3)
         with f.client() as c:
             last = c.history("web", limit=1)[-1]
-            assert last.reason.startswith("hc: web check failed 2 times in a row: HTTP 500")
+            assert last.reason.startswith("hc: check web failed 2 times in a row: HTTP 500")
+            assert last.by == "hc from 127.0.0.1"  # hc names itself (agent), faild adds the address
             # someone (failsh's reclaim, failc) sets it back while the check still fails: hc insists
             c.set("web", "RECOVER", "manual")
         assert wait_for(lambda: f.state("web") == "FAIL", 3)

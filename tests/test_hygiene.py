@@ -96,6 +96,7 @@ def test_secret_key_open_to_others_is_refused(open_key: dict[str, Path], tmp_pat
                   "--curve-secret", str(secret), "--curve-allow", str(d)],
         "failc": ["-h", "127.0.0.1:9", "--curve-secret", str(secret), "--server-key", str(public), "web"],
         "failstat": ["--curve-secret", str(secret), "--server-key", str(public), "127.0.0.1:9"],
+        "failctl": ["-H", "127.0.0.1:9", "--curve-secret", str(secret), "--server-key", str(public), "status"],
         "failsh": ["-F", "-N", "www2", "-f", str(policy), "-m", "0", "-D", "0",
                    "--curve-secret", str(secret), "--curve-keys", str(d)],
     }

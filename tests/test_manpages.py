@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import os
 import re
@@ -41,6 +42,23 @@ def test_every_option_is_documented(pages: dict[str, Path]) -> None:
         for action in parser._actions:
             for option in action.option_strings:
                 assert f"\\fB{manpage.escape(option)}\\fR" in text, (program, option)
+
+
+def test_every_command_is_documented(pages: dict[str, Path]) -> None:
+    """A program with commands (failctl): each command, its synopsis and its options."""
+    seen = 0
+    for program, parser in manpage.parsers():
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            text = pages[program].read_text()
+            for name, sub in action.choices.items():
+                seen += 1
+                assert f".SS {name}\n" in text and f"\\fB{program} {name}\\fR " in text, (program, name)
+                for a in sub._actions:
+                    for option in a.option_strings:
+                        assert f"\\fB{manpage.escape(option)}\\fR" in text, (program, name, option)
+    assert seen >= 4  # failctl status, pause, resume, switchover
 
 
 def test_pages_build_without_tkinter(tmp_path: Path) -> None:

@@ -13,23 +13,29 @@ from hypothesis import strategies as st
 from support import json_paths, replaced
 
 from failover import model, protocol
-from failover.model import HostInfo, ServiceRecord, Transition
+from failover.model import HostInfo, LeaseEnd, MaintEntry, PreferEntry, ServiceRecord, Transition
 from failover.observe import feed
 from failover.states import State
 
 pytestmark = pytest.mark.fast
 
 NOW = 1.7e9
-RECORD = {"name": "web", "state": "UP", "last_change": NOW, "counter": 3}
-HOST = {"name": "www1", "started": NOW - 100, "pid": 4242, "lease": 2.5}
-TRANSITION = {"service": "web", "old": "RECOVER", "new": "UP", "time": NOW, "counter": 3, "reason": "started"}
-LIST = {"v": 1, "id": 1, "ok": True, "host": HOST, "services": [RECORD, {**RECORD, "name": "db", "state": "FAIL"}]}
+RECORD = {"name": "web", "state": "UP", "last_change": NOW, "counter": 3, "reason": "started", "by": "failsh"}
+HOST = {"name": "www1", "started": NOW - 100, "pid": 4242, "lease": 2.5, "lease_end": {"why": "exited", "at": NOW}}
+TRANSITION = {"service": "web", "old": "RECOVER", "new": "UP", "time": NOW, "counter": 3, "reason": "started",
+              "by": "failc from 10.0.0.9"}
+MAINTENANCE = {"*": {"since": NOW, "reason": "kernel update", "by": "failctl from 10.0.0.9"},
+               "web": {"since": NOW - 5, "reason": "", "by": "failctl"}}
+PREFER = {"web": {"host": "www2", "since": NOW, "reason": "move", "by": "failctl from 10.0.0.9"}}
+LIST = {"v": 1, "id": 1, "ok": True, "host": HOST, "services": [RECORD, {**RECORD, "name": "db", "state": "FAIL"}],
+        "maintenance": MAINTENANCE, "prefer": PREFER}
 
 
 def test_valid_list_reply() -> None:
     host, records = model.list_from_wire(json.loads(json.dumps(LIST)))
-    assert host == HostInfo(name="www1", started=NOW - 100, pid=4242, lease=2.5)
-    assert records == [ServiceRecord("web", State.UP, NOW, 3), ServiceRecord("db", State.FAIL, NOW, 3)]
+    assert host == HostInfo(name="www1", started=NOW - 100, pid=4242, lease=2.5, lease_end=LeaseEnd("exited", NOW))
+    assert records == [ServiceRecord("web", State.UP, NOW, 3, "started", "failsh"),
+                       ServiceRecord("db", State.FAIL, NOW, 3, "started", "failsh")]
     assert model.list_from_wire({**LIST, "host": {**HOST, "lease": None}})[0].lease is None
     assert model.list_from_wire({**LIST, "services": []})[1] == []
     # unknown members are ignored (hc's monitor adds "hc" to each record)
@@ -39,10 +45,44 @@ def test_valid_list_reply() -> None:
 def test_round_trip() -> None:
     rec = ServiceRecord("web", State.RECOVER, NOW, 7)
     assert ServiceRecord.from_wire(rec.to_wire()) == rec
+    assert set(rec.to_wire()) == {"name", "state", "last_change", "counter"}  # "" reason and by left out
+    rec = ServiceRecord("web", State.RECOVER, NOW, 7, "stopped by hand", "failc from 10.0.0.9")
+    assert ServiceRecord.from_wire(rec.to_wire()) == rec
     t = Transition("web", None, State.UP, NOW, 1, "first")
+    assert Transition.from_wire(t.to_wire()) == t and "by" not in t.to_wire()
+    t = Transition("web", None, State.UP, NOW, 1, "first", "hc")
     assert Transition.from_wire(t.to_wire()) == t
     h = HostInfo("www1", NOW, 1)
+    assert HostInfo.from_wire(h.to_wire()) == h and h.to_wire()["lease"] is None and "lease_end" not in h.to_wire()
+    # a server without leases (hc's monitor, failsh's control port) sends no "lease" member
+    h = HostInfo("www1", NOW, 1, leases=False)
     assert HostInfo.from_wire(h.to_wire()) == h and "lease" not in h.to_wire()
+    h = HostInfo("www1", NOW, 1, None, LeaseEnd("released", NOW))
+    assert HostInfo.from_wire(h.to_wire()) == h
+    m = MaintEntry(NOW, "disk", "failctl")
+    assert MaintEntry.from_wire(m.to_wire()) == m
+    p = PreferEntry("www2", NOW, "move", "failctl")
+    assert PreferEntry.from_wire(p.to_wire()) == p
+
+
+def test_flags_of_a_reply() -> None:
+    reply = model.reply_from_wire(json.loads(json.dumps(LIST)))
+    assert reply.maintenance == {"*": MaintEntry(NOW, "kernel update", "failctl from 10.0.0.9"),
+                                 "web": MaintEntry(NOW - 5, "", "failctl")}
+    assert reply.prefer == {"web": PreferEntry("www2", NOW, "move", "failctl from 10.0.0.9")}
+    # absent or null: none (an older faild, or nothing set); entries' reason and by are optional
+    for bare in ({k: v for k, v in LIST.items() if k not in ("maintenance", "prefer")},
+                 {**LIST, "maintenance": None, "prefer": None}):
+        parsed = model.reply_from_wire(bare)
+        assert parsed.maintenance == {} and parsed.prefer == {}
+    parsed = model.reply_from_wire({"maintenance": {"web": {"since": NOW}}, "prefer": {"web": {"host": "a",
+                                                                                           "since": NOW}}})
+    assert parsed.maintenance["web"] == MaintEntry(NOW) and parsed.prefer["web"] == PreferEntry("a", NOW)
+    # text from outside loses its control characters
+    dirty = {"since": NOW, "reason": "a\nb\x1b[2J", "by": "x\ry"}
+    parsed = model.reply_from_wire({"maintenance": {"web": dirty}, "prefer": {"web": {**dirty, "host": "h"}}})
+    assert parsed.maintenance["web"] == MaintEntry(NOW, "a b[2J", "x y")
+    assert parsed.prefer["web"].reason == "a b[2J"
 
 
 BAD_LIST = [
@@ -80,6 +120,31 @@ BAD_LIST = [
     (("host", "lease"), "2", "host.lease"),
     (("changed",), "yes", "reply.changed"),
     (("history",), {}, "history: not a list"),
+    (("services", 0, "reason"), 5, "services[0].reason"),
+    (("services", 0, "reason"), "r" * 257, "services[0].reason"),
+    (("services", 0, "by"), ["failc"], "services[0].by"),
+    (("services", 0, "by"), "b" * 81, "services[0].by"),
+    (("host", "lease_end"), "released", "host.lease_end: expected an object"),
+    (("host", "lease_end", "why"), "killed", "host.lease_end.why"),
+    (("host", "lease_end", "why"), ..., "host.lease_end: no 'why'"),
+    (("host", "lease_end", "at"), math.nan, "host.lease_end.at"),
+    (("host", "lease_end", "at"), "now", "host.lease_end.at"),
+    (("maintenance",), [], "maintenance: expected an object"),
+    (("maintenance",), {"bad name": {"since": NOW}}, "maintenance: not '*' or a service name"),
+    (("maintenance",), {f"s{i}": {"since": NOW} for i in range(model.MAX_MAINT + 1)}, "maintenance: more than"),
+    (("maintenance", "*"), "on", "maintenance[*]: expected an object"),
+    (("maintenance", "*", "since"), ..., "maintenance[*]: no 'since'"),
+    (("maintenance", "*", "since"), -5, "maintenance[*].since"),
+    (("maintenance", "web", "reason"), 1, "maintenance[web].reason"),
+    (("maintenance", "web", "by"), "x" * 81, "maintenance[web].by"),
+    (("prefer",), "www2", "prefer: expected an object"),
+    (("prefer",), {"*": {"host": "www2", "since": NOW}}, "prefer: not a service name"),
+    (("prefer",), {f"s{i}": {"host": "h", "since": NOW} for i in range(model.MAX_PREFER + 1)},
+     "prefer: more than"),
+    (("prefer", "web", "host"), None, "prefer[web].host"),
+    (("prefer", "web", "host"), "www 2", "prefer[web].host"),
+    (("prefer", "web", "since"), True, "prefer[web].since"),
+    (("prefer", "web", "reason"), "r" * 257, "prefer[web].reason"),
 ]
 
 
@@ -129,7 +194,8 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                                                                                 max_size=4),
                     max_leaves=20)
 WORDS = st.sampled_from(["web", "UP", "up ", "FAIL", "RECOVER", "", "bad name", "x" * 65, 0, 1, -1, 2**63, 1e300,
-                         math.nan, math.inf, NOW, True, None, [], {}, RECORD, HOST, TRANSITION])
+                         math.nan, math.inf, NOW, True, None, [], {}, RECORD, HOST, TRANSITION, "*", "released",
+                         "expired", "r\x1b" * 100, MAINTENANCE, PREFER])
 
 
 FULL = {**LIST, "history": [TRANSITION], "changed": True, "truncated": False}
@@ -156,6 +222,19 @@ def _valid_or_badreply(reply: object) -> None:
     else:
         for t in parsed.history or []:
             assert protocol.clean_text(t.reason) == t.reason and math.isfinite(t.time)
+            assert protocol.clean_text(t.by) == t.by and len(t.by) <= model.MAX_BY
+        for r in parsed.services or []:
+            assert protocol.clean_text(r.reason) == r.reason and len(r.reason) <= model.MAX_REASON
+            assert protocol.clean_text(r.by) == r.by and len(r.by) <= model.MAX_BY
+        if parsed.host is not None and parsed.host.lease_end is not None:
+            assert parsed.host.lease_end.why in model.LEASE_END_WHY and math.isfinite(parsed.host.lease_end.at)
+        assert len(parsed.maintenance) <= model.MAX_MAINT and len(parsed.prefer) <= model.MAX_PREFER
+        for key, m in parsed.maintenance.items():
+            assert key == protocol.HOST_WIDE or protocol.valid_name(key)
+            assert math.isfinite(m.since) and protocol.clean_text(m.reason) == m.reason and len(m.by) <= model.MAX_BY
+        for key, pe in parsed.prefer.items():
+            assert protocol.valid_name(key) and protocol.valid_name(pe.host) and math.isfinite(pe.since)
+        json.dumps({k: m.to_wire() for k, m in parsed.maintenance.items()}, allow_nan=False)
 
 
 @settings(max_examples=500, deadline=None)

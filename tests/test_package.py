@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
 CACHE = Path("/var/cache/failover-tests")
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # Debian's python3 and tools, not a pyenv or venv one
-PROGRAMS = ("faild", "failsh", "failc", "failstat", "failmon", "faildebug", "failkey", "hc", "hcmon")
+PROGRAMS = ("faild", "failsh", "failc", "failstat", "failctl", "failmon", "faildebug", "failkey", "hc", "hcmon")
 BUILD_TOOLS = ("dpkg-buildpackage", "dpkg-checkbuilddeps", "dh", "pybuild")
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failover import protocol
+from failover import model, protocol
 from failover.faild import community
-from failover.faild.server import Faild
+from failover.faild.server import Faild, changed_by
 from failover.faild.store import Store
 from failover.model import HostInfo, ServiceRecord, Transition
 from failover.states import State
@@ -29,7 +29,7 @@ def frame(**fields: Any) -> bytes:
 
 
 def make_faild(rules: community.Rules = community.DEFAULT_RULES) -> Faild:
-    return Faild(Store(None), rules, HOST)
+    return Faild(Store(None), rules, HOST, leases=True)
 
 
 def ask(f: Faild, raw: bytes) -> dict:
@@ -48,6 +48,11 @@ def ask(f: Faild, raw: bytes) -> dict:
     protocol.Request(op="history", id=4, service="web", limit=5),
     protocol.Request(op="history", id=5),
     protocol.Request(op="loglevel", id=6, facility="server", level="debug"),
+    protocol.Request(op="maint", id=7, on=True, reason="kernel update", agent="failctl"),
+    protocol.Request(op="maint", id=8, on=False, service="web"),
+    protocol.Request(op="prefer", id=9, service="web", host="www2", reason="move", agent="failctl"),
+    protocol.Request(op="prefer", id=10, service="web", host=None),
+    protocol.Request(op="set", id=11, service="web", state=State.FAIL, agent="hc"),
 ])
 def test_request_round_trip(request_: protocol.Request) -> None:
     assert protocol.decode_request(protocol.encode(request_.to_wire())) == request_
@@ -103,6 +108,23 @@ def test_defaults_and_state_spelling() -> None:
     (frame(op="history", limit=True), "BADREQUEST"),
     (frame(op="loglevel", facility="all", level=""), "BADREQUEST"),
     (frame(op="loglevel", facility="all"), "BADREQUEST"),
+    (frame(op="maint"), "BADREQUEST"),
+    (frame(op="maint", on=None), "BADREQUEST"),
+    (frame(op="maint", on=1), "BADREQUEST"),
+    (frame(op="maint", on="true"), "BADREQUEST"),
+    (frame(op="maint", on=True, service="bad name"), "BADREQUEST"),
+    (frame(op="maint", on=True, reason="r" * 257), "BADREQUEST"),
+    (frame(op="prefer", host="www2"), "BADREQUEST"),
+    (frame(op="prefer", service="web"), "BADREQUEST"),          # "host" must be there (null clears)
+    (frame(op="prefer", service="web", to="www2"), "BADREQUEST"),
+    (frame(op="prefer", service="web", host="www 2"), "BADREQUEST"),
+    (frame(op="prefer", service="web", host=""), "BADREQUEST"),
+    (frame(op="prefer", service="web", host=["www2"]), "BADREQUEST"),
+    (frame(op="ping", agent=7), "BADREQUEST"),
+    (frame(op="ping", agent="fail ctl"), "BADREQUEST"),
+    (frame(op="ping", agent="a" * 33), "BADREQUEST"),
+    (frame(op="ping", agent="x\u001b"), "BADREQUEST"),
+    (frame(op="list", on="maybe"), "BADREQUEST"),               # type-checked on any op
 ])
 def test_decode_rejects(raw: bytes, code: str) -> None:
     with pytest.raises(protocol.ProtocolError) as info:
@@ -239,7 +261,7 @@ class DictStore:
     def all(self) -> list[ServiceRecord]:
         return [self.records[n] for n in sorted(self.records)]
 
-    def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
+    def set(self, name: str, state: State, reason: str = "", by: str = "") -> tuple[ServiceRecord, bool]:
         old = self.records.get(name)
         if old is not None and old.state is state:
             return old, False
@@ -247,6 +269,150 @@ class DictStore:
         rec = self.records[name] = ServiceRecord(name, state, 1700000000.0 + self.counter, self.counter)
         self.history.append(Transition(name, old.state if old else None, state, rec.last_change, self.counter, reason))
         return rec, True
+
+
+# maint and prefer: the handler, without sockets ----------------------------------
+
+def test_handler_maint_of_a_service_and_of_the_host() -> None:
+    f = make_faild()
+    ask(f, frame(op="set", service="web", state="UP"))
+    assert "maintenance" not in ask(f, frame(op="list"))  # none: the member is left out
+    r = ask(f, frame(op="maint", on=True, service="web", reason="disk swap", agent="failctl"))
+    assert r["ok"] and r["changed"] is True and "services" not in r
+    assert set(r["maintenance"]) == {"web"} and r["maintenance"]["web"]["reason"] == "disk swap"
+    assert r["maintenance"]["web"]["by"] == "failctl"  # no socket here: no address
+    since = r["maintenance"]["web"]["since"]
+    again = ask(f, frame(op="maint", on=True, service="web", reason="another reason"))
+    assert again["changed"] is False and again["maintenance"]["web"]["since"] == since  # idempotent, kept
+    assert again["maintenance"]["web"]["reason"] == "disk swap"
+    r = ask(f, frame(op="maint", on=True, reason="kernel"))
+    assert r["changed"] and set(r["maintenance"]) == {"*", "web"}
+    # every reply of get, list and set carries them; get and set only the service's and the host's
+    assert set(ask(f, frame(op="list"))["maintenance"]) == {"*", "web"}
+    ask(f, frame(op="set", service="db", state="FAIL"))
+    assert set(ask(f, frame(op="get", service="db"))["maintenance"]) == {"*"}
+    assert set(ask(f, frame(op="set", service="web", state="UP"))["maintenance"]) == {"*", "web"}
+    assert ask(f, frame(op="maint", on=False))["changed"] is True
+    assert ask(f, frame(op="maint", on=False))["changed"] is False
+    r = ask(f, frame(op="maint", on=False, service="web"))
+    assert r["changed"] and "maintenance" not in r and "maintenance" not in ask(f, frame(op="list"))
+    # maintenance of a service faild holds no record of (a cluster-wide pause): fine
+    assert ask(f, frame(op="maint", on=True, service="mail"))["changed"]
+    assert "maintenance" not in ask(f, frame(op="get", service="db")) and f.store.maintenance.keys() == {"mail"}
+
+
+def test_handler_prefer() -> None:
+    f = make_faild()
+    r = ask(f, frame(op="prefer", service="web", host="www2", reason="move", agent="failctl"))
+    assert r["changed"] is True and r["prefer"] == {"web": {"host": "www2", "since": r["prefer"]["web"]["since"],
+                                                            "reason": "move", "by": "failctl"}}
+    assert ask(f, frame(op="prefer", service="web", host="www2", reason="x"))["changed"] is False
+    assert ask(f, frame(op="prefer", service="db", host="www1"))["changed"]
+    assert set(ask(f, frame(op="list"))["prefer"]) == {"db", "web"}
+    assert set(ask(f, frame(op="prefer", service="web", host="www3"))["prefer"]) == {"web"}
+    assert f.store.prefer["web"].host == "www3"
+    ask(f, frame(op="set", service="web", state="RECOVER"))
+    assert ask(f, frame(op="get", service="web"))["prefer"]["web"]["host"] == "www3"
+    assert ask(f, frame(op="prefer", service="web", host=None))["changed"] is True
+    assert ask(f, frame(op="prefer", service="web", host=None))["changed"] is False
+    assert "prefer" not in ask(f, frame(op="get", service="web"))
+
+
+def test_handler_flags_follow_communities() -> None:
+    rules = community.parse("""
+        *    reader  RO
+        *    admin   RW
+        web  webops  RW
+    """)
+    f = make_faild(rules)
+    assert ask(f, frame(op="maint", on=True, community="reader"))["error"] == "DENIED"
+    assert ask(f, frame(op="maint", on=True, service="web", community="reader"))["error"] == "DENIED"
+    assert ask(f, frame(op="prefer", service="web", host="b", community="reader"))["error"] == "DENIED"
+    assert ask(f, frame(op="maint", on=True, community="webops"))["error"] == "DENIED"  # the host needs RW on *
+    assert ask(f, frame(op="maint", on=True, service="web", community="webops"))["changed"]
+    assert ask(f, frame(op="prefer", service="web", host="b", community="webops"))["changed"]
+    assert ask(f, frame(op="maint", on=True, service="db", community="admin"))["changed"]
+    assert ask(f, frame(op="maint", on=True, community="admin"))["changed"]
+    # a community sees the flags of what it may read, and the host's (it pauses its services
+    # too): webops reads web only, not db
+    assert set(ask(f, frame(op="list", community="webops"))["maintenance"]) == {"*", "web"}
+    assert set(ask(f, frame(op="list", community="reader"))["maintenance"]) == {"*", "db", "web"}
+
+
+def test_changed_by() -> None:
+    assert changed_by("failctl", "10.0.0.9") == "failctl from 10.0.0.9"
+    assert changed_by("failctl", "?") == "failctl"  # ZeroMQ knows no address (ipc://)
+    assert changed_by("", "fe80::1") == "fe80::1"
+    assert changed_by("hc", "::ffff:10.0.0.9") == "hc from 10.0.0.9"  # IPv4 on a dual-stack socket
+    assert changed_by("", "?") == ""
+    assert len(changed_by("a" * 32, "f" * 100)) == 80
+    f = make_faild()
+    r = ask(f, frame(op="set", service="web", state="UP", agent="failc", reason="by hand"))
+    assert (r["services"][0]["reason"], r["services"][0]["by"]) == ("by hand", "failc")
+    t = ask(f, frame(op="history"))["history"][-1]
+    assert (t["reason"], t["by"]) == ("by hand", "failc")
+    r = ask(f, frame(op="set", service="web", state="FAIL"))  # no agent, no address: no "by"
+    assert "by" not in r["services"][0] and "reason" not in r["services"][0]
+
+
+def test_flags_need_a_store_that_holds_them() -> None:
+    """Faild over a store without flags (hc's, failsh's are faild's Store; DictStore is not)
+    answers maint and prefer as an older faild does."""
+    f = Faild(DictStore(), community.DEFAULT_RULES, HOST)
+    assert ask(f, frame(op="maint", on=True))["error"] == "BADOP"
+    assert ask(f, frame(op="prefer", service="web", host=None))["error"] == "BADOP"
+
+
+def test_a_server_without_leases_sends_no_lease_member() -> None:
+    """hc's monitor and failsh's control port serve the protocol without failsh's lease: no
+    "lease" member (absent, not null), so failstat does not call their UP "stale"."""
+    f = Faild(Store(None), community.DEFAULT_RULES, HOST)
+    f.store.set("web", State.UP)
+    for req in (frame(op="ping"), frame(op="list"), frame(op="get", service="web")):
+        reply = ask(f, req)
+        assert "lease" not in reply["host"] and not model.HostInfo.from_wire(reply["host"]).leases
+    assert ask(f, frame(op="lease", ttl=5))["error"] == "BADOP"
+    with_leases = ask(make_faild(), frame(op="list"))["host"]
+    assert with_leases["lease"] is None and model.HostInfo.from_wire(with_leases).leases
+
+
+def test_flag_limits() -> None:
+    f = make_faild()
+    for i in range(model.MAX_MAINT):
+        assert ask(f, frame(op="maint", on=True, service=f"s{i}"))["changed"]
+    assert ask(f, frame(op="maint", on=True))["error"] == "LIMIT"
+    assert ask(f, frame(op="maint", on=True, service="s0"))["changed"] is False  # already: fine
+    for i in range(model.MAX_PREFER):
+        assert ask(f, frame(op="prefer", service=f"s{i}", host="h"))["changed"]
+    assert ask(f, frame(op="prefer", service="one-more", host="h"))["error"] == "LIMIT"
+    assert ask(f, frame(op="prefer", service="s0", host="other"))["changed"]  # a new target: fine
+
+
+def test_largest_replies_fit_in_a_message() -> None:
+    """256 services with the longest names and reasons that JSON escapes most, every
+    maintenance entry and switchover target faild holds: every reply still fits, and
+    keeps every state and flag (only reasons and "by" go)."""
+    f = make_faild()
+    wide = "\U0001f600" * 256  # 12 bytes each as JSON \ud83d\ude00
+    names = [f"{i:03d}-" + "n" * 60 for i in range(protocol.MAX_SERVICES)]
+    for name in names:
+        f.store.set(name, State.RECOVER, reason=wide, by="b" * model.MAX_BY)
+    agent = "a" * protocol.MAX_AGENT
+    for name in names[:model.MAX_MAINT - 1]:
+        assert ask(f, frame(op="maint", on=True, service=name, reason=wide, agent=agent))["ok"]
+    assert ask(f, frame(op="maint", on=True, reason=wide, agent=agent))["ok"]
+    for name in names[:model.MAX_PREFER]:
+        assert ask(f, frame(op="prefer", service=name, host="h" * 64, reason=wide, agent=agent))["ok"]
+    for req in (frame(op="list"), frame(op="maint", on=True), frame(op="prefer", service=names[0], host="h" * 64),
+                frame(op="get", service=names[0]), frame(op="set", service=names[0], state="UP")):
+        reply = model.reply_from_wire(ask(f, req))  # ask: <= MAX_MESSAGE
+        assert reply.host is not None
+    listed = model.reply_from_wire(ask(f, frame(op="list")))
+    assert listed.services is not None and len(listed.services) == protocol.MAX_SERVICES
+    assert len(listed.maintenance) == model.MAX_MAINT and len(listed.prefer) == model.MAX_PREFER
+    assert all(r.reason == "" for r in listed.services)
+    one = model.reply_from_wire(ask(f, frame(op="get", service=names[1])))  # small: everything
+    assert one.services is not None and one.services[0].reason == wide
 
 
 def test_faild_serves_any_store_and_follows_changes_made_behind_its_back() -> None:
@@ -269,11 +435,12 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20)
 field_values = st.one_of(json_values, st.sampled_from(
-    ["ping", "get", "list", "set", "history", "loglevel", "lease", "web", "UP", "FAIL", "recover", "public",
-     "all", "debug", "", "bad name", 1, 0, -1, 1000, 1001, 3600.0, True]))
+    ["ping", "get", "list", "set", "history", "loglevel", "lease", "maint", "prefer", "web", "UP", "FAIL",
+     "recover", "public", "all", "debug", "", "bad name", 1, 0, -1, 1000, 1001, 3600.0, True, False, None,
+     "failctl"]))
 requests = st.dictionaries(
     st.sampled_from(["v", "id", "op", "community", "service", "state", "reason", "limit", "facility",
-                     "level", "ttl", "extra"]),
+                     "level", "ttl", "on", "host", "agent", "extra"]),
     field_values, max_size=9)
 
 

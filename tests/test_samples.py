@@ -179,6 +179,9 @@ class IpPair(FailoverHosts):
                  env: dict[str, str] | None = None) -> None:
         self.cidrs = list(cidrs or [tb.vip_cidr])
         policy = gen_policy(tb.tmpdir / f"ipfailover-{time.monotonic_ns()}.tcl", self.master, self.backup, self.cidrs)
+        # every fault here is a takeover and a handback of the same failsh processes, a dozen
+        # within minutes: flap protection (6 in 5 min, tests/test_maintenance.py) would hold it
+        policy.write_text(policy.read_text() + "failsvc ip flap off\n")
         super().__init__(tb, {self.master: policy, self.backup: policy}, env=env)
         self.tails = tails
 

@@ -139,6 +139,7 @@ def test_only_allowed_keys_read_or_write(secure: CurveFaild, keyring: dict[str, 
     assert rc == 0, err
     with secure.client() as c:
         before = c.get("web")
+        c.call("lease", ttl=600)  # as a live failsh would: web UP is not stale for failstat
     by_host = tmp_path / "by-host"  # --server-keys DIR: the key of HOST is DIR/HOST.key
     by_host.mkdir()
     shutil.copy(keyring["hosts"] / "www1.key", by_host / "127.0.0.1.key")
@@ -309,3 +310,20 @@ def test_failsh_with_an_unknown_key_gets_nothing(curve_cluster: CurveCluster, tm
     assert p.running()
     wait_for(lambda: "not in the allow-list" in c.failds["www1"].log(), 5, "the refusal in www1's faild log")
 
+
+
+def test_failctl_over_curve(secure: CurveFaild, keyring: dict[str, Path]) -> None:
+    """failctl takes failc's CURVE options: an allowed key reads and pauses, an unknown key
+    gets no answer (exit 3), and nothing is written."""
+    with secure.client() as c:
+        c.set("web", "UP")
+        c.call("lease", ttl=600)
+    host = ["-H", secure.address, "-t", "0.3", "-r", "1"]
+    r = run_cli("failctl", *host, *curve_args(keyring, "admin"), "status")
+    assert r.returncode == 0 and "web      www1" in r.stdout, (r.stdout, r.stderr)
+    r = run_cli("failctl", *host, *curve_args(keyring, "admin"), "pause", "--host", "www1", "-m", "over CURVE")
+    assert (r.returncode, r.stdout) == (0, "www1: the whole host paused\n"), r.stderr
+    r = run_cli("failctl", *host, *curve_args(keyring, "intruder", where="outside"), "resume", "--host", "www1")
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    with secure.client() as c:
+        assert c.ask("list").maintenance["*"].reason == "over CURVE"

@@ -131,6 +131,17 @@ BAD_CONTENT = {
                                                            "time": NOW, "counter": 1, "reason": ["x"]}]),
                               "history[0].reason"),
     "top counter a string": (state_file(rec()).replace('"counter": 10', '"counter": "10"'), "counter"),
+    "record by too long": (state_file({**rec(), "by": "b" * 81}), "services[0].by"),
+    "history by a number": (state_file(rec(), history=[{"service": "web", "old": None, "new": "UP",
+                                                         "time": NOW, "counter": 1, "by": 5}]), "history[0].by"),
+    "maintenance a list": (state_file(rec())[:-1] + ', "maintenance": ["web"]}', "maintenance: expected an object"),
+    "maintenance of a bad name": (state_file(rec())[:-1] + ', "maintenance": {"a b": {"since": 1}}}',
+                                  "maintenance: not '*' or a service name"),
+    "maintenance since NaN": (state_file(rec())[:-1] + ', "maintenance": {"*": {"since": NaN}}}',
+                              "maintenance[*].since"),
+    "prefer host missing": (state_file(rec())[:-1] + ', "prefer": {"web": {"since": 1}}}', "prefer[web]: no 'host'"),
+    "prefer of the host": (state_file(rec())[:-1] + ', "prefer": {"*": {"host": "a", "since": 1}}}',
+                           "prefer: not a service name"),
 }
 
 
@@ -281,6 +292,8 @@ def test_failstat_on_the_recovered_state(faild_factory: Callable[..., FaildProce
     f = faild_factory(start=False)
     f.statefile.write_text(state_file(rec("123", counter=1), rec("web", "FAIL", counter=2), counter=2))
     f.start()
+    with f.client() as c:
+        c.call("lease", ttl=600)  # a live failsh: 123 UP is not stale (failstat would exit 6)
     r = run_cli("failstat", "--json", f.address)
     assert r.returncode == 0, r.stderr
     assert [s["name"] for s in json.loads(r.stdout)[0]["services"]] == ["123", "web"]

@@ -385,7 +385,8 @@ def test_whatif_says_what_a_run_would_do_now() -> None:
     rec = {"web": ServiceRecord("web", State.UP, time.time(), 3)}
 
     class FakeNet:  # what the inputs of a run read of the network thread
-        snapshot = {"www1": PeerView("www1", "tcp://127.0.0.1:1", status="up", services=rec)}
+        snapshot = {"www1": PeerView("www1", "tcp://127.0.0.1:1", status="up", services=rec),
+                    "www2": PeerView("www2", "tcp://127.0.0.1:2", status="up")}  # the local faild
 
     engine.net = FakeNet()  # type: ignore[assignment]
     engine.commands.engine = engine
@@ -393,7 +394,7 @@ def test_whatif_says_what_a_run_would_do_now() -> None:
     ev = engine.tcl.interp.eval
     assert ev("whatif web").startswith("wait: grace for master www1")  # faild answers, no lease yet
     assert ev("whatif web www1 DOWN").startswith("ask: would ask the tie-breaker (master www1 silent")
-    assert ev("whatif web www1 FAIL") == "start: master www1 down and no slave is UP"  # it answers: no guard
+    assert ev("whatif web www1 FAIL") == "start: master www1 down (set FAIL by whatif) and no slave is UP"  # no guard
     assert ev("whatif web local UP") == "none: UP and no master is ready"  # no lease: www1 counts FAIL
     assert ev("set ::asked") == "0"
     engine.scheduler.stop()
@@ -413,8 +414,10 @@ def test_a_cancelled_procedure_is_not_a_policy_error(tcl: TclHost) -> None:
 def test_whatif(tcl: TclHost, cmds: Commands) -> None:
     tcl.interp.eval("failsvc web masters {a b}; failsvc web slaves c; failsvc web reclaim fix")
     ev = tcl.interp.eval
-    assert ev("whatif web") == "start: master a, b down and no slave is UP"  # defaults: RECOVER, peers FAIL
-    assert ev("whatif web a FAIL b FAIL") == "start: master a, b down and no slave is UP"
+    # defaults: RECOVER, every peer silent
+    assert ev("whatif web") == "start: master a, b down (faild does not answer) and no slave is UP"
+    assert ev("whatif web a FAIL b DOWN") == \
+        "start: master a, b down (a: set FAIL by whatif; b: faild does not answer) and no slave is UP"
     assert ev("whatif web a DOWN b RECOVER") == "wait: master b is RECOVER"
     assert ev("whatif web local UP a UP") == "stop: master a is UP: handing back"
     assert ev("whatif web c UP") == "wait: no master ready; waiting for slave c to yield"
@@ -553,3 +556,18 @@ def test_no_nested_runs_of_a_service_while_its_procedure_waits_in_the_event_loop
     engine.scheduler.stop()
     assert engine.tcl.interp.getvar("::starts") == 1
     assert engine.states.local["web"] is State.UP
+
+
+def test_healthy_without_an_hc(tcl: TclHost, cmds: Commands) -> None:
+    """No hc answers: 0, or what -unreachable says; fo::hcok (for reclaim procedures) says 1."""
+    from failover.lab.loopback import free_port
+    from failover.shell.engine import TCL_LIBRARY
+    tcl.source(TCL_LIBRARY)
+    nobody = f"127.0.0.1:{free_port()}"
+    ev = tcl.interp.eval
+    assert ev(f"healthy web {nobody} 0.1") == "0"
+    assert ev(f"healthy -unreachable 1 web {nobody} 0.1") == "1"
+    assert ev(f"healthy -unreachable 0 web {nobody} 0.1") == "0"
+    assert ev(f"fo::hcok web {nobody}") == "1"
+    for bad in ("healthy", "healthy -unreachable", "healthy -unreachable yes web", "healthy a b c d"):
+        assert tcl_error(tcl, bad)[1] == "FAILOVER USAGE", bad

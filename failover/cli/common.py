@@ -16,6 +16,9 @@ EXIT_USAGE = 2        # bad command line (argparse uses 2 too)
 EXIT_UNREACHABLE = 3  # no reply within the timeout
 EXIT_UNKNOWN_HOST = 4
 EXIT_CONFIG = 5       # a configuration or state file cannot be used
+EXIT_STALE = 6        # failstat: a service UP on a host whose faild reports no live failsh
+EXIT_NO_HOLDER = 7    # failctl status: a service without a live holder
+EXIT_SPLIT = 8        # failctl status: a service with more than one live holder
 
 EXIT_CODES_HELP = """exit codes:
   0  success
@@ -23,7 +26,8 @@ EXIT_CODES_HELP = """exit codes:
   2  usage error
   3  faild did not answer within the timeout
   4  unknown host name
-  5  unusable configuration or state file"""
+  5  unusable configuration or state file
+  6  (failstat) a service is UP on a host without a live failsh (stale)"""
 
 
 def safe_output() -> None:
@@ -38,12 +42,15 @@ def safe_output() -> None:
             pass
 
 
-def parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
+def parser(prog: str, description: str, epilog: str = "",
+           extra_codes: dict[int, str] | None = None) -> argparse.ArgumentParser:
     """An argparse parser with --help only (0.5 programs use -h for host or HTML) and -V.
-    Every program makes one first: its output is made safe here (see safe_output)."""
+    Every program makes one first: its output is made safe here (see safe_output).
+    ``extra_codes``: exit codes of this program only, added to EXIT_CODES_HELP."""
     safe_output()
+    codes = EXIT_CODES_HELP + "".join(f"\n  {code}  {text}" for code, text in sorted((extra_codes or {}).items()))
     p = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
-                                epilog=(epilog + "\n\n" + EXIT_CODES_HELP).strip(),
+                                epilog=(epilog + "\n\n" + codes).strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s (failover) {__version__}")

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         curve = common.curve_for(args, common.load_identity(args), args.host)
         endpoint = client.endpoint_for(args.host, args.port)
-        with client.Client(endpoint, args.community, args.timeout, args.retries, curve=curve) as c:
+        with client.Client(endpoint, args.community, args.timeout, args.retries, curve=curve, agent="failc") as c:
             if args.state is None:
                 rec = c.get(args.service)
                 if args.quiet:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         why = "it is a symlink, which faild does not follow" if exc.errno == errno.ELOOP else exc.strerror
         log.error("cannot write pid file %s: %s", args.pidfile, why)
         return common.EXIT_CONFIG
-    server = Faild(store, rules, host_info(args.node), args.communities, curve=curve)
+    server = Faild(store, rules, host_info(args.node), args.communities, curve=curve, leases=True)
     if args.metrics and not start_metrics(server, args.metrics):
         daemon.remove_pidfile(args.pidfile)
         return common.EXIT_CONFIG

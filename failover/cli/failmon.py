@@ -25,6 +25,7 @@ from failover.observe import feed
 from failover.timefmt import age, local_time
 
 log = logging.getLogger("failover.monitor")
+GONE_AFTER = 3.5  # seconds without a snapshot: that failsh is gone (it publishes every second)
 
 EPILOG = """modes (one of):
   -c   curses screen (the default on a terminal); keys:
@@ -59,6 +60,7 @@ class Feed:
         self.endpoints: dict[str, str] = {}
         self.snaps: dict[str, dict] = {}
         self.received: dict[str, float] = {}  # target -> monotonic time of its last snapshot
+        self.received_at: dict[str, float] = {}  # target -> wall-clock time of its last snapshot
         self.bad: dict[str, str] = {}  # target -> why its last rejected message was rejected
         self.poller = zmq.Poller()
         for target in targets:
@@ -110,6 +112,7 @@ class Feed:
                 log.debug("%s: snapshot %s from %s", target, snap.get("seq"), snap.get("node"))
                 self.snaps[target] = snap
                 self.received[target] = time.monotonic()
+                self.received_at[target] = time.time()
                 new = True
         return new, extra_fd is not None and extra_fd in events
 
@@ -122,6 +125,13 @@ class Feed:
 
     def ordered(self) -> list[dict]:
         return [self.snaps[t] for t in self.targets if t in self.snaps]
+
+    def gone(self) -> dict[str, float]:
+        """node -> wall-clock time of its last snapshot, for every failsh that sent none for
+        GONE_AFTER seconds (killed, hung, its host gone): what failmon shows of it is old."""
+        now = time.monotonic()
+        return {self.snaps[t]["node"]: self.received_at[t] for t in self.targets
+                if t in self.snaps and now - self.received[t] > GONE_AFTER}
 
     def problems(self) -> list[str]:
         """One line per target whose feed sent a malformed snapshot (the newest reason)."""
@@ -150,6 +160,26 @@ def _failsh(host: dict) -> str:
     return "yes" if host.get("failsh") else "no"
 
 
+def flags(svc: dict) -> str:
+    """A service's maintenance and switchover target, one word: "paused", "paused(host)",
+    "switchover:www2", or "-"."""
+    out = []
+    p = svc.get("paused")
+    if p:
+        out.append("paused" if p.get("scope") == "service" else f"paused({p.get('scope')})")
+    if svc.get("prefer"):
+        out.append(f"switchover:{svc['prefer']}")
+    return ",".join(out) or "-"
+
+
+def gone_lines(gone: dict[str, float], now: float | None = None) -> list[str]:
+    """One line per failsh whose snapshots stopped."""
+    now = now or time.time()
+    return [f"failsh {node} gone since {time.strftime('%H:%M:%S', time.localtime(since))} "
+            f"(no snapshot for {age(since, now)}): its rows are its last snapshot"
+            for node, since in sorted(gone.items())]
+
+
 def peers_seen(svc: dict) -> str:
     return " ".join(f"{h}={p['state']}({p['status']})" for h, p in sorted(svc.get("peers", {}).items())) or "-"
 
@@ -161,7 +191,8 @@ def service_rows(snaps: Iterable[dict]) -> list[dict]:
         for s in snap["services"]:
             rows.append({"host": snap["node"], "service": s["name"], "state": s["state"], "role": s["role"],
                          "last_change": s.get("last_change"), "last_check": s.get("last_check"),
-                         "peers": peers_seen(s), "decision": s.get("decision", ""), "now": snap["time"]})
+                         "peers": peers_seen(s), "decision": s.get("decision", ""), "now": snap["time"],
+                         "flags": flags(s)})
     return rows
 
 
@@ -169,9 +200,10 @@ def host_rows(snaps: Iterable[dict]) -> list[dict]:
     """Each failsh itself, then the hosts it polls (as it sees them)."""
     rows = []
     for snap in snaps:
+        host_paused = any((s.get("paused") or {}).get("scope") == "host" for s in snap["services"])
         rows.append({"name": snap["node"], "via": snap["node"], "status": "local", "failsh": True,
                      "last_seen": snap["time"], "last_call": snap["time"], "rtt": None, "endpoint": "",
-                     "local": True})
+                     "local": True, "paused": host_paused})
         for h in snap["hosts"]:
             rows.append({**h, "via": snap["node"], "local": False})
     return rows
@@ -187,19 +219,26 @@ def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
-def text(snaps: list[dict], errors: Iterable[str] = ()) -> str:
-    """The -1 / -l dump: services, hosts and recent transitions as aligned columns."""
-    lines = [f"failmon at {local_time(time.time())}: {len(snaps)} failsh", ""]
-    rows = [("HOST", "SERVICE", "STATE", "ROLE", "LAST CHANGE", "LAST CHECK", "PEERS SEEN")]
+def _host_cell(host: str, gone: dict[str, float]) -> str:
+    return f"{host}[gone]" if host in gone else host
+
+
+def text(snaps: list[dict], errors: Iterable[str] = (), gone: dict[str, float] | None = None) -> str:
+    """The -1 / -l dump: services, hosts and recent transitions as aligned columns; the rows
+    of a failsh in ``gone`` (Feed.gone) are marked HOST[gone], with a line saying since when."""
+    gone = gone or {}
+    lines = [f"failmon at {local_time(time.time())}: {len(snaps)} failsh", *gone_lines(gone), ""]
+    rows = [("HOST", "SERVICE", "STATE", "ROLE", "FLAGS", "LAST CHANGE", "LAST CHECK", "PEERS SEEN")]
     for r in service_rows(snaps):
-        rows.append((r["host"], r["service"], r["state"], r["role"], _when(r["last_change"], r["now"]),
-                     _ago(r["last_check"], r["now"]), r["peers"]))
+        rows.append((_host_cell(r["host"], gone), r["service"], r["state"], r["role"], r["flags"],
+                     _when(r["last_change"], r["now"]), _ago(r["last_check"], r["now"]), r["peers"]))
     lines += _table(rows) if len(rows) > 1 else ["(no services)"]
-    hrows = [("HOST", "SEEN BY", "FAILD", "FAILSH", "LAST CONNECT", "LAST CALL", "RTT")]
+    hrows = [("HOST", "SEEN BY", "FAILD", "FAILSH", "PAUSED", "LAST CONNECT", "LAST CALL", "RTT")]
     for h in host_rows(snaps):
         if h["local"]:
             continue
-        hrows.append((h["name"], h["via"], h["status"], _failsh(h), _ago(h["last_seen"]),
+        hrows.append((h["name"], _host_cell(h["via"], gone), h["status"], _failsh(h),
+                      "yes" if h.get("paused") else "-", _ago(h["last_seen"]),
                       _ago(h["last_call"]), f"{h['rtt'] * 1000:.1f} ms" if h.get("rtt") is not None else "-"))
     if len(hrows) > 1:
         lines += [""] + _table(hrows)
@@ -217,12 +256,19 @@ def text(snaps: list[dict], errors: Iterable[str] = ()) -> str:
 HTML_STYLE = """body{font:14px sans-serif;margin:1em 2em;color:#1d2330}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}
 th{font-size:12px;color:#555}.UP{background:#2e9e44;color:#fff}.RECOVER{background:#f0a500}
-.FAIL{background:#d93025;color:#fff}.up{color:#2e9e44}.down{color:#d93025}.error{color:#d93025;font-weight:bold}"""
+.FAIL{background:#d93025;color:#fff}.up{color:#2e9e44}.down{color:#d93025}.error{color:#d93025;font-weight:bold}
+tr.gone td{color:#888;background:#eee}p.gone{color:#555;background:#eee;padding:4px 10px}"""
 
 
-def html_page(snaps: list[dict], errors: Iterable[str] = (), refresh: int = 0) -> str:
-    """A complete HTML page of the state (-h, failmon.cgi)."""
+GONE_CLASS = ' class="gone"'
+
+
+def html_page(snaps: list[dict], errors: Iterable[str] = (), refresh: int = 0,
+              gone: dict[str, float] | None = None) -> str:
+    """A complete HTML page of the state (-h, failmon.cgi); the rows of a failsh in ``gone``
+    greyed, with a line saying since when."""
     e = html.escape
+    gone = gone or {}
     meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else ""
     out = ["<!DOCTYPE html>", f'<html><head><meta charset="utf-8">{meta}<title>failmon</title>',
            f"<style>{HTML_STYLE}</style></head><body>",
@@ -230,21 +276,29 @@ def html_page(snaps: list[dict], errors: Iterable[str] = (), refresh: int = 0) -
            f"<p>state at {e(local_time(time.time()))}</p>"]
     for msg in errors:
         out.append(f'<p class="error">{e(msg)}</p>')
-    out.append("<h2>Services</h2><table><tr><th>host</th><th>service</th><th>state</th><th>role</th>"
+    for line in gone_lines(gone):
+        out.append(f'<p class="gone">{e(line)}</p>')
+    out.append("<h2>Services</h2><table><tr><th>host</th><th>service</th><th>state</th><th>role</th><th>flags</th>"
                "<th>last change</th><th>last check</th><th>peers seen</th><th>decision</th></tr>")
     for r in service_rows(snaps):
-        out.append(f"<tr><td>{e(r['host'])}</td><td>{e(r['service'])}</td>"
-                   f'<td class="{e(r["state"])}">{e(r["state"])}</td><td>{e(r["role"])}</td>'
+        old = r["host"] in gone
+        out.append(f"<tr{GONE_CLASS if old else ''}><td>{e(_host_cell(r['host'], gone))}</td>"
+                   f"<td>{e(r['service'])}</td>"
+                   f'<td class="{"" if old else e(r["state"])}">{e(r["state"])}</td><td>{e(r["role"])}</td>'
+                   f"<td>{e(r['flags'])}</td>"
                    f"<td>{e(_when(r['last_change'], r['now']))}</td><td>{e(_ago(r['last_check'], r['now']))}</td>"
                    f"<td>{e(r['peers'])}</td><td>{e(r['decision'])}</td></tr>")
     out.append("</table><h2>Hosts</h2><table><tr><th>host</th><th>seen by</th><th>faild</th><th>failsh</th>"
-               "<th>last connect</th><th>last call</th><th>rtt</th></tr>")
+               "<th>paused</th><th>last connect</th><th>last call</th><th>rtt</th></tr>")
     for h in host_rows(snaps):
         if h["local"]:
             continue
+        old = h["via"] in gone
         rtt = f"{h['rtt'] * 1000:.1f} ms" if h.get("rtt") is not None else "-"
-        out.append(f"<tr><td>{e(h['name'])}</td><td>{e(h['via'])}</td>"
-                   f'<td class="{e(h["status"])}">{e(h["status"])}</td><td>{_failsh(h)}</td>'
+        out.append(f"<tr{GONE_CLASS if old else ''}><td>{e(h['name'])}</td>"
+                   f"<td>{e(_host_cell(h['via'], gone))}</td>"
+                   f'<td class="{"" if old else e(h["status"])}">{e(h["status"])}</td><td>{_failsh(h)}</td>'
+                   f"<td>{'yes' if h.get('paused') else '-'}</td>"
                    f"<td>{e(_ago(h['last_seen']))}</td><td>{e(_ago(h['last_call']))}</td><td>{e(rtt)}</td></tr>")
     out.append("</table>")
     hist = history_rows(snaps)
@@ -314,7 +368,8 @@ def services_of(host: dict, snaps: list[dict]) -> list[dict]:
             if p:
                 rows.append({"host": host["name"], "service": s["name"], "state": p["state"], "role": p["role"],
                              "last_change": None, "last_check": s.get("last_check"),
-                             "peers": f"seen by {snap['node']} ({p['status']})", "decision": "", "now": snap["time"]})
+                             "peers": f"seen by {snap['node']} ({p['status']})", "decision": "", "now": snap["time"],
+                             "flags": "-", "via": snap["node"]})
     return rows
 
 
@@ -332,7 +387,14 @@ def detail_lines(row: dict, snaps: list[dict]) -> list[tuple[str, str]]:
               (f"slaves       {' '.join(svc['slaves']) or '-'}", ""),
               (f"last change  {_when(svc.get('last_change'), snap['time'])}", ""),
               (f"last check   {_when(svc.get('last_check'), snap['time'])}", ""),
-              (f"decision     {svc.get('decision') or '-'}", ""), ("", ""), ("peers:", "")]
+              (f"decision     {svc.get('decision') or '-'}", "")]
+    p = svc.get("paused")
+    if p:
+        lines.append((f"maintenance  paused ({p['scope']}) since {_when(p['since'], snap['time'])}"
+                      + (f" by {p['by']}" if p["by"] else "") + (f": {p['reason']}" if p["reason"] else ""), ""))
+    else:
+        lines.append(("maintenance  -", ""))
+    lines += [(f"switchover   {svc.get('prefer') or '-'}", ""), ("", ""), ("peers:", "")]
     for h, p in sorted(svc["peers"].items()):
         lines.append((f"  {h:<16} {p['role']:<7} {p['state']:<8} faild {p['status']}", p["state"]))
     hist = [t for t in snap.get("history", []) if t["service"] == row["service"]][-10:]
@@ -405,42 +467,53 @@ def draw(stdscr, feed: Feed, view: View, hosts: list[dict], services: list[dict]
     status = []
     for t in feed.targets:
         got = feed.received.get(t)
-        state = "waiting" if got is None else "live" if now - got < 3 else f"silent {now - got:.0f}s"
+        state = ("waiting" if got is None else "live" if now - got <= GONE_AFTER
+                 else f"gone since {time.strftime('%H:%M:%S', time.localtime(feed.received_at[t]))}")
         status.append(f"{t}: {state}")
     title = {HOSTS: "hosts", SERVICES: "services", DETAIL: "service detail"}[view.screen]
     put(0, 0, f" failmon  {local_time(time.time())}  [{title}]  {'  '.join(status)}".ljust(width), curses.A_REVERSE)
-    y = 2
+    gone = feed.gone()
+    old = curses.A_DIM  # the rows of a failsh that is gone: its last snapshot, greyed
+    y = 1
+    for line in gone_lines(gone):
+        put(y, 0, line, curses.A_BOLD)
+        y += 1
+    y += 1
     if view.screen == HOSTS:
         when = "LAST CALL" if view.show_call else "LAST CONNECT"
-        put(y, 0, f"  {'HOST':<16} {'SEEN BY':<12} {'FAILD':<7} {'FAILSH':<7} {when:<14} RTT", curses.A_BOLD)
+        put(y, 0, f"  {'HOST':<16} {'SEEN BY':<12} {'FAILD':<7} {'FAILSH':<7} {'PAUSED':<7} {when:<14} RTT",
+            curses.A_BOLD)
         for i, h in enumerate(hosts):
             y += 1
             ts = h["last_call"] if view.show_call else h["last_seen"]
             rtt = f"{h['rtt'] * 1000:.1f} ms" if h.get("rtt") is not None else "-"
-            attr = curses.A_REVERSE if i == view.host_index else 0
+            dim = old if h["via"] in gone else 0
+            attr = (curses.A_REVERSE if i == view.host_index else 0) | dim
             put(y, 0, f"{'>' if i == view.host_index else ' '} {h['name']:<16} {h['via']:<12} ", attr)
-            put(y, 32, f"{h['status']:<7}", colours.get(h["status"], 0))
-            put(y, 40, f"{_failsh(h):<7} {_ago(ts):<14} {rtt}")
+            put(y, 32, f"{h['status']:<7}", dim or colours.get(h["status"], 0))
+            put(y, 40, f"{_failsh(h):<7} {'yes' if h.get('paused') else '-':<7} {_ago(ts):<14} {rtt}", dim)
     elif view.screen == SERVICES:
         host = hosts[view.host_index]["name"] if hosts else "-"
         put(y, 0, f"services on {host}", curses.A_BOLD)
         y += 1
-        put(y, 0, f"  {'HOST':<10} {'SERVICE':<14} {'STATE':<8} {'ROLE':<7} {'LAST CHANGE':<14} "
+        put(y, 0, f"  {'HOST':<10} {'SERVICE':<14} {'STATE':<8} {'ROLE':<7} {'FLAGS':<14} {'LAST CHANGE':<14} "
                   f"{'LAST CHECK':<11} PEERS SEEN", curses.A_BOLD)
         for i, r in enumerate(services):
             y += 1
-            attr = curses.A_REVERSE if i == view.service_index else 0
+            dim = old if r.get("via", r["host"]) in gone else 0
+            attr = (curses.A_REVERSE if i == view.service_index else 0) | dim
             put(y, 0, f"{'>' if i == view.service_index else ' '} {r['host']:<10} {r['service']:<14} ", attr)
-            put(y, 28, f"{r['state']:<8}", colours.get(r["state"], 0))
-            put(y, 37, f"{r['role']:<7} {_ago(r['last_change'], r['now']):<14} "
-                       f"{_ago(r['last_check'], r['now']):<11} {r['peers']}")
+            put(y, 28, f"{r['state']:<8}", dim or colours.get(r["state"], 0))
+            put(y, 37, f"{r['role']:<7} {r['flags']:<14} {_ago(r['last_change'], r['now']):<14} "
+                       f"{_ago(r['last_check'], r['now']):<11} {r['peers']}", dim)
         if not services:
             put(y + 1, 2, "(no services)" if snaps else "waiting for failsh...")
     else:
         if services:
             row = services[min(view.service_index, len(services) - 1)]
+            dim = old if row.get("via", row["host"]) in gone else 0
             for text_line, state in detail_lines(row, snaps):
-                put(y, 0, text_line, colours.get(state, 0))
+                put(y, 0, text_line, dim or colours.get(state, 0))
                 y += 1
         else:
             put(y, 0, "no service selected")
@@ -456,7 +529,7 @@ def run_lines(feed: Feed, write: Callable[[str], None], every: float | None, cou
     stdin = None if every else sys.stdin.fileno()
     done = returns = 0
     while True:
-        write(text(feed.ordered(), feed.problems()))
+        write(text(feed.ordered(), feed.problems(), feed.gone()))
         done += 1
         if count is not None and done >= count:
             return common.EXIT_OK
@@ -552,11 +625,11 @@ def _run(feed: Feed, mode: str, args, cgi: bool) -> int:
     for e in errors:
         print(f"failmon: {e}", file=sys.stderr)
     if mode == "once":
-        sys.stdout.write(text(feed.ordered(), errors))
+        sys.stdout.write(text(feed.ordered(), errors, feed.gone()))
     elif mode == "html":
         if cgi:
             sys.stdout.write("Content-Type: text/html; charset=utf-8\r\n\r\n")
-        sys.stdout.write(html_page(feed.ordered(), errors, args.refresh or 0))
+        sys.stdout.write(html_page(feed.ordered(), errors, args.refresh or 0, feed.gone()))
         return common.EXIT_OK if cgi else status
     else:
         def write(s: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -10,11 +11,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
+
 from failover import daemon, keys, ports, protocol
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.observe import metrics
-from failover.shell import repl
+from failover.shell import repl, verify
 from failover.shell.commands import ADDRESS
 from failover.shell.engine import Engine, Options
 from failover.shell.policy import DEAD_FACTOR
@@ -72,7 +75,11 @@ def build_parser():
     p.add_argument("--dead-factor", type=float, default=DEAD_FACTOR,
                    help="a peer silent for this many intervals counts as FAIL (default: %(default)s)")
     p.add_argument("--interactive", action="store_true", help="open the prompt after loading -f")
-    p.add_argument("--check", action="store_true", help="load the policy, print its services and exit")
+    p.add_argument("--check", action="store_true",
+                   help="check the policy -f as every host it names would run it (undefined procedures, lists "
+                        "that form no order, host names without an address, dead times), print its services "
+                        "and exit: 0 (warnings only) or 5 (errors, as FILE:LINE: error: ...)")
+    p.add_argument("--json", action="store_true", help="with --check: the services and findings as JSON")
     p.add_argument("--load-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="a policy (re)load still running after this is cancelled and refused "
                         "(default: %(default)s)")
@@ -122,6 +129,9 @@ def options(args) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (args.check or args.json) and args.file is None or args.json and not args.check:
+        print("failsh: --check needs a policy (-f FILE); --json goes with --check", file=sys.stderr)
+        return common.EXIT_USAGE
     interactive = args.file is None or args.interactive
     foreground = interactive or args.foreground or bool(args.debug) or args.check
     try:
@@ -144,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             engine.load(args.file)
         except PolicyError as exc:
-            print(f"failsh: {exc}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": str(args.file), "node": opts.node, "ok": False, "services": [],
+                                  "errors": [_finding(str(exc)).to_json()], "warnings": []}))
+            else:
+                print(f"failsh: {exc}", file=sys.stderr)
             return common.EXIT_CONFIG
         if args.check:
-            for name, svc in sorted(engine.policy.services.items()):
-                print(f"{name}: interval {svc.interval:g} masters {svc.masters} slaves {svc.slaves}")
-            return common.EXIT_OK
+            return check(engine, args)
         if not engine.policy.services and not interactive:
             print(f"failsh: {args.file}: the policy defines no service (use failsvc)", file=sys.stderr)
             return common.EXIT_CONFIG
@@ -160,6 +172,55 @@ def main(argv: list[str] | None = None) -> int:
     if not foreground:
         daemon.daemonize()
     return run(engine, args, interactive)
+
+
+def check(engine: Engine, args) -> int:
+    """failsh --check: the file as every host it names runs it (shell/verify.py)."""
+    path: Path = args.file
+    opts = engine.opts
+
+    def load(host: str) -> verify.Loaded | str:
+        saved = os.environ.get("FO_NODE")
+        os.environ["FO_NODE"] = host  # policies that read $env(FO_NODE), as the sample tests run them
+        try:
+            other = Engine(attrs.evolve(opts, node=host))
+            other.load(path)
+            return verify.Loaded(host, other.policy, other.tcl)
+        except PolicyError as exc:
+            return str(exc)
+        finally:
+            if saved is None:
+                os.environ.pop("FO_NODE", None)
+            else:
+                os.environ["FO_NODE"] = saved
+    first: verify.Loaded | str = verify.Loaded(opts.node, engine.policy, engine.tcl)
+    if os.environ.get("FO_NODE", opts.node) != opts.node:  # as the host runs it: $FO_NODE is its -N
+        first = load(opts.node)
+        if isinstance(first, str):
+            print(f"failsh: {first}", file=sys.stderr)
+            return common.EXIT_CONFIG
+    findings = verify.verify(first, load, opts.addresses, opts.dead_factor, path)
+    errors = [f for f in findings if f.level == verify.ERROR]
+    services = sorted(engine.policy.services.items())
+    if args.json:
+        print(json.dumps({"file": str(path), "node": opts.node, "ok": not errors,
+                          "services": [{"name": n, "interval": s.interval, "masters": s.masters, "slaves": s.slaves,
+                                        "failback": s.failback_text(), "flap": s.flap_text()} for n, s in services],
+                          "errors": [f.to_json() for f in errors],
+                          "warnings": [f.to_json() for f in findings if f.level != verify.ERROR]}))
+    else:
+        for name, svc in services:
+            print(f"{name}: interval {svc.interval:g} masters {svc.masters} slaves {svc.slaves}")
+        for finding in findings:
+            print(f"failsh: {finding}", file=sys.stderr)
+    return common.EXIT_CONFIG if errors else common.EXIT_OK
+
+
+def _finding(error: str) -> verify.Finding:
+    """A PolicyError's 'FILE:LINE: message' as a finding."""
+    where, sep, message = error.partition(": ")
+    return verify.Finding(verify.ERROR, where, message) if sep and ":" in where else \
+        verify.Finding(verify.ERROR, "", error)
 
 
 def run(engine: Engine, args, interactive: bool) -> int:

@@ -12,8 +12,8 @@ import importlib
 from failover.cli import requirements
 
 # program -> needs tkinter
-PROGRAMS = {"faild": False, "failsh": True, "failc": False, "failstat": False, "failmon": False,
-            "faildebug": False, "failkey": False, "hc": False, "hcmon": False}
+PROGRAMS = {"faild": False, "failsh": True, "failc": False, "failstat": False, "failctl": False,
+            "failmon": False, "faildebug": False, "failkey": False, "hc": False, "hcmon": False}
 
 
 def launch(program: str) -> int:
@@ -27,6 +27,7 @@ faild = functools.partial(launch, "faild")
 failsh = functools.partial(launch, "failsh")
 failc = functools.partial(launch, "failc")
 failstat = functools.partial(launch, "failstat")
+failctl = functools.partial(launch, "failctl")
 failmon = functools.partial(launch, "failmon")
 faildebug = functools.partial(launch, "faildebug")
 failkey = functools.partial(launch, "failkey")

@@ -95,7 +95,7 @@ def epilog_sections(epilog: str) -> Iterator[tuple[str | None, str, bool]]:
 
 def synopsis(parser: argparse.ArgumentParser) -> str:
     """argparse's usage without 'usage: PROG', each [...] kept on one line."""
-    usage = " ".join(parser.format_usage().split()[2:])
+    usage = " ".join(parser.format_usage().split()[1 + len(parser.prog.split()):])
     depth, out = 0, []
     for ch in usage:
         depth += {"[": 1, "]": -1}.get(ch, 0)
@@ -119,6 +119,7 @@ def render(program: str, parser: argparse.ArgumentParser) -> str:
             out.append(f".SH {heading}")
             for action in actions:
                 out += [".TP", invocation(action), escape(expand_help(parser, action)) or "\\&"]
+    out += commands(program, parser)
     section: str | None = None
     for title, text, preformatted in epilog_sections(parser.epilog or ""):
         if title is not None:
@@ -137,6 +138,34 @@ def render(program: str, parser: argparse.ArgumentParser) -> str:
     out += [".SH SEE ALSO", ",\n".join(f".BR {p} ({SECTION})" for p in others),
             ".PP", f"The failover documentation: {escape(SEE_ALSO_DOCS)}."]
     return "\n".join(out) + "\n"
+
+
+def commands(program: str, parser: argparse.ArgumentParser) -> list[str]:
+    """A COMMANDS section for a program with subcommands (failctl): each one's synopsis,
+    description and options; options it shares with the program (given before or after
+    the command) are listed once, under OPTIONS."""
+    out: list[str] = []
+    shared = {o for a in parser._actions for o in a.option_strings}
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        out.append(".SH COMMANDS")
+        for name, sub in action.choices.items():
+            out += [f".SS {escape(name)}", ".nh", ".ad l",
+                    f"\\fB{escape(program)} {escape(name)}\\fR " + synopsis(sub), ".ad", ".hy",
+                    ".PP", escape((sub.description or "").strip())]
+            for a in sub._actions:
+                if a.help == argparse.SUPPRESS or (a.option_strings and set(a.option_strings) <= shared
+                                                   and a.option_strings != ["--help"]):
+                    continue
+                if a.option_strings == ["--help"]:
+                    continue
+                out += [".TP", invocation(a), escape(expand_help(sub, a)) or "\\&"]
+            for _title, text, preformatted in epilog_sections(sub.epilog or ""):
+                if text.strip():
+                    out += ([".PP", ".nf", escape(text), ".fi"] if preformatted
+                            else [".PP", escape(" ".join(text.split()))])
+    return out
 
 
 def write_all(directory: Path) -> list[Path]:

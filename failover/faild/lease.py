@@ -1,5 +1,8 @@
 """failsh's lease in its local faild: "I am alive for ttl seconds", renewed every ttl/3.
 
+faild also remembers why the last lease ended (``ended``: released, exited or expired, and
+the wall-clock time), until a new one is taken: peers log it when they take over.
+
 A lease may name its holder (pid and the process's start time, from /proc).  faild then
 also ends it as soon as that process is gone, so a failsh killed with -9 counts FAIL at
 the peers' next poll, not after the rest of its ttl.  The start time must match what faild
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+from failover.model import LeaseEnd
 
 log = logging.getLogger("failover.server")
 
@@ -33,21 +38,44 @@ class Lease:
     def __init__(self) -> None:
         self.until = 0.0
         self.holder: tuple[int, int] | None = None  # (pid, start time) of a watched holder
+        self.ended: LeaseEnd | None = None  # why the last lease ended, while no new one exists
 
     def renew(self, ttl: float, pid: int | None = None, start: int | None = None) -> None:
         """Take or renew for ``ttl`` s (0 gives it up); watch ``pid`` if its start matches."""
-        self.until = time.monotonic() + ttl if ttl > 0 else 0.0
+        now = time.monotonic()
+        if ttl <= 0:
+            if self.until > now:  # a live lease given up (a second release changes nothing)
+                self.ended = LeaseEnd("released", time.time())
+            elif self.until > 0:  # it had run out unnoticed: that is how it ended
+                self._end("expired", now)
+        self.until = now + ttl if ttl > 0 else 0.0
         self.holder = None
-        if ttl > 0 and pid is not None and start is not None and process_start(pid) == start:
-            self.holder = (pid, start)
+        if ttl > 0:
+            self.ended = None
+            if pid is not None and start is not None and process_start(pid) == start:
+                self.holder = (pid, start)
+
+    def _end(self, why: str, now: float) -> None:
+        """The lease is over (``why``): at the wall-clock time it ran out, or now."""
+        at = time.time() - max(0.0, now - self.until) if why == "expired" else time.time()
+        self.ended = LeaseEnd(why, round(at, 3))
+        self.until, self.holder = 0.0, None
 
     def left(self) -> float | None:
         """Seconds left, rounded to ms; None when it ran out, was given up, or its holder died."""
-        left = self.until - time.monotonic()
+        now = time.monotonic()
+        left = self.until - now
         if left <= 0:
+            if self.until > 0:  # ran out since the last call
+                self._end("expired", now)
             return None
         if self.holder is not None and process_start(self.holder[0]) != self.holder[1]:
             log.warning("failsh (pid %d) is gone: its lease ends now", self.holder[0])
-            self.until, self.holder = 0.0, None
+            self._end("exited", now)
             return None
         return round(left, 3)
+
+    def status(self) -> tuple[float | None, LeaseEnd | None]:
+        """(seconds left, None) while a lease is live, else (None, why the last one ended or None)."""
+        left = self.left()
+        return left, None if left is not None else self.ended

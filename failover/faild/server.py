@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -9,15 +10,16 @@ import socket
 import time
 from collections.abc import Callable, Reversible
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
+import attrs
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from failover import daemon, keys, protocol, transport
+from failover import daemon, keys, model, protocol, transport
 from failover.faild import community
 from failover.faild.lease import Lease
-from failover.model import HostInfo, ServiceRecord, Transition
+from failover.model import HostInfo, MaintEntry, PreferEntry, ServiceRecord, Transition
 from failover.states import State
 
 log = logging.getLogger("failover.server")
@@ -31,6 +33,20 @@ def peer_address(frame: zmq.Frame | None) -> str:
         return str(frame.get("Peer-Address"))
     except (zmq.ZMQError, TypeError):
         return "?"
+
+
+def changed_by(agent: str, address: str) -> str:
+    """The ``by`` faild records for a change: "AGENT from ADDRESS", "AGENT" when ZeroMQ
+    reports no address (ipc://), "ADDRESS" when the request names no agent.  An IPv4
+    client of a dual-stack socket is shown as IPv4 (10.0.0.9, not ::ffff:10.0.0.9)."""
+    address = "" if address in ("?", "None") else address
+    if address.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        except ValueError:
+            mapped = None
+        address = str(mapped) if mapped is not None else address
+    return protocol.clean_text(" from ".join(part for part in (agent, address) if part))[:model.MAX_BY]
 
 
 # one line per peer per period for refused (DENIED) and malformed requests (docs/security.md)
@@ -83,8 +99,33 @@ class StateStore(Protocol):
     def all(self) -> list[ServiceRecord]:
         """Every record, sorted by name."""
 
-    def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
-        """Set a state; the record and whether it changed.  OSError if it cannot be saved."""
+    def set(self, name: str, state: State, reason: str = "", by: str = "") -> tuple[ServiceRecord, bool]:
+        """Set a state; the record and whether it changed.  OSError if it cannot be saved.
+        ``by``: who asks (see changed_by)."""
+
+
+@runtime_checkable
+class FlagStore(Protocol):
+    """A :class:`StateStore` that also holds an administrator's maintenance flags and
+    switchover targets (faild's own store): Faild answers maint and prefer over it only."""
+
+    @property
+    def maintenance(self) -> dict[str, MaintEntry]:
+        """"*" (the whole host) and services -> their maintenance entry."""
+
+    @property
+    def prefer(self) -> dict[str, PreferEntry]:
+        """Services -> their switchover target."""
+
+    @property
+    def flags_version(self) -> int:
+        """Moves on every change of maintenance or prefer."""
+
+    def maint(self, key: str, on: bool, reason: str = "", by: str = "") -> bool:
+        """Maintenance of a service or "*" on or off; whether it changed.  OSError if not saved."""
+
+    def set_prefer(self, service: str, host: str | None, reason: str = "", by: str = "") -> bool:
+        """A service's switchover target (None clears it); whether it changed.  OSError if not saved."""
 
 
 T = TypeVar("T")
@@ -109,25 +150,43 @@ class Faild:
     Pure request handling (:meth:`handle`) and the serve loop of the faild program (:meth:`serve`)."""
 
     def __init__(self, store: StateStore, rules: community.Rules, host: HostInfo,
-                 community_file: Path | None = None, curve: keys.ServerKeys | None = None) -> None:
+                 community_file: Path | None = None, curve: keys.ServerKeys | None = None,
+                 leases: bool = False) -> None:
+        """``leases``: hold failsh's lease (the faild program): the ``lease`` op and the
+        ``lease`` member of ``host``.  Other servers of the protocol (hc's monitor, failsh's
+        control port) answer without that member, so that no client takes their services
+        for ones a failsh should hold (failstat's "stale")."""
         self.store = store
+        self.leases = leases
         self.rules = rules
         self.host = host
         self.community_file = community_file
         # CURVE required on the socket: only clients whose key is in the allow-list get in
         self.curve = curve
         self._allow = keys.AllowList(curve.allowed) if curve is not None else None
-        self._host_wire = host.to_wire()
+        self._host_wire = {"name": host.name, "started": host.started, "pid": host.pid}
         # the host object as JSON up to its last member, the lease, which changes every call
-        self._host_json_head = protocol.dumps(self._host_wire)[:-1] + ',"lease":'
+        self._host_json_head = protocol.dumps(self._host_wire)[:-1] + (',"lease":' if leases else "")
         self.lease = Lease()  # failsh on this host renews it
-        # get/list: the "services" array as JSON, per service / per community; cleared when
-        # the store's counter moves (whoever changed it) and on reload
+        # get/list: the "services" array (and the maintenance and prefer members) as JSON,
+        # per service / per community; cleared when the store's counter or flags_version
+        # moves (whoever changed it) and on reload
         self._services_json: dict[str | tuple[str, str], str] = {}
-        self._cached_at = store.counter
+        self._flag_store = store if isinstance(store, FlagStore) else None
+        self._cached_at = (store.counter, self._flags_version())
         self._stop = False
 
     # Request handling (pure: frame in, frame out) ----------------------
+    def _flags_version(self) -> int:
+        return self._flag_store.flags_version if self._flag_store is not None else 0
+
+    def _need_flags(self, op: str) -> FlagStore:
+        """The store of maint and prefer; BADOP where there is none (as from an older faild)."""
+        if self._flag_store is None:
+            raise protocol.ProtocolError("BADOP", f"{self.host.name} holds no maintenance flags: "
+                                         f"operation {op!r} is not served here")
+        return self._flag_store
+
     def invalidate(self) -> None:
         """Drop the cached replies (a store change is noticed by its counter without this)."""
         self._services_json.clear()
@@ -144,7 +203,8 @@ class Faild:
         try:
             if req.op in ("get", "list"):
                 return self._read(req)
-            reply = self._dispatch(req)
+            reply = self._dispatch(req, changed_by(req.agent, peer_address(meta)) if meta is not None
+                                   else req.agent)
         except Denied as exc:
             peer = peer_address(meta)
             REFUSED.log(logging.WARNING, peer, "refused %s on %s from %s: %s", req.op, req.service or "*",
@@ -162,7 +222,7 @@ class Faild:
         except Exception as exc:  # a REP socket must answer every request, or it is stuck
             log.exception("internal error on %s", req.op)
             reply = protocol.error_reply(req.id, "INTERNAL", f"internal error: {type(exc).__name__}")
-        return protocol.encode(reply)
+        return reply if isinstance(reply, bytes) else protocol.encode(reply)
 
     def _read(self, req: protocol.Request) -> bytes:
         """'get' and 'list', the peers' polling path: access is checked on every call, the
@@ -177,27 +237,82 @@ class Faild:
             if not rules.knows(req.community):
                 raise Denied("community has no read access to this host")
             key = ("list", req.community)
-        if self.store.counter != self._cached_at:
+        version = (self.store.counter, self._flags_version())
+        if version != self._cached_at:
             self._services_json.clear()
-            self._cached_at = self.store.counter
+            self._cached_at = version
         services = self._services_json.get(key)
         if services is None:
             if req.op == "get":
                 rec = self.store.get(_given(req.service))
                 if rec is None:
                     raise NoService(f"unknown service {req.service!r} on {self.host.name}")
-                recs = [rec.to_wire()]
+                recs = [rec]
             else:
-                recs = [r.to_wire() for r in self.store.all() if rules.may_read(r.name, req.community)]
-            services = self._services_json[key] = protocol.dumps(recs)
-        lease = self.lease.left()
-        host = self._host_json_head + ("null" if lease is None else protocol.dumps(lease)) + "}"
-        return protocol.encode_ok(req.id, f'"host":{host},"services":{services}')
+                recs = [r for r in self.store.all() if rules.may_read(r.name, req.community)]
+            services = self._services_json[key] = self._members(recs, req)
+        return protocol.encode_ok(req.id, f'"host":{self._host_json()},{services}')
 
-    def _dispatch(self, req: protocol.Request) -> dict:
-        """Every op but get and list (see _read)."""
+    def _host_json(self) -> str:
+        """The reply's ``host``: the fixed part, the lease, and why the last one ended."""
+        if not self.leases:
+            return self._host_json_head + "}"
+        lease, ended = self.lease.status()
+        text = self._host_json_head + ("null" if lease is None else protocol.dumps(lease))
+        if ended is not None:
+            text += ',"lease_end":' + protocol.dumps(ended.to_wire())
+        return text + "}"
+
+    def _flags(self, req: protocol.Request) -> tuple[dict[str, MaintEntry], dict[str, PreferEntry]]:
+        """The maintenance and prefer entries a reply to ``req`` carries: those of its service
+        (and the whole host's) for an op on one service, every readable one otherwise."""
+        if self._flag_store is None:
+            return {}, {}
+        one = req.service if req.op in ("get", "set", "prefer") or (req.op == "maint" and req.service) else None
+        rules, community = self.rules, req.community
+
+        def shown(key: str) -> bool:
+            if key == protocol.HOST_WIDE:
+                return rules.knows(community)
+            return (one is None or key == one) and rules.may_read(key, community)
+
+        return ({k: v for k, v in self._flag_store.maintenance.items() if shown(k)},
+                {k: v for k, v in self._flag_store.prefer.items() if k != protocol.HOST_WIDE and shown(k)})
+
+    # what a reply may spend on its services and flags: the rest is "host" and the envelope
+    BUDGET = protocol.MAX_MESSAGE - 2048
+
+    def _members(self, recs: list[ServiceRecord], req: protocol.Request, services: bool = True) -> str:
+        """The JSON text of a reply's ``services`` (unless not ``services``), ``maintenance``
+        and ``prefer`` members (the last two only when not empty).  If that would not fit
+        in a message, the reasons and ``by`` of records and entries are left out: the
+        states and flags always get through (docs/protocol.md, Limits)."""
+        maintenance, prefer = self._flags(req)
+        text = ""
+        for full in (True, False):
+            parts = []
+            if services:
+                parts.append('"services":' + protocol.dumps(
+                    [r.to_wire() if full else attrs.evolve(r, reason="", by="").to_wire() for r in recs]))
+            if maintenance:
+                parts.append('"maintenance":' + protocol.dumps(
+                    {k: (v if full else MaintEntry(v.since)).to_wire() for k, v in sorted(maintenance.items())}))
+            if prefer:
+                parts.append('"prefer":' + protocol.dumps(
+                    {k: (v if full else PreferEntry(v.host, v.since)).to_wire() for k, v in sorted(prefer.items())}))
+            text = ",".join(parts)
+            if len(text) <= self.BUDGET:
+                break
+        return text
+
+    def _dispatch(self, req: protocol.Request, by: str = "") -> dict | bytes:
+        """Every op but get and list (see _read); ``by``: who asks (see changed_by)."""
         rules = self.rules
-        host = {**self._host_wire, "lease": self.lease.left()}
+        host = dict(self._host_wire)
+        if self.leases:
+            host["lease"], ended = self.lease.status()
+            if ended is not None:
+                host["lease_end"] = ended.to_wire()
         if req.op == "ping":
             return protocol.ok_reply(req.id, host=host)
         if req.op in protocol.WRITE_OPS and not rules.may_write(req.service, req.community):
@@ -210,17 +325,46 @@ class Faild:
             service = _given(req.service)
             if self.store.get(service) is None and len(self.store.all()) >= protocol.MAX_SERVICES:
                 raise protocol.ProtocolError("LIMIT", f"faild holds {protocol.MAX_SERVICES} services already")
-            rec, changed = self.store.set(service, _given(req.state), req.reason)
+            rec, changed = self.store.set(service, _given(req.state), req.reason, by)
             if changed:
-                log.info("%s -> %s (%s)", req.service, rec.state, req.reason or "failc/failsh request")
-            return protocol.ok_reply(req.id, host=host, services=[rec.to_wire()], changed=changed)
+                log.info("%s -> %s (%s)%s", req.service, rec.state, req.reason or "failc/failsh request",
+                         f" by {by}" if by else "")
+            return self._reply(req, host, [rec], changed=changed)
+        if req.op == "maint":
+            on = _given(req.on)
+            key = req.service or protocol.HOST_WIDE
+            changed = self._need_flags(req.op).maint(key, on, req.reason, by)
+            if changed:
+                log.info("maintenance %s for %s%s%s", "on" if on else "off",
+                         req.service or "the whole host", f" by {by}" if by else "",
+                         f": {req.reason}" if req.reason else "")
+            return self._reply(req, host, None, changed=changed)
+        if req.op == "prefer":
+            service = _given(req.service)
+            changed = self._need_flags(req.op).set_prefer(service, req.host, req.reason, by)
+            if changed:
+                log.info("switchover target of %s: %s%s%s", service, req.host or "none (the policy's order)",
+                         f" by {by}" if by else "", f": {req.reason}" if req.reason else "")
+            return self._reply(req, host, None, changed=changed)
         if req.op == "lease":
+            if not self.leases:
+                raise protocol.ProtocolError("BADOP", f"{self.host.name} holds no failsh lease (it is not a faild)")
             self.lease.renew(req.ttl, req.pid, req.pidstart)
             host["lease"] = req.ttl or None
+            host.pop("lease_end", None)
+            if self.lease.ended is not None:
+                host["lease_end"] = self.lease.ended.to_wire()
             return protocol.ok_reply(req.id, host=host)
         daemon.set_level(_given(req.facility), _given(req.level))  # op "loglevel"
         log.info("log level of %s set to %s", req.facility, req.level)
         return protocol.ok_reply(req.id, host=host)
+
+    def _reply(self, req: protocol.Request, host: dict, recs: list[ServiceRecord] | None, changed: bool) -> bytes:
+        """The encoded ok reply of set, maint and prefer: host, the records (set), the
+        flags (see _members), changed."""
+        members = self._members(recs or [], req, services=recs is not None)
+        return protocol.encode_ok(req.id, f'"host":{protocol.dumps(host)},'
+                                  + (members + "," if members else "") + f'"changed":{protocol.dumps(changed)}')
 
     def _history(self, req: protocol.Request, host: dict) -> dict:
         """The newest ``limit`` readable transitions, oldest first, cut to fit in one message."""

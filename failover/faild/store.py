@@ -21,7 +21,7 @@ from typing import Any
 from failover import model, protocol
 from failover.files import atomic_write, read_file, stale_temps, write_target
 from failover.files import make_dir as make_dir  # still imported from here by shell/engine.py (the dump)
-from failover.model import ServiceRecord, Transition
+from failover.model import MaintEntry, PreferEntry, ServiceRecord, Transition
 from failover.states import State
 
 log = logging.getLogger("failover.store")
@@ -42,6 +42,11 @@ class Store:
         self.records: dict[str, ServiceRecord] = {}
         self.history: deque[Transition] = deque(maxlen=history_limit)
         self.counter = 0
+        # what an administrator set (failctl): "*" (the whole host) or a service -> maintenance,
+        # a service -> its switchover target; persisted with the states, not counted
+        self.maintenance: dict[str, MaintEntry] = {}
+        self.prefer: dict[str, PreferEntry] = {}
+        self.flags_version = 0  # moves on every change of maintenance or prefer (Faild's reply cache)
         raw = read_state_file(path) if path is not None else None
         if path is not None and raw is not None:
             self._load(path, raw)
@@ -60,6 +65,11 @@ class Store:
             for i, t in enumerate(_field(data, "history", list, default=[])):
                 self.history.append(Transition.from_wire(t, f"history[{i}]"))
             self.counter = _count(data, "counter", "top level")
+            # optional (files written before failctl have neither): read as a reply's members
+            if data.get("maintenance") is not None:
+                self.maintenance = model.maintenance_from_wire(data["maintenance"])
+            if data.get("prefer") is not None:
+                self.prefer = model.prefer_from_wire(data["prefer"])
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise StateFileError(f"invalid state file {path}: {exc}") from None
         highest = max([r.counter for r in self.records.values()] + [t.counter for t in self.history] + [0])
@@ -75,18 +85,20 @@ class Store:
     def all(self) -> list[ServiceRecord]:
         return sorted(self.records.values(), key=lambda r: r.name)
 
-    def set(self, name: str, state: State, reason: str = "") -> tuple[ServiceRecord, bool]:
+    def set(self, name: str, state: State, reason: str = "", by: str = "") -> tuple[ServiceRecord, bool]:
         """Set a state; return the record and whether it changed.  Persists changes first:
-        if the write fails, memory is left as it was (as the file is) and the error raised."""
+        if the write fails, memory is left as it was (as the file is) and the error raised.
+        ``by``: who asks (faild's "AGENT from ADDRESS"), kept with the record and the transition."""
         old = self.records.get(name)
         if old is not None and old.state is state:
             return old, False
         reason = protocol.clean_text(reason)[:MAX_REASON]  # as the loader wants it (hc's reasons too)
+        by = protocol.clean_text(by)[:model.MAX_BY]
         counter = self.counter + 1
         now = time.time()
-        rec = ServiceRecord(name=name, state=state, last_change=now, counter=counter)
+        rec = ServiceRecord(name=name, state=state, last_change=now, counter=counter, reason=reason, by=by)
         change = Transition(service=name, old=old.state if old else None, new=state,
-                            time=now, counter=counter, reason=reason)
+                            time=now, counter=counter, reason=reason, by=by)
         history = list(self.history)
         if self.history.maxlen is not None and len(history) >= self.history.maxlen:
             history = history[len(history) - self.history.maxlen + 1:]
@@ -95,6 +107,45 @@ class Store:
         self.records[name] = rec
         self.history.append(change)
         return rec, True
+
+    def maint(self, key: str, on: bool, reason: str = "", by: str = "") -> bool:
+        """Maintenance of ``key`` (a service, or protocol.HOST_WIDE) on or off; whether it
+        changed (an entry already there keeps its time and reason).  Persisted first, as
+        :meth:`set`; ValueError (LIMIT) beyond model.MAX_MAINT entries."""
+        if on == (key in self.maintenance):
+            return False
+        flags = dict(self.maintenance)
+        if on:
+            if len(flags) >= model.MAX_MAINT:
+                raise protocol.ProtocolError("LIMIT", f"faild holds {model.MAX_MAINT} maintenance entries already")
+            flags[key] = MaintEntry(since=time.time(), reason=protocol.clean_text(reason)[:MAX_REASON],
+                                    by=protocol.clean_text(by)[:model.MAX_BY])
+        else:
+            del flags[key]
+        self._write(self.counter, self.records, list(self.history), maintenance=flags)
+        self.maintenance = flags
+        self.flags_version += 1
+        return True
+
+    def set_prefer(self, service: str, host: str | None, reason: str = "", by: str = "") -> bool:
+        """The switchover target of ``service`` (None clears it); whether it changed (the
+        same target again keeps its time and reason).  Persisted first, as :meth:`set`."""
+        old = self.prefer.get(service)
+        if (old.host if old is not None else None) == host:
+            return False
+        targets = dict(self.prefer)
+        if host is None:
+            del targets[service]
+        else:
+            if old is None and len(targets) >= model.MAX_PREFER:
+                raise protocol.ProtocolError("LIMIT", f"faild holds {model.MAX_PREFER} switchover targets already")
+            targets[service] = PreferEntry(host=host, since=time.time(),
+                                           reason=protocol.clean_text(reason)[:MAX_REASON],
+                                           by=protocol.clean_text(by)[:model.MAX_BY])
+        self._write(self.counter, self.records, list(self.history), prefer=targets)
+        self.prefer = targets
+        self.flags_version += 1
+        return True
 
     def remove(self, name: str) -> bool:
         """Forget the record of ``name`` (its transitions stay in the history); whether there
@@ -110,12 +161,21 @@ class Store:
     def save(self) -> None:
         self._write(self.counter, self.records, list(self.history))
 
-    def _write(self, counter: int, records: dict[str, ServiceRecord], history: list[Transition]) -> None:
+    def _write(self, counter: int, records: dict[str, ServiceRecord], history: list[Transition],
+               maintenance: dict[str, MaintEntry] | None = None, prefer: dict[str, PreferEntry] | None = None) -> None:
+        """Replace the file with these records and history, and the maintenance and prefer
+        given (default: the current ones)."""
         if self.path is None:
             return
-        data = {"format": FILE_FORMAT, "counter": counter,
-                "services": [records[n].to_wire() for n in sorted(records)],
-                "history": [t.to_wire() for t in history]}
+        maintenance = self.maintenance if maintenance is None else maintenance
+        prefer = self.prefer if prefer is None else prefer
+        data: dict[str, Any] = {"format": FILE_FORMAT, "counter": counter,
+                                "services": [records[n].to_wire() for n in sorted(records)],
+                                "history": [t.to_wire() for t in history]}
+        if maintenance:  # left out when empty, as in files written before failctl
+            data["maintenance"] = {k: maintenance[k].to_wire() for k in sorted(maintenance)}
+        if prefer:
+            data["prefer"] = {k: prefer[k].to_wire() for k in sorted(prefer)}
         atomic_write(write_target(self.path), json.dumps(data, indent=1).encode())
 
     def clean_temp(self) -> None:

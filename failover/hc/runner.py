@@ -111,6 +111,15 @@ def _times(n: int) -> str:
     return f" {n} times in a row" if n > 1 else ""
 
 
+def faild_reason(st: NodeStatus, reason: str) -> str:
+    """What faild records (after "hc: ") for a change hc makes: it names the check, so that
+    failsh's log says why a service moved ("check web failed 3 times in a row: HTTP 500")."""
+    name = st.node.name
+    if reason.startswith("check failed"):  # the node's own check, see Runner._evaluate
+        return f"check {name} failed{_times(st.damper.fails) or ' once'}: {st.fail_detail}"
+    return f"check {name}: {reason}"
+
+
 class Notifier:
     """Applies state changes outside the scheduler thread, each kind in order.
 
@@ -180,7 +189,7 @@ class Notifier:
         key = (target.endpoint, target.service)
         try:
             with Client(target.endpoint, target.community, timeout=target.timeout, retries=0,
-                        curve=self.curves.get(target.host)) as c:
+                        curve=self.curves.get(target.host), agent="hc") as c:
                 if state is State.FAIL:
                     rec = c.set(target.service, State.FAIL, reason)
                     log.debug("faild %s: %s is %s", target.host, target.service, rec.state)
@@ -427,4 +436,4 @@ class Runner:
         st.last_assert = now
         desired = State.FAIL if state is State.FAIL else State.RECOVER
         for target in st.node.faild:
-            self.notifier.want(target, desired, f"{REASON_PREFIX}{st.node.name} {reason}"[:250])
+            self.notifier.want(target, desired, f"{REASON_PREFIX}{faild_reason(st, reason)}"[:250])

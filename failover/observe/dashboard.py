@@ -14,7 +14,9 @@ A small stdlib HTTP server in daemon threads.  It serves
 
 The page opens ``/events`` and redraws on every snapshot; if the event stream fails it
 falls back to polling ``/snapshot.json`` every second.  With no new snapshot for
-``STALE`` seconds (failsh gone or stuck) it greys its tables and says since when.  The Tcl thread hands snapshots
+``STALE`` seconds (failsh gone or stuck) it greys its tables and says since when.  A service
+in maintenance and a switchover target are badges next to the service's name (and words
+under the state cells); the hosts table has a maintenance column.  The Tcl thread hands snapshots
 over with :meth:`Dashboard.update`; the HTTP threads only read the last one.
 """
 
@@ -226,6 +228,9 @@ small { display: block; font-weight: 400; font-size: 11px; }
 body.stale main { filter: grayscale(1); opacity: .55; }
 #gone { display: none; background: #d93025; color: #fff; padding: 6px 18px; font-weight: 600; }
 body.stale #gone { display: block; }
+.badge { display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 8px; font-size: 11px;
+         font-weight: 600; vertical-align: 1px; }
+.badge.paused { background: #5b5fc7; color: #fff; } .badge.prefer { background: #1d2330; color: #fff; }
 </style></head>
 <body>
 <header><h1>failover cluster</h1><span>failsh on <b id="node">@NODE@</b></span>
@@ -235,7 +240,8 @@ body.stale #gone { display: block; }
 <main>
 <section><h2>Services</h2><table id="services"><thead></thead><tbody></tbody></table></section>
 <section><h2>Hosts</h2><table id="hosts"><thead><tr><th>host</th><th>faild</th><th>failsh</th>
-<th>last connect</th><th>last call</th><th>rtt</th><th>endpoint</th></tr></thead><tbody></tbody></table></section>
+<th>last connect</th><th>last call</th><th>rtt</th><th>endpoint</th><th>maintenance</th></tr></thead>
+<tbody></tbody></table></section>
 <section><h2>Recent transitions</h2><table id="history"><thead><tr><th>time</th><th>service</th>
 <th>change</th><th>reason</th></tr></thead><tbody></tbody></table></section>
 </main>
@@ -274,6 +280,23 @@ function failshCell(h) {  // the lease is only known while the host's faild answ
   if (h.status !== "up") return el("td", "?", "dim");
   return el("td", h.failsh ? "running" : "none", h.failsh ? "up" : "down");
 }
+function since(p) {
+  return (p.reason || "no reason given") + " (by " + (p.by || "?") + " since " + clock(p.since) + ")";
+}
+function nameCell(v) {  // a paused service and a switchover target show as badges next to the name
+  const td = el("td", v.name);
+  if (v.paused) {
+    const b = el("span", v.paused.scope === "host" ? "paused (host)" : "paused", "badge paused");
+    b.title = "maintenance: " + since(v.paused) + ": failsh takes no action for it";
+    td.appendChild(b);
+  }
+  if (v.prefer) {
+    const b = el("span", "\\u2192 " + v.prefer, "badge prefer");
+    b.title = "switchover to " + v.prefer + ": it heads the order until the switchover is cleared";
+    td.appendChild(b);
+  }
+  return td;
+}
 function render(s) {
   updates += 1; lastSeq = s.seq; lastSeen = Date.now(); lastStamp = s.time;
   document.body.dataset.updates = updates;
@@ -286,22 +309,28 @@ function render(s) {
   const head = document.querySelector("#services thead"), body = document.querySelector("#services tbody");
   head.replaceChildren(row([el("th", "service")].concat(hosts.map(h => el("th", h + (h === s.node ? " (here)" : ""))))
     .concat([el("th", "last change"), el("th", "last check"), el("th", "decision")])));
+  const paused = new Set(s.hosts.filter(h => h.paused).map(h => h.name));
+  const notes = (...words) => words.filter(w => w).join(" \\u00b7 ");
   body.replaceChildren(...s.services.map(v => {
-    const cells = [el("td", v.name)];
+    const cells = [nameCell(v)];
     hosts.forEach(h => {
-      if (h === s.node) cells.push(stateCell(v.state, v.role));
-      else if (v.peers[h]) cells.push(stateCell(v.peers[h].state, v.peers[h].role, v.peers[h].status));
+      const target = v.prefer === h ? "switchover target" : "";
+      if (h === s.node) cells.push(stateCell(v.state, v.role, notes(v.paused ? "paused" : "", target)));
+      else if (v.peers[h]) cells.push(stateCell(v.peers[h].state, v.peers[h].role,
+                                                notes(v.peers[h].status, paused.has(h) ? "paused" : "", target)));
       else cells.push(el("td", "\\u2013", "dim"));
     });
     cells.push(el("td", ago(v.last_change, s.time)), el("td", ago(v.last_check, s.time)),
                el("td", v.decision, "dim"));
-    const tr = row(cells); tr.dataset.service = v.name; return tr;
+    const tr = row(cells); tr.dataset.service = v.name;
+    tr.dataset.paused = v.paused ? v.paused.scope : ""; tr.dataset.prefer = v.prefer || "";
+    return tr;
   }));
   document.querySelector("#hosts tbody").replaceChildren(...s.hosts.map(h => row([
     el("td", h.name), el("td", h.status, h.status), failshCell(h),
     el("td", ago(h.last_seen, s.time)), el("td", ago(h.last_call, s.time)),
     el("td", h.rtt === null || h.rtt === undefined ? "-" : (h.rtt * 1000).toFixed(1) + " ms"),
-    el("td", h.endpoint, "dim")])));
+    el("td", h.endpoint, "dim"), el("td", h.paused ? "paused" : "\\u2013", h.paused ? "down" : "dim")])));
   document.querySelector("#history tbody").replaceChildren(...s.history.slice().reverse().slice(0, 30).map(t => row([
     el("td", clock(t.time)), el("td", t.service), el("td", (t.old || "-") + " \\u2192 " + t.new, "t-" + t.new),
     el("td", t.reason)])));

@@ -101,9 +101,36 @@ def _names(s: dict, key: str, where: str) -> None:
     s[key] = [clean_text(h) for h in names]
 
 
+PAUSE_SCOPES = ("service", "host")
+
+
+def _paused(s: dict, where: str) -> None:
+    """Optional ``paused``: null, or {"scope": "service"|"host", "since", "reason", "by"}
+    (the maintenance that covers the service; "reason" and "by" may be missing: "")."""
+    p: Any = s.get("paused")
+    if p is None:
+        s["paused"] = None
+        return
+    p = _record(p, f"{where}.paused")
+    _check(p.get("scope") in PAUSE_SCOPES, f"{where}.paused.scope", "not 'service' or 'host'")
+    _number(p, "since", f"{where}.paused")
+    for key in ("reason", "by"):
+        p.setdefault(key, "")
+        _text(p, key, f"{where}.paused")
+
+
+def _prefer(s: dict, where: str) -> None:
+    """Optional ``prefer``: null, or the host name of the service's switchover target."""
+    value: Any = s.get("prefer")
+    _check(value is None or valid_name(value), f"{where}.prefer", "not a host name or null")
+    s["prefer"] = value
+
+
 def _service(s: dict, where: str) -> None:
     for key in ("name", "state", "role", "decision"):
         _text(s, key, where)
+    _paused(s, where)
+    _prefer(s, where)
     for key in ("masters", "slaves"):
         _names(s, key, where)
     _number(s, "interval", where, high=1e9)
@@ -125,6 +152,8 @@ def _host(h: dict, where: str) -> None:
     _number(h, "last_call", where, optional=True)
     _number(h, "rtt", where, optional=True, high=1e6)
     _check(isinstance(h.get("failsh"), bool), f"{where}.failsh", "not true or false")
+    h.setdefault("paused", False)  # optional: the whole host in maintenance
+    _check(isinstance(h["paused"], bool), f"{where}.paused", "not true or false")
 
 
 def _transition(t: dict, where: str) -> None:
@@ -139,7 +168,9 @@ def _transition(t: dict, where: str) -> None:
 def validate(snap: object) -> dict:
     """``snap`` if every field failmon shows has its type and range; BadSnapshot otherwise.
     On the way, text is stripped of control characters (protocol.clean_text) and missing
-    optional members are filled in (null, or an empty list), so every view can show it."""
+    optional members are filled in (null, false, or an empty list), so every view can show
+    it.  Optional: ``lease``, ``history``, a service's ``last_change``, ``last_check``,
+    ``paused`` and ``prefer``, a host's ``last_seen``, ``last_call``, ``rtt``, ``paused``."""
     _check(isinstance(snap, dict) and type(snap.get("v")) is int and snap["v"] == FEED_VERSION
            and snap.get("type") == "snapshot",
            "message", "not a version-1 failsh snapshot")
@@ -177,13 +208,20 @@ def text(snap: dict) -> str:
                      f"last check {_when(s['last_check'])}")
         lines.append(f"  {'':<16} masters {' '.join(s['masters']) or '-'}; slaves {' '.join(s['slaves']) or '-'}")
         lines.append(f"  {'':<16} {s['decision']}")
+        if s.get("paused"):
+            p = s["paused"]
+            lines.append(f"  {'':<16} paused ({p['scope']}) since {_when(p['since'])}"
+                         + (f" by {p['by']}" if p["by"] else "") + (f": {p['reason']}" if p["reason"] else ""))
+        if s.get("prefer"):
+            lines.append(f"  {'':<16} switchover target {s['prefer']}")
         for host, p in s["peers"].items():
             lines.append(f"  {'':<16}   {p['role']:<6} {host:<14} {p['state']:<8} ({p['status']})")
     lines += ["", "hosts:"]
     for h in snap["hosts"]:
         rtt = f"{h['rtt'] * 1000:.1f} ms" if h["rtt"] is not None else "-"
         lines.append(f"  {h['name']:<16} {h['status']:<8} last connect {_when(h['last_seen'])}; "
-                     f"last call {_when(h['last_call'])}; rtt {rtt}; failsh {'yes' if h['failsh'] else 'no'}")
+                     f"last call {_when(h['last_call'])}; rtt {rtt}; failsh {'yes' if h['failsh'] else 'no'}"
+                     + ("; paused" if h.get("paused") else ""))
     if snap.get("history"):
         lines += ["", "recent transitions:"]
         for t in snap["history"][-20:]:

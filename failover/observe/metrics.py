@@ -68,6 +68,11 @@ POLICY_ERRORS = Counter("failover_policy_errors",
                         ["service", "kind"], registry=FAILSH)
 PROCEDURE_RUNS = Counter("failover_procedure_runs", "Procedure runs by outcome (ok, failed, timeout, cancelled, "
                          "bad-result, bool-check)", ["service", "procedure", "outcome"], registry=FAILSH)
+TAKEOVERS = Counter("failover_takeovers", "Services this host started, by the detection that fired: lease-exited, "
+                    "lease-released, lease-expired, no-lease, faild-silent, set-fail, hc, unknown-service, "
+                    "switchover, no-master", ["service", "cause"], registry=FAILSH)
+SERVICE_PAUSED = Gauge("failover_service_paused", "1 while the service is in maintenance on this host (itself or "
+                       "the whole host): failsh takes no action for it", ["service"], registry=FAILSH)
 SNAPSHOT_SEQ = Gauge("failover_snapshot_seq", "Sequence number of failsh's last monitor snapshot", registry=FAILSH)
 
 # faild ----------------------------------------------------------------------------
@@ -94,6 +99,7 @@ def update(snap: dict) -> None:
             name = svc["name"]
             for state in STATES:
                 SERVICE_STATE.labels(name, state).set(1 if svc["state"] == state else 0)
+            SERVICE_PAUSED.labels(name).set(1 if svc.get("paused") else 0)
             services.add((name,))
             for host, p in svc.get("peers", {}).items():
                 for state in STATES:
@@ -109,6 +115,7 @@ def update(snap: dict) -> None:
         for (name,) in _known["service"] - services:
             for state in STATES:
                 SERVICE_STATE.remove(name, state)
+            SERVICE_PAUSED.remove(name)
         for name, host in _known["peer"] - peers:
             for state in STATES:
                 PEER_SERVICE_STATE.remove(name, host, state)
@@ -148,6 +155,11 @@ def transition(service: str, old: State | None, new: State, views: Mapping[str, 
             lost = rec.last_change
     if lost is not None and 0 <= time.time() - lost < 86400:
         FAILOVER_SECONDS.labels(service).observe(time.time() - lost)
+
+
+def takeover(service: str, cause: str) -> None:
+    """Count a start of ``service`` here by the detection that fired (gates.py's cause)."""
+    TAKEOVERS.labels(service, cause or "none").inc()
 
 
 def procedure(service: str, kind: str, outcome: str, error: bool) -> None:

@@ -32,7 +32,7 @@ from failover.states import BadState, State, parse_state
 log = logging.getLogger("failover.policy")
 
 SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout",
-                   "holddown", "witnesses", "quorum", "tiebreaker", "announce")
+                   "holddown", "witnesses", "quorum", "tiebreaker", "announce", "failback", "flap")
 _HOST_LISTS = ("masters", "slaves", "witnesses")
 HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime", "monitor")
 TRAP_KINDS = ("state", "peer", "remote")
@@ -80,6 +80,34 @@ def _offline(svc: ServiceConfig) -> gates.Inputs:
                         now=gates.Now(time.monotonic(), time.time()), deadtimes=dict.fromkeys(hosts, deadtime),
                         intervals=dict.fromkeys(hosts, svc.interval), lease_ttl=deadtime,
                         deciding_since=float("-inf"), last_change=float("-inf"))
+
+
+def _failback(service: str, values: tuple[str, ...]) -> dict[str, object]:
+    """failback auto | manual | delay SECONDS | SECONDS."""
+    if values in (("auto",), ("manual",)):
+        return {"failback": values[0], "failback_delay": 0.0}
+    if len(values) == 2 and values[0] == "delay" or len(values) == 1 and values[0][:1].isdigit():
+        return {"failback": "delay", "failback_delay": _seconds("failback delay", values[-1])}
+    raise _usage("failsvc", f"{service} failback auto|manual|delay SECONDS")
+
+
+def _flap(service: str, values: tuple[str, ...]) -> dict[str, object]:
+    """flap N MINUTES | off: more than N changes of holder within MINUTES hold the service."""
+    if values == ("off",):
+        return {"flap_count": 0}
+    if len(values) != 2:
+        raise _usage("failsvc", f"{service} flap CHANGES MINUTES|off")
+    count = _whole(values[0], 1, 1000)
+    if count is None:
+        raise TclCommandError(f"flap: expected a number of holder changes 1..1000, not \"{values[0]}\"",
+                              "BADVALUE", values[0])
+    try:
+        minutes = float(values[1])
+    except ValueError:
+        minutes = -1.0
+    if not 0.1 <= minutes <= 1440:
+        raise TclCommandError(f"flap: expected 0.1 to 1440 minutes, not \"{values[1]}\"", "BADVALUE", values[1])
+    return {"flap_count": count, "flap_minutes": minutes}
 
 
 def _usage(cmd: str, usage: str) -> TclCommandError:
@@ -139,7 +167,11 @@ class Commands:
                                   f"{', '.join(SVC_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
         # validate first: a failing command leaves no half-made service behind
         value: object
-        if sub in _HOST_LISTS:  # one braced list or several words: flatten both
+        if sub == "failback":
+            value = _failback(svc_name, values)
+        elif sub == "flap":
+            value = _flap(svc_name, values)
+        elif sub in _HOST_LISTS:  # one braced list or several words: flatten both
             try:
                 value = [_name("host", h) for v in values for h in self.tcl.split(v)]
             except tkinter.TclError as exc:
@@ -162,8 +194,14 @@ class Commands:
         svc = self.policy.service(svc_name)
         if sub in _HOST_LISTS:
             self.policy.set_hosts(svc, sub, value)
+        elif isinstance(value, dict):  # failback, flap: several fields
+            for key, field in value.items():
+                setattr(svc, key, field)
         else:
             setattr(svc, sub, value)
+        where = self.tcl.where()  # for failsh --check: FILE:LINE of what it finds
+        svc.where[sub] = where
+        svc.where.setdefault("", where)  # the service's first failsvc
         self._changed()
         return ""
 
@@ -174,7 +212,8 @@ class Commands:
         return ("interval", svc.interval, "masters", tuple(svc.masters), "slaves", tuple(svc.slaves),
                 "start", svc.start, "stop", svc.stop, "reclaim", svc.reclaim, "check", svc.check,
                 "timeout", svc.timeout, "holddown", svc.holddown, "witnesses", tuple(svc.witnesses),
-                "quorum", svc.quorum, "tiebreaker", svc.tiebreaker, "announce", svc.announce)
+                "quorum", svc.quorum, "tiebreaker", svc.tiebreaker, "announce", svc.announce,
+                "failback", svc.failback_text(), "flap", svc.flap_text())
 
     def failhost(self, *args: str) -> object:
         if len(args) != 3:
@@ -207,7 +246,9 @@ class Commands:
                                   f"{', '.join(HOST_SUBCOMMANDS)}", "BADSUBCOMMAND", sub)
         if name == self.policy.node:
             return ""  # checked, not kept: one file serves all hosts, and this one is not polled
-        setattr(self.policy.host(name), sub, parsed)
+        host = self.policy.host(name)
+        setattr(host, sub, parsed)
+        host.where[sub] = self.tcl.where()
         self._changed()
         return ""
 
@@ -226,7 +267,7 @@ class Commands:
                                   "BADSUBCOMMAND", kind)
         if pattern != "*":
             _name("service" if kind != "peer" else "host", pattern)
-        self.policy.traps.append(Trap(kind, pattern, script))
+        self.policy.traps.append(Trap(kind, pattern, script, self.tcl.where()))
         return ""
 
     # New commands -----------------------------------------------------------
@@ -328,13 +369,23 @@ class Commands:
 
 
 # Commands that need neither the policy nor the engine ----------------------------------
-def healthy(check: str, where: str = "localhost", timeout: str = "1") -> int:
-    """healthy CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK UP, else 0.
+def healthy(*args: str) -> int:
+    """healthy ?-unreachable 0|1? CHECK ?HOST[:PORT]? ?TIMEOUT?: 1 if hc there reports CHECK
+    UP, else 0.
 
-    An hc that does not answer counts as unhealthy; an unknown check is an error.
+    An hc that does not answer counts as unhealthy (or as -unreachable says); an unknown
+    check is an error.
     """
+    unreachable = False
+    if args[:1] == ("-unreachable",):
+        if len(args) < 2 or args[1] not in ("0", "1"):
+            raise _usage("healthy", "?-unreachable 0|1? check ?host[:port]? ?timeout?")
+        unreachable, args = args[1] == "1", args[2:]
+    if not 1 <= len(args) <= 3:
+        raise _usage("healthy", "?-unreachable 0|1? check ?host[:port]? ?timeout?")
+    check, where, timeout = [*args, *("localhost", "1")[len(args) - 1:]]
     try:
-        return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01)))
+        return int(hc_healthy(where, check, timeout=_seconds("timeout", timeout, 0.01), unreachable=unreachable))
     except RequestFailed as exc:
         raise TclCommandError(f"healthy {check}: {exc}", "HC", exc.code) from None
     except ClientError as exc:

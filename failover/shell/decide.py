@@ -44,10 +44,12 @@ def _names(states: Mapping[str, State | None], wanted: tuple[State | None, ...])
 
 
 def decide(local: State, masters: Mapping[str, State | None],
-           slaves: Mapping[str, State | None], has_reclaim: bool = True) -> Decision:
+           slaves: Mapping[str, State | None], has_reclaim: bool = True,
+           why: Mapping[str, str] | None = None) -> Decision:
     """What to do with a service in state ``local`` given its peers' states.
 
-    ``None`` means the host did not answer; it counts as FAIL.
+    ``None`` means the host did not answer; it counts as FAIL.  ``why``: how the caller
+    found a master down (named in the reason of a start).
     """
     ready = _names(masters, (State.UP, State.RECOVER))
     if local is State.FAIL:
@@ -64,5 +66,10 @@ def decide(local: State, masters: Mapping[str, State | None],
     if busy:
         return Decision(Action.WAIT, f"no master ready; waiting for slave {', '.join(busy)} to yield")
     down = _names(masters, (State.FAIL, None))
-    why = f"master {', '.join(down)} down" if down else "no masters"
-    return Decision(Action.START, f"{why} and no slave is UP")
+    found = f"master {', '.join(down)} down" if down else "no masters"
+    causes = [(h, why[h]) for h in down if why and why.get(h)]
+    if causes and len(causes) == len(down) and len({c for _, c in causes}) == 1:
+        found += f" ({causes[0][1]})"
+    elif causes:
+        found += f" ({'; '.join(f'{h}: {c}' for h, c in causes)})"
+    return Decision(Action.START, f"{found} and no slave is UP")

@@ -76,6 +76,8 @@ class Engine:
         self.scheduler = Scheduler(self.tcl, self.run_service)
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._poke: Callable[[], None] = lambda: None  # wakes the Tcl thread: install_loop_hooks
+        # the local faild: heard yet, its maintenance and its switchover targets, as last seen
+        self._local_flags: tuple[object, ...] = (False, {}, {})
         self.liveness = Liveness(self.tcl, self.hosts.lease_ttl)
         if TCL_LIBRARY.exists():
             self.tcl.source(TCL_LIBRARY)
@@ -125,7 +127,7 @@ class Engine:
         self.commands.engine = self
         faild = self.states.faild = client.Client(
             self.opts.faild, self.opts.faild_community, timeout=0.5, retries=1,
-            curve=self.hosts.curve(self.opts.node), deadtime=self.hosts.lease_ttl())
+            curve=self.hosts.curve(self.opts.node), deadtime=self.hosts.lease_ttl(), agent="failsh")
         if self.opts.http:
             self.dashboard = dashboard.Dashboard(self.opts.http, self.opts.node)
             self.dashboard.start()
@@ -162,6 +164,9 @@ class Engine:
         if self.states.active:
             for name, state in list(self.states.local.items()):
                 if state is State.UP and name in self.policy.services:
+                    if self.runner.paused(name) is not None:  # maintenance: an upgrade of failsh, say
+                        log.info("%s: paused: left UP as failsh stops", name)
+                        continue
                     self._stop(name, self.policy.services[name], "failsh stopping")
         if self.net is not None:
             self.net.release_lease()
@@ -235,9 +240,16 @@ class Engine:
             view = self.peer_view(name)
             if view is None:
                 continue
-            if name == self.opts.node:  # the local faild is back: write what it missed
-                if view.status == UP:
+            if name == self.opts.node:
+                if view.status == UP:  # the local faild is back: write what it missed
                     self.states.faild_answers()
+                # a change made there from outside (failc, hc, failctl) is acted on now, not at the
+                # service's next run; so is a pause, a resume or a switchover
+                due.update(self.states.changed_outside(view))
+                flags = (view.listed, view.maintenance, view.prefer)
+                if flags != self._local_flags:  # first heard (runs wait for it), or its flags changed
+                    self._local_flags = flags
+                    due.update(self.policy.services)
                 continue
             self.traps.on_peer(name, view)
             due.update(self.policy.services_of(name))

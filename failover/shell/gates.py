@@ -5,14 +5,23 @@ local state, the service's config, what it remembers from earlier runs, the time
 acts on the :class:`Verdict` that :func:`evaluate` returns.  Between the peers' views
 and the master/slave rule of failover 0.5 (decide.py) stand the gates, in this order:
 
+0. the local faild has not answered yet: wait (its maintenance flags are not known);
+   maintenance: the service (or this whole host) is paused in the local faild: no action;
 1. the local faild does not answer: stop an UP service, the peers will take over;
 2. no lease yet while a master has not answered (docs/failsh.md, "Start-up");
 3. a peer that has not answered even once, or whose faild refuses our poll: wait;
-4. grace for a master whose faild answers but whose failsh holds no lease yet;
-5. the rule (decide.py), then hold-down before handing back, and the split-brain guard
-   before taking over from a silent master: witnesses (quorum), the tie-breaker, and one
-   dead time after the guard said no;
-6. yield detection: while UP here, did another host hold the service too (re-announce)?
+4. switchover: a target held by any host's faild heads the order (it treats every other
+   host as its slave, every other host treats it as its first master);
+5. grace for a master whose faild answers but whose failsh holds no lease yet;
+6. a paused master: its service is not taken over, nor handed back to it while RECOVER;
+7. the rule (decide.py), naming the detection that found each master down; then, before
+   handing back (not to a switchover target): hold-down, the failback policy (manual,
+   delay) and flap protection; before taking over from a silent master the split-brain
+   guard: witnesses (quorum), the tie-breaker, and one dead time after the guard said no;
+8. yield detection: while UP here, did another host hold the service too (re-announce)?
+
+What runs remember (:class:`Memory`) also counts the changes of holder (flap protection)
+and since when each master is ready (failback delay).
 
 No clock, socket, Tcl or logging call in here: ``now`` is an input, the tie-breaker is
 asked for (:attr:`Act.ASK`) and its answer comes back in a second call, and what the
@@ -27,13 +36,15 @@ from collections.abc import Mapping
 
 import attrs
 
-from failover.model import ServiceRecord
+from failover.model import PreferEntry, ServiceRecord
 from failover.shell.decide import Action, Decision, decide
 from failover.shell.policy import ServiceConfig
-from failover.shell.view import DOWN, UNKNOWN, UP, PeerView
+from failover.shell.view import DOWN, UNKNOWN, UP, Pause, PeerView
 from failover.states import State
+from failover.timefmt import local_time
 
 STALLED = "(this failsh was stalled)"  # in Verdict.announce: no peer to name, this failsh itself
+HERE = "(this host)"  # the holder's name when the inputs do not name this node (whatif at a bare prompt)
 
 
 class Act(enum.StrEnum):
@@ -72,6 +83,12 @@ class Memory:
     seen_at: float | None = None                        # monotonic time of the last run while UP here
     seen: Mapping[str, Seen] = attrs.field(factory=dict)  # the peers at that run
     guard_refused: float | None = None                  # monotonic time the split-brain guard last said no
+    ready_since: Mapping[str, float] = attrs.field(factory=dict)  # master -> monotonic time first seen ready
+    holder: str | None = None          # the host last seen holding the service alone (flap protection)
+    moves: tuple[float, ...] = ()      # monotonic times the holder changed, within the flap window
+    flapping: bool = False             # said so (logged once)
+    paused: Pause | None = None        # the local pause the last run saw ("resumed" is logged once)
+    prefer: PreferEntry | None = None  # the switchover target the last run saw (logged once)
 
 
 @attrs.frozen
@@ -97,6 +114,8 @@ class Inputs:
     local_faild_down: bool = False      # the local faild has not answered for its dead time
     unheard_masters: tuple[str, ...] = ()  # no lease yet: these masters (of any service) are not heard
     tiebreaker: Answer | None = None    # the tie-breaker's answer, once Act.ASK was returned
+    node: str = ""                      # this host: views[node] is the local faild (pause, switchover)
+    local_unheard: bool = False         # the local faild has not answered yet since failsh started
 
 
 @attrs.frozen
@@ -107,6 +126,8 @@ class Verdict:
     memory: Memory                # what to remember for the next run
     level: int = logging.DEBUG    # log level of the note
     announce: tuple[str, ...] = ()  # re-announce, if still UP after the act: these hosts may have held it too
+    events: tuple[tuple[int, str], ...] = ()  # (level, line) to log once: pause over, switchover, flapping
+    cause: str = ""               # a start: the detection that fired, as the metrics' label
 
     def __str__(self) -> str:
         return self.note
@@ -118,6 +139,24 @@ def _wait(inp: Inputs, why: str, level: int = logging.DEBUG) -> Verdict:
 
 def evaluate(inp: Inputs) -> Verdict:
     """What one run of ``inp.service`` does now (see the module's docstring)."""
+    name = inp.service.name
+    if inp.local_unheard:  # its maintenance flags (and external changes) are not known yet
+        return _wait(inp, "no answer yet from the local faild")
+    me = inp.views.get(inp.node) if inp.node else None
+    pause = me.pause_of(name) if me is not None else None
+    events: tuple[tuple[int, str], ...] = ()
+    if pause != inp.memory.paused:
+        if pause is None and inp.memory.paused is not None:
+            events = ((logging.INFO, f"resumed: {pause_text(inp.memory.paused)} is over; the rule applies again"),)
+        inp = attrs.evolve(inp, memory=attrs.evolve(inp.memory, paused=pause))
+    if pause is not None:  # maintenance: no action at all, whatever the peers do
+        note = f"paused: {pause_text(pause)}"
+        return Verdict(Act.NONE, note, note, inp.memory, logging.INFO, events=events)
+    verdict = _evaluate(inp)
+    return attrs.evolve(verdict, events=events + verdict.events) if events else verdict
+
+
+def _evaluate(inp: Inputs) -> Verdict:
     name, svc = inp.service.name, inp.service
     if inp.local_faild_down:
         why = "local faild does not answer: peers will count this host as FAIL"
@@ -137,29 +176,229 @@ def evaluate(inp: Inputs) -> Verdict:
     refused = sorted(h for h, v in views.items() if v.status == UP and v.error)
     if refused:  # a faild that answers but refuses (community): its state is unknown, not FAIL
         return _wait(inp, f"{', '.join(refused)} refused our poll ({views[refused[0]].error})")
+    prefer, seen, events = _switchover(inp)
+    if prefer is not None:  # the switchover target heads the order: every host decides on that order
+        svc = _ordered(svc, prefer.host, inp.node)
+        inp = attrs.evolve(inp, service=svc)
+    if seen != inp.memory.prefer:
+        inp = attrs.evolve(inp, memory=attrs.evolve(inp.memory, prefer=seen))
     if inp.local is not State.UP:
         young = _grace(inp, views)
         if young:
-            return _wait(inp, f"grace for master {', '.join(young)} (faild answers, no failsh lease yet)")
-    masters = {h: views[h].state_of(name) for h in svc.masters}
-    slaves = {h: views[h].state_of(name) for h in svc.slaves}
-    yielded, memory = _yielded(inp, views, {**masters, **slaves})
-    decision = decide(inp.local, masters, slaves, bool(svc.reclaim))
-    hold = _holddown(inp, decision)
+            return attrs.evolve(_wait(inp, f"grace for master {', '.join(young)} (faild answers, no failsh lease yet)"),
+                                events=events)
+    masters = {h: counted(views[h], name) for h in svc.masters}
+    slaves = {h: counted(views[h], name) for h in svc.slaves}
+    memory, tracked = _track(inp, views, inp.memory)
+    events += tracked
+    yielded, memory = _yielded(inp, views, {**masters, **slaves}, memory)
+    paused = {h: p for h in svc.masters if (p := views[h].pause_of(name)) is not None}
+    if paused and inp.local is State.RECOVER:  # a paused host's service is not taken over
+        first = sorted(paused)[0]
+        why = f"master {', '.join(sorted(paused))} is paused: {pause_text(paused[first])}; not taking over"
+        return Verdict(Act.WAIT, why, f"wait: {why}", memory, events=events)
+    # a paused master that is only RECOVER will not start: not handed back to
+    held = sorted(h for h in paused if masters[h] is State.RECOVER)
+    rule_masters = {h: None if h in held else s for h, s in masters.items()}
+    why_down = {h: _down_why(views[h], name, inp.now.wall) for h, s in masters.items() if s in (State.FAIL, None)}
+    decision = decide(inp.local, rule_masters, slaves, bool(svc.reclaim), why_down)
+    if decision.action is Action.NONE and inp.local is State.UP and held:
+        decision = Decision(Action.NONE, f"UP; master {', '.join(held)} is paused: not handing back")
+    ready = sorted(h for h, s in rule_masters.items() if s in (State.UP, State.RECOVER))
+    switch = prefer is not None and (prefer.host == inp.node or prefer.host in ready)
+    if decision.action is Action.WAIT and not ready and not switch:
+        decision = Decision(Action.WAIT, _holding_slave(inp, views, memory, decision.reason, slaves))
+    reason = decision.reason
+    if switch and decision.action in (Action.START, Action.STOP):
+        assert prefer is not None
+        reason = f"switchover to {prefer.host} {prefer_text(prefer)}; {reason}"
+    hold, level = "", logging.WARNING
+    if decision.action is Action.STOP and not switch:  # an admin's switchover overrides these
+        hold = _holddown(inp, decision)
+        if not hold:
+            hold, level = _failback(inp, memory, ready, rule_masters), logging.INFO
+        if not hold and memory.flapping and not any(rule_masters[h] is State.UP for h in ready):
+            hold, level = f"flapping: held here (more than {svc.flap_count} holder changes within " \
+                          f"{svc.flap_minutes:g} min)", logging.DEBUG
     if not hold:
         guard = _guard(inp, decision, views, memory)
         if guard is None:
             silent = ", ".join(_silent(inp, views))
-            return Verdict(Act.ASK, decision.reason, f"ask: would ask the tie-breaker (master {silent} silent; "
-                                                     f"rule said {decision})", inp.memory)
+            return Verdict(Act.ASK, reason, f"ask: would ask the tie-breaker (master {silent} silent; "
+                                            f"rule said {decision})", inp.memory, events=events)
         memory, hold = guard
     if hold:
-        return Verdict(Act.WAIT, hold, f"wait: {hold} (rule said {decision})", memory, logging.WARNING)
+        return Verdict(Act.WAIT, hold, f"wait: {hold} (rule said {decision})", memory, level, events=events)
     act = _RULE_ACTS[decision.action]
     if act is Act.NONE and inp.local is State.UP and svc.check:
         act = Act.CHECK
-    return Verdict(act, decision.reason, str(decision), memory,
-                   announce=tuple(yielded) if svc.announce else ())
+    cause = ""
+    if act is Act.START:
+        cause = "switchover" if switch else _cause(views, name, svc.masters, rule_masters)
+    note = f"{decision.action}: {reason}"
+    return Verdict(act, reason, note, memory, announce=tuple(yielded) if svc.announce else (),
+                   events=events, cause=cause)
+
+
+def counted(view: PeerView, service: str) -> State | None:
+    """The state a run counts for a host: what its faild says with its failsh holding a
+    lease (else None: FAIL); for a paused service its record as last known, lease or not,
+    since maintenance leaves it where it is (its failsh may be restarting for an upgrade)."""
+    if view.pause_of(service) is not None:
+        rec = view.services.get(service)
+        return rec.state if rec is not None else None
+    return view.state_of(service)
+
+
+def prefer_of(svc: ServiceConfig, views: Mapping[str, PeerView], node: str) -> PreferEntry | None:
+    """The newest switchover target of ``svc`` that a faild answering now holds, among its
+    hosts' and this one's."""
+    found = [v.prefer[svc.name] for h in [*svc.peers(), node]
+             if (v := views.get(h)) is not None and v.status == UP and svc.name in v.prefer]
+    return max(found, key=lambda p: p.since, default=None)
+
+
+def pause_text(p: Pause) -> str:
+    """A pause as the decision line shows it: 'kernel update (by failctl from 10.0.0.9 since ...)'."""
+    where = "; whole host" if p.scope == "host" else ""
+    return f"{p.reason or 'no reason given'} (by {p.by or 'unknown'} since {local_time(p.since)}{where})"
+
+
+def prefer_text(p: PreferEntry) -> str:
+    return f"requested by {p.by or 'unknown'}" + (f": {p.reason}" if p.reason else "")
+
+
+def _switchover(inp: Inputs) -> tuple[PreferEntry | None, PreferEntry | None, tuple[tuple[int, str], ...]]:
+    """The switchover target of the service: the newest that any of its hosts' faild holds
+    (this host's included).  Returns (the target to follow, None if there is none or it is
+    not a host of the service here; the newest entry seen; what to log once)."""
+    svc = inp.service
+    seen = prefer_of(svc, inp.views, inp.node)
+    valid = seen is not None and (seen.host == inp.node or seen.host in svc.peers())
+    events: tuple[tuple[int, str], ...] = ()
+    if seen != inp.memory.prefer:
+        if seen is None:
+            if inp.memory.prefer is not None:
+                events = ((logging.INFO, f"switchover to {inp.memory.prefer.host} cleared: the policy's order "
+                                         "applies again"),)
+        elif not valid:
+            events = ((logging.WARNING, f"switchover to {seen.host} ignored: not a master or slave of "
+                                        f"{svc.name} here"),)
+        else:
+            events = ((logging.INFO, f"switchover to {seen.host} {prefer_text(seen)}"),)
+    return (seen if valid else None), seen, events
+
+
+def _ordered(svc: ServiceConfig, target: str, node: str) -> ServiceConfig:
+    """The order with ``target`` on top: it treats every other host as its slave, and every
+    other host treats it as a master in front of its own masters."""
+    if target == node:
+        return attrs.evolve(svc, masters=[], slaves=svc.masters + svc.slaves)
+    return attrs.evolve(svc, masters=[target] + [m for m in svc.masters if m != target],
+                        slaves=[s for s in svc.slaves if s != target])
+
+
+def _down_why(view: PeerView, service: str, now: float) -> str:
+    """How this host found a master down: the detection that fired."""
+    return _detection(view, service, now)[1]
+
+
+def _cause(views: Mapping[str, PeerView], service: str, masters: list[str],
+           states: Mapping[str, State | None]) -> str:
+    """The metrics' label of a start: the detection of its first master found down."""
+    for h in masters:
+        if states[h] in (State.FAIL, None):
+            return _detection(views[h], service, 0.0)[0]
+    return "no-master"
+
+
+_LEASE_END = {"exited": "lease ended because the failsh process exited",
+              "released": "lease ended because it was released (graceful stop)",
+              "expired": "lease ended because it expired"}
+
+
+def _detection(view: PeerView, service: str, now: float) -> tuple[str, str]:
+    """(label, text) of why ``view``'s host counts FAIL for ``service``."""
+    if view.status == DOWN:
+        if view.last_seen is None:
+            return "faild-silent", "faild does not answer"
+        return "faild-silent", f"faild silent for {max(0.0, now - view.last_seen):.1f} s"
+    if view.lease is None:
+        if view.lease_end is not None and view.lease_end.why in _LEASE_END:
+            return f"lease-{view.lease_end.why}", _LEASE_END[view.lease_end.why]
+        return "no-lease", "no failsh lease"
+    rec = view.services.get(service)
+    if rec is None:
+        return "unknown-service", "its faild does not know the service"
+    if rec.reason.startswith("hc: "):  # "hc: check web failed 3 times in a row: HTTP 500"
+        return "hc", f"hc {rec.reason[4:]}"
+    if rec.by.startswith("hc"):
+        return "hc", f"set {rec.state} by {rec.by}" + (f": {rec.reason}" if rec.reason else "")
+    by = f" by {rec.by}" if rec.by else ""
+    return "set-fail", f"set {rec.state}{by}" + (f": {rec.reason}" if rec.reason else "")
+
+
+def _track(inp: Inputs, views: Mapping[str, PeerView], memory: Memory) -> tuple[Memory, tuple[tuple[int, str], ...]]:
+    """Remember since when each master is ready (failback delay) and who held the service
+    (flap protection): a change of holder counts, within the flap window."""
+    svc, now = inp.service, inp.now.monotonic
+    states = {h: counted(views[h], svc.name) for h in svc.peers()}
+    ready_since = {h: memory.ready_since.get(h, now) for h in svc.masters
+                   if states[h] in (State.UP, State.RECOVER)}
+    holders = [h for h in svc.peers() if states[h] is State.UP] + ([inp.node or HERE] if inp.local is State.UP else [])
+    holder, moves = memory.holder, memory.moves
+    if len(holders) == 1 and holders[0] != holder:
+        if holder is not None:
+            moves += (now,)
+        holder = holders[0]
+    window = svc.flap_minutes * 60
+    moves = tuple(t for t in moves if now - t < window)
+    flapping = bool(svc.flap_count) and len(moves) > svc.flap_count
+    events: tuple[tuple[int, str], ...] = ()
+    if flapping and not memory.flapping:
+        events = ((logging.WARNING, f"flapping: changed holder {len(moves)} times within {svc.flap_minutes:g} min "
+                                    f"(more than {svc.flap_count}): held where it is ({holder}) until that "
+                                    "calms down"),)
+    elif memory.flapping and not flapping:
+        events = ((logging.INFO, f"no longer flapping: at most {svc.flap_count} holder changes within "
+                                 f"{svc.flap_minutes:g} min; failback applies again"),)
+    return attrs.evolve(memory, ready_since=ready_since, holder=holder, moves=moves, flapping=flapping), events
+
+
+def _holding_slave(inp: Inputs, views: Mapping[str, PeerView], memory: Memory, reason: str,
+                   slaves: Mapping[str, State | None]) -> str:
+    """The master's side of maintenance, failback and flap protection: why the slave that
+    holds the service does not hand it back."""
+    svc = inp.service
+    busy = sorted(h for h, s in slaves.items() if s is State.UP)
+    if not busy:
+        return reason
+    paused = [(h, p) for h in busy if (p := views[h].pause_of(svc.name)) is not None]
+    if paused:
+        return f"slave {paused[0][0]} holds it and is paused: {pause_text(paused[0][1])}"
+    if memory.flapping:
+        return f"slave {', '.join(busy)} holds it (flapping: more than {svc.flap_count} holder changes " \
+               f"within {svc.flap_minutes:g} min)"
+    if svc.failback == "manual":
+        return f"slave {', '.join(busy)} holds it (failback manual)"
+    if svc.failback == "delay":
+        return f"{reason} (failback delay {svc.failback_delay:g} s)"
+    return reason
+
+
+def _failback(inp: Inputs, memory: Memory, ready: list[str], masters: Mapping[str, State | None]) -> str:
+    """Why a handback the rule wants must wait for the failback policy ("" if it need not).
+    A master that is UP already is handed back to at once: two hosts must not stay UP."""
+    svc = inp.service
+    if svc.failback == "auto" or not ready or any(masters[h] is State.UP for h in ready):
+        return ""
+    if svc.failback == "manual":
+        return f"failback manual: keeping it while master {', '.join(ready)} is RECOVER"
+    since = min(memory.ready_since.get(h, inp.now.monotonic) for h in ready)
+    if inp.now.monotonic - since < svc.failback_delay:
+        return f"failback delay: handing back once master {', '.join(ready)} has been ready for " \
+               f"{svc.failback_delay:g} s"
+    return ""
 
 
 def _grace(inp: Inputs, views: Mapping[str, PeerView]) -> list[str]:
@@ -177,7 +416,7 @@ def _grace(inp: Inputs, views: Mapping[str, PeerView]) -> list[str]:
 
 
 def _yielded(inp: Inputs, views: Mapping[str, PeerView],
-             states: Mapping[str, State | None]) -> tuple[list[str], Memory]:
+             states: Mapping[str, State | None], before: Memory) -> tuple[list[str], Memory]:
     """Why another host may have held the service while this one did: hosts seen UP
     that no longer are, hosts whose record changed between two runs and is not UP now
     (UP and back between our polls: a short partition, healed before either side counted
@@ -186,7 +425,6 @@ def _yielded(inp: Inputs, views: Mapping[str, PeerView],
 
     Tracked only while UP here: a host that starts now announces in its start script.
     """
-    before = inp.memory
     if inp.local is not State.UP:
         return [], attrs.evolve(before, seen_at=None, seen={})
     now = inp.now.monotonic
@@ -261,7 +499,7 @@ def suppose(inp: Inputs, local: State | None = None, states: Mapping[str, State 
             continue
         rec = old.services.get(inp.service.name)
         services = {**old.services, inp.service.name: ServiceRecord(
-            inp.service.name, state, inp.now.wall, rec.counter if rec else 0)}
+            inp.service.name, state, inp.now.wall, rec.counter if rec else 0, "", "whatif")}
         views[host] = attrs.evolve(old, status=UP, error="", lease=old.lease or inp.lease_ttl, leased=True,
                                    last_seen=inp.now.wall, services=services)
     return attrs.evolve(inp, local=inp.local if local is None else local, views=views)

@@ -17,6 +17,8 @@ from failover.shell.policy import DEFAULT_INTERVAL, Policy
 
 log = logging.getLogger("failover.scheduler")
 
+LOCAL_POLL = 0.2  # s: the local faild is polled at least this often (failc, hc and failctl changes)
+
 
 class Hosts:
     def __init__(self, opts: Options, policy: Callable[[], Policy]) -> None:
@@ -44,9 +46,11 @@ class Hosts:
         return specs
 
     def local_spec(self) -> PeerSpec:
-        """The local faild, polled at the policy's shortest interval."""
+        """The local faild, polled every LOCAL_POLL seconds (or the policy's shortest interval,
+        if shorter), so that a change made there from outside is acted on at once; its dead
+        time follows the shortest interval, as the lease does."""
         interval = self.min_interval()
-        return PeerSpec(self.opts.node, self.opts.faild, interval, self.opts.dead_factor * interval,
+        return PeerSpec(self.opts.node, self.opts.faild, min(interval, LOCAL_POLL), self.opts.dead_factor * interval,
                         self.opts.faild_community, self.curve(self.opts.node))
 
     def _endpoint(self, name: str) -> tuple[str, str]:

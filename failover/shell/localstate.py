@@ -18,6 +18,8 @@ from collections.abc import Callable
 import attrs
 
 from failover import client
+from failover.model import ServiceRecord
+from failover.protocol import HOST_WIDE
 from failover.shell.hosts import Hosts
 from failover.shell.peers import NetThread
 from failover.shell.policy import Policy
@@ -76,10 +78,10 @@ class LocalState:
             observer(change)
 
     def write_change(self, change: Change) -> None:
-        """The observer that writes failsh's own transitions to faild and tells the peers."""
-        if change.external:
-            return
-        self._write(change.service, change.new, change.reason)
+        """The observer that writes failsh's own transitions to faild and tells the peers
+        (a change made in faild from outside is there already: only the peers are told)."""
+        if not change.external:
+            self._write(change.service, change.new, change.reason)
         if self.net is not None and self.active:
             self.net.hint()  # peers poll us now, not at their next tick
 
@@ -105,9 +107,11 @@ class LocalState:
     def _adopt(self, name: str) -> None:
         """Initial state of a service from the local faild (docs/failsh.md, "start-up")."""
         assert self.faild is not None
+        paused = False
         try:
-            rec = self.faild.get(name)
-            state = rec.state
+            reply = self.faild.ask("get", service=name)
+            state = reply.services[0].state if reply.services else State.RECOVER
+            paused = name in reply.maintenance or HOST_WIDE in reply.maintenance
         except client.RequestFailed:
             state = State.RECOVER  # new service
         except client.ClientError as exc:
@@ -116,7 +120,9 @@ class LocalState:
             self.faild_down()  # no lease before faild has our states (its file may say UP)
         self.local[name] = state
         self.last_change[name] = time.time()
-        if state is State.UP:  # left UP by a failsh that died: stop first, then decide again
+        if state is State.UP and paused:  # maintenance: left as it is (an upgrade of failsh)
+            log.info("%s: UP and paused in the local faild: adopted as it is, no re-decision", name)
+        elif state is State.UP:  # left UP by a failsh that died: stop first, then decide again
             self.stop(name, "failsh restarted: stopping to re-decide")
         else:
             self._write(name, state, "failsh started")
@@ -217,11 +223,25 @@ class LocalState:
             else:
                 self.dirty.discard(name)
 
-    def _follow_external(self, name: str, view: PeerView | None) -> None:
-        """A change made with failc in the local faild wins over failsh's memory."""
+    def changed_outside(self, view: PeerView | None) -> list[str]:
+        """The services whose record in the local faild (``view``) was changed from outside
+        (failc, hc, failctl) and not followed yet: they run at once."""
+        return [name for name in self.local if self._external(name, view) is not None]
+
+    def _external(self, name: str, view: PeerView | None) -> ServiceRecord | None:
         rec = view.services.get(name) if view else None
         if rec and rec.counter > self.written.get(name, 0) and rec.state is not self.local.get(name) \
                 and name not in self.dirty:
-            log.warning("%s: changed outside failsh to %s", name, rec.state)
-            self._record(name, rec.state, "changed outside failsh (failc)", external=True)
+            return rec
+        return None
+
+    def _follow_external(self, name: str, view: PeerView | None) -> None:
+        """A change made in the local faild from outside (failc, hc, failctl) wins over
+        failsh's memory; logged with who made it and why, as faild recorded them."""
+        rec = self._external(name, view)
+        if rec is not None:
+            who = f" by {rec.by}" if rec.by else ""
+            why = f": {rec.reason}" if rec.reason else ""
+            log.warning("%s: changed outside failsh to %s%s%s", name, rec.state, who, why)
+            self._record(name, rec.state, f"changed outside failsh{who}{why}", external=True)
             self.written[name] = rec.counter

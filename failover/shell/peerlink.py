@@ -13,7 +13,6 @@ import attrs
 import zmq
 
 from failover import daemon, keys, model, protocol, transport
-from failover.model import HostInfo, ServiceRecord
 from failover.observe import feed, metrics
 from failover.shell.view import DOWN, UP, PeerView
 from failover.states import State
@@ -100,10 +99,11 @@ class PeerLink:
             sent = self.sent.pop(str(reply.get("id")), None)
             if sent is None:
                 return False
-            host, lease_left, records = _parse_list(reply)
+            parsed = _parse_list(reply)
         except protocol.ProtocolError as exc:
             BAD_REPLIES.log(logging.WARNING, name, "bad reply from %s: %s", name, exc)
             return False
+        host = parsed.host if parsed is not None else None
         if host is not None and host.name != name:
             BAD_REPLIES.log(logging.ERROR, name, "%s at %s answers as %r, not %r: counted as not "
                             "answering (check its faild -N and failsh's failhost/-P address)",
@@ -119,19 +119,25 @@ class PeerLink:
                 log.warning("%s refused our poll: %s", name, error)
             self.view = attrs.evolve(old, status=UP, error=error, last_seen=time.time())
             return old.status != UP or old.error != error
+        assert parsed is not None
         fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
-                        "lease": lease_left, "started": host.started if host else None}
+                        "lease": host.lease if host else None, "started": host.started if host else None,
+                        "lease_end": host.lease_end if host else None}
         self._lease_appeared |= old.lease is None and fields["lease"] is not None
         fields["leased"] = old.leased or fields["lease"] is not None
         if old.started is not None and fields["started"] != old.started:
             fields["restarted"] = now  # a new faild process: its failsh needs a moment to renew
             fields["leased"] = fields["lease"] is not None
             self._restarted = True
-        if records is not None:
-            fields["services"] = {r.name: r for r in records}
+        if parsed.services is not None:  # a list reply (not our lease's): the states and the flags
+            fields["services"] = {r.name: r for r in parsed.services}
+            fields["maintenance"], fields["prefer"] = parsed.maintenance, parsed.prefer
+            fields["listed"] = True
         self.view = attrs.evolve(old, **fields)
-        return (old.status != UP or (old.lease is None) != (self.view.lease is None)
-                or _states(old) != _states(self.view) or old.started != self.view.started)
+        new = self.view
+        return (old.status != UP or (old.lease is None) != (new.lease is None)
+                or _states(old) != _states(new) or old.started != new.started
+                or old.maintenance != new.maintenance or old.prefer != new.prefer)
 
     def expire(self, now: float) -> bool:
         """True if the peer has just been silent for its dead time (it counts FAIL now)."""
@@ -191,14 +197,13 @@ def _subscribe(ctx: zmq.Context, spec: PeerSpec) -> zmq.Socket | None:
     return sock
 
 
-def _parse_list(reply: dict) -> tuple[HostInfo | None, float | None, list[ServiceRecord] | None]:
-    """The host, its lease's seconds left and the service records of an ok reply (None
-    where absent); ProtocolError (BADREPLY) if any field is malformed: a peer's bug must
-    not stop the network thread."""
+def _parse_list(reply: dict) -> model.Reply | None:
+    """An ok reply's host, service records, maintenance and switchover targets (None for a
+    refusal); ProtocolError (BADREPLY) if any field is malformed: a peer's bug must not
+    stop the network thread."""
     if not reply["ok"]:
-        return None, None, None
-    parsed = model.reply_from_wire(reply)
-    return parsed.host, parsed.host.lease if parsed.host else None, parsed.services
+        return None
+    return model.reply_from_wire(reply)
 
 
 def waiting(sock: zmq.Socket, limit: int = 64) -> Iterator[bytes]:

@@ -25,7 +25,7 @@ from failover.shell.policy import Policy, ServiceConfig
 from failover.shell.procedures import Outcome, run_guarded, run_procedure
 from failover.shell.snapshot import Snapshots
 from failover.shell.tclhost import TclHost
-from failover.shell.view import DOWN
+from failover.shell.view import DOWN, Pause
 from failover.states import State
 
 log = logging.getLogger("failover.scheduler")
@@ -73,9 +73,13 @@ class ServiceRunner:
             verdict = gates.evaluate(attrs.evolve(inputs, now=_now(),
                                                   tiebreaker=gates.Answer(out.state is State.UP, out.reason)))
         self.memory[name] = verdict.memory
+        for level, line in verdict.events:
+            log.log(level, "%s: %s", name, line)
         self.snapshots.note(name, verdict.note, verdict.level)
         if verdict.act in (Act.START, Act.STOP, Act.RECLAIM):
-            self.act(name, svc, verdict.act.value, verdict.reason)
+            new = self.act(name, svc, verdict.act.value, verdict.reason)
+            if verdict.act is Act.START and new is State.UP:
+                metrics.takeover(name, verdict.cause)
         elif verdict.act is Act.CHECK:
             out = self._procedure(name, "check", svc)
             if out.state is not State.UP:
@@ -98,7 +102,15 @@ class ServiceRunner:
             intervals={h: self.policy().interval_for(h) for h in hosts}, lease_ttl=self.hosts.lease_ttl(),
             deciding_since=self.states.activated_at, last_change=self.states.last_change.get(name, 0.0),
             local_faild_down=local_view is not None and local_view.status == DOWN,
+            node=self.node,  # a prompt that never scheduled does not act: it need not hear its faild
+            local_unheard=self.states.active and (local_view is None or not local_view.listed),
             unheard_masters=tuple(self.states.unheard_masters()) if self.states.lease_waiting else ())
+
+    def paused(self, name: str) -> Pause | None:
+        """Is ``name`` in maintenance on this host, as the local faild last said?"""
+        net = self.net()
+        view = net.snapshot.get(self.node) if net is not None else None
+        return view.pause_of(name) if view is not None else None
 
     def act(self, name: str, svc: ServiceConfig, kind: str, reason: str) -> State:
         """Run the start, stop or reclaim procedure and take the state it returns."""

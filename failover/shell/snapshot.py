@@ -18,9 +18,11 @@ from pathlib import Path
 from failover.files import make_dir
 from failover.model import Transition
 from failover.observe import feed
+from failover.protocol import HOST_WIDE
+from failover.shell.gates import prefer_of
 from failover.shell.localstate import Change, LocalState
-from failover.shell.policy import Policy
-from failover.shell.view import UNKNOWN, UP, PeerView
+from failover.shell.policy import Policy, ServiceConfig
+from failover.shell.view import UNKNOWN, UP, Pause, PeerView
 
 log = logging.getLogger("failover.scheduler")
 
@@ -61,8 +63,11 @@ class Snapshots:
             v = self.peer_view(name)
             if v is not None:
                 hosts.append({"name": name, "endpoint": v.endpoint, "status": v.status, "last_seen": v.last_seen,
-                              "last_call": v.last_call, "rtt": v.rtt, "failsh": v.lease is not None})
+                              "last_call": v.last_call, "rtt": v.rtt, "failsh": v.lease is not None,
+                              "paused": HOST_WIDE in v.maintenance})
         services = []
+        local = self.peer_view(self.node)
+        views = {h: v for h in [self.node, *policy.hosts] if (v := self.peer_view(h)) is not None}
         for name, svc in sorted(policy.services.items()):
             peers = {}
             for h in svc.peers():
@@ -75,8 +80,9 @@ class Snapshots:
                              "masters": svc.masters, "slaves": svc.slaves, "interval": svc.interval,
                              "last_change": self.states.last_change.get(name),
                              "last_check": self.last_check.get(name),
-                             "decision": self.decisions.get(name, ""), "peers": peers})
-        local = self.peer_view(self.node)
+                             "decision": self.decisions.get(name, ""), "peers": peers,
+                             "paused": _paused(local.pause_of(name) if local is not None else None),
+                             "prefer": _prefer(svc, views, self.node)})
         lease = local.lease if local is not None and local.status == UP else None
         return {"v": feed.FEED_VERSION, "type": "snapshot", "node": self.node, "time": time.time(),
                 "seq": self.seq, "lease": lease, "services": services, "hosts": hosts,
@@ -117,3 +123,15 @@ class Snapshots:
             if self._dump_fd is not None:
                 os.close(self._dump_fd)
                 self._dump_fd = None
+
+
+def _paused(pause: Pause | None) -> dict | None:
+    if pause is None:
+        return None
+    return {"scope": pause.scope, "reason": pause.reason, "since": pause.since, "by": pause.by}
+
+
+def _prefer(svc: ServiceConfig, views: dict[str, PeerView], node: str) -> str | None:
+    """The switchover target the service's runs follow (gates.py), if any."""
+    prefer = prefer_of(svc, views, node)
+    return prefer.host if prefer is not None and (prefer.host == node or prefer.host in svc.peers()) else None

@@ -64,6 +64,17 @@ proc ::fo::SaveProcs {} {
         [list array unset ::fo::procdefs] [list array set ::fo::procdefs [array get ::fo::procdefs]]
     return [join $restore \n]
 }
+proc ::fo::Where {} {
+    for {set i [info frame]} {$i > 0} {incr i -1} {
+        set f [info frame $i]
+        if {[dict exists $f file] && [dict exists $f line]} { return "[dict get $f file]:[dict get $f line]" }
+        if {[dict exists $f proc] && [dict exists $f line] && [info exists ::fo::procdefs([dict get $f proc])]} {
+            lassign $::fo::procdefs([dict get $f proc]) file line
+            return "$file:[expr {$line + [dict get $f line] - 1}]"
+        }
+    }
+    return ""
+}
 proc ::fo::DropProcsBut {keep} {
     foreach p [::fo::AllProcs] {
         if {$p ni $keep} { rename $p {} }
@@ -130,6 +141,13 @@ class TclHost:
         """Run a callback script with arguments appended as list elements (failtrap)."""
         self.interp.setvar("::fo::_args", tuple(str(a) for a in args))
         return self.run(f"{script} {{*}}$::fo::_args")
+
+    def where(self) -> str:
+        """FILE:LINE of the policy command running now (from inside a command); "" at the prompt."""
+        try:
+            return str(self.interp.call("::fo::Where"))
+        except tkinter.TclError:
+            return ""
 
     def split(self, value: object) -> list[str]:
         """A Tcl list as Python strings (splitlist can hand back Tcl_Obj)."""

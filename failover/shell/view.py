@@ -6,15 +6,28 @@ them, snapshot.py shows them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
-from failover.model import ServiceRecord
+from failover.model import LeaseEnd, MaintEntry, PreferEntry, ServiceRecord
+from failover.protocol import HOST_WIDE
 from failover.states import State
 
 # A host's status as the network thread sees its faild
 UNKNOWN = "unknown"  # no reply yet since failsh started, and its dead time has not run out
 UP = "up"            # its faild answers
 DOWN = "down"        # no reply for its dead time
+
+
+@attrs.frozen
+class Pause:
+    """A service in maintenance on a host: the service itself, or the whole host."""
+
+    scope: str      # "service" or "host"
+    since: float    # wall clock
+    reason: str = ""
+    by: str = ""
 
 
 @attrs.frozen
@@ -33,6 +46,19 @@ class PeerView:
     leased: bool = False           # a lease was seen from this faild process: its failsh ran
     services: dict[str, ServiceRecord] = attrs.field(factory=dict)
     error: str = ""
+    # what the last reply said besides the states (docs/protocol.md, "Operations for administrators"):
+    maintenance: Mapping[str, MaintEntry] = attrs.field(factory=dict)  # "*" (the host) or service -> entry
+    prefer: Mapping[str, PreferEntry] = attrs.field(factory=dict)      # service -> its switchover target
+    lease_end: LeaseEnd | None = None  # why its failsh's last lease ended (while it holds none)
+    listed: bool = False  # a list reply came (its states and flags are known; a lease reply has neither)
+
+    def pause_of(self, service: str) -> Pause | None:
+        """Is ``service`` in maintenance on this host (itself, or the whole host)?"""
+        for key, scope in ((service, "service"), (HOST_WIDE, "host")):
+            entry = self.maintenance.get(key)
+            if entry is not None:
+                return Pause(scope, entry.since, entry.reason, entry.by)
+        return None
 
     def state_of(self, service: str) -> State | None:
         """The state this host provides ``service`` in; None when it counts as FAIL."""

@@ -28,10 +28,14 @@ proc apache {action state} {
 proc startweb {args} { return [apache start UP] }
 proc stopweb {args} { return [apache stop RECOVER] }
 
-# A FAILed web server is given another chance once it stops cleanly.
+# A FAILed web server is given another chance once it stops cleanly and hc, the health
+# checker (hc -m with samples/Hcfile.example), finds it healthy again: hc sets web FAIL
+# here while its check fails, so a reclaim that said RECOVER at once would hand the
+# service back to a broken server, again and again.  Without hc: healthy (fo::hcok).
 proc reclaimweb {args} {
-    if {[stopweb] eq "RECOVER"} { return RECOVER }
-    return FAIL
+    if {[stopweb] ne "RECOVER"} { return FAIL }
+    if {![fo::hcok web]} { return FAIL }
+    return RECOVER
 }
 
 failsvc web interval 2

@@ -35,6 +35,16 @@ proc stopsvc {service args} {
     return RECOVER
 }
 
+# A FAILed service comes back once it stops cleanly and hc (hc -m, samples/Hcfile.example)
+# does not find it broken any more: hc keeps setting it FAIL while its check fails, and a
+# reclaim that said RECOVER at once would make it bounce between the hosts (fo::hcok:
+# healthy without hc or without a check of that name).
+proc reclaimsvc {service args} {
+    if {[stopsvc $service] ne "RECOVER"} { return FAIL }
+    if {![fo::hcok $service]} { return FAIL }
+    return RECOVER
+}
+
 foreach service [array names svcs] {
     set master [lindex $svcs($service) 0]
     set backup [lindex $svcs($service) 1]
@@ -43,5 +53,5 @@ foreach service [array names svcs] {
     failsvc $service slaves [list $backup]
     failsvc $service start [list startsvc $service]
     failsvc $service stop [list stopsvc $service]
-    failsvc $service reclaim [list stopsvc $service]
+    failsvc $service reclaim [list reclaimsvc $service]
 }

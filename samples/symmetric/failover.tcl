@@ -21,6 +21,15 @@ array set vip [list web [setting FO_VIP_WEB 10.99.0.100/24] mail [setting FO_VIP
 # start/stop/reclaim procedures: failover 0.5 style, declared with args, returning a state
 proc vipstart {service args} { global vip dev; return [fo::ipup $vip($service) $dev] }
 proc vipstop  {service args} { global vip dev; return [fo::ipdown $vip($service) $dev] }
+# A FAILed service is given back only once its address is gone here and hc (hc -m with a
+# check of the service's name, samples/Hcfile.example) does not find it broken: hc sets it
+# FAIL again while its check fails, and a reclaim that said RECOVER at once would make it
+# bounce between the hosts.  Without hc, or without such a check: healthy (fo::hcok).
+proc vipreclaim {service args} {
+    if {[vipstop $service] ne "RECOVER"} { return FAIL }
+    if {![fo::hcok $service]} { return FAIL }
+    return RECOVER
+}
 
 foreach {service master backup} [list web $alpha $beta mail $beta $alpha] {
     failsvc $service interval [setting FO_INTERVAL 1]
@@ -28,6 +37,6 @@ foreach {service master backup} [list web $alpha $beta mail $beta $alpha] {
     failsvc $service slaves  [list $backup]
     failsvc $service start   [list vipstart $service]
     failsvc $service stop    [list vipstop $service]
-    failsvc $service reclaim [list vipstop $service]
+    failsvc $service reclaim [list vipreclaim $service]
     failsvc $service announce [list fo::garp $vip($service) $dev]
 }

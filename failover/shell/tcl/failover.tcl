@@ -13,6 +13,19 @@ proc ::fo::sh {args} {
     return 1
 }
 
+# fo::hcok CHECK ?HOST[:PORT]?  -- 1 unless hc (run with -m, e.g. with samples/Hcfile.example)
+# says its check CHECK is not UP; without an hc that answers within half a second, or
+# without such a check, 1.  For a reclaim procedure: while hc still finds the service
+# broken it sets it FAIL again, and a reclaim that said RECOVER at once would hand it back
+# to a broken host, over and over (the service would flap between the hosts).  The hc
+# asked by default: $::fo::hc (localhost, port 1850).
+if {![info exists ::fo::hc]} { set ::fo::hc localhost }
+proc ::fo::hcok {check {where ""}} {
+    if {$where eq ""} { set where $::fo::hc }
+    if {[catch {healthy -unreachable 1 $check $where 0.5} ok]} { return 1 }
+    return $ok
+}
+
 # fo::ipup ADDRESS/PREFIX DEVICE  -- add a virtual IP (IPv4 or IPv6) and announce it:
 # gratuitous ARP for IPv4, an unsolicited neighbour advertisement for IPv6.  IPv6 addresses
 # are added with nodad: duplicate address detection would keep the address tentative (and
