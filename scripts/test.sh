@@ -8,10 +8,10 @@
 set -e
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    # tmux..nftables: the namespace and browser tests; dpkg-dev..python3-wheel: building the
+    # tmux..nftables: the namespace, load-balancer, arbiter and browser tests; dpkg-dev..python3-wheel: building the
     # Debian package (tests/test_package.py); python3-*: Debian's own libraries, for the pip
     # install on Debian's python3; debootstrap, systemd (systemd-analyze), man-db: the installs
-    wanted="tmux iproute2 keepalived chromium nftables
+    wanted="tmux iproute2 keepalived haproxy etcd-server etcd-client chromium nftables
             dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
             python3-venv python3-zmq python3-attr python3-prometheus-client python3-tk
             debootstrap systemd man-db"

@@ -193,12 +193,13 @@ def check(engine: Engine, args) -> int:
                 os.environ.pop("FO_NODE", None)
             else:
                 os.environ["FO_NODE"] = saved
-    first: verify.Loaded | str = verify.Loaded(opts.node, engine.policy, engine.tcl)
+    first = verify.Loaded(opts.node, engine.policy, engine.tcl)
     if os.environ.get("FO_NODE", opts.node) != opts.node:  # as the host runs it: $FO_NODE is its -N
-        first = load(opts.node)
-        if isinstance(first, str):
-            print(f"failsh: {first}", file=sys.stderr)
+        loaded = load(opts.node)
+        if isinstance(loaded, str):
+            print(f"failsh: {loaded}", file=sys.stderr)
             return common.EXIT_CONFIG
+        first = loaded
     findings = verify.verify(first, load, opts.addresses, opts.dead_factor, path)
     errors = [f for f in findings if f.level == verify.ERROR]
     services = sorted(engine.policy.services.items())

@@ -143,7 +143,7 @@ class Commands:
                          ("fo::ipcanon", fo_ipcanon)):
             tcl.expose(name, fn)
         # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
-        tcl.interp.setvar("::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
+        tcl.interp.call("set", "::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
 
     def _engine(self, cmd: str) -> Runtime:
         if self.engine is None:
@@ -192,7 +192,7 @@ class Commands:
         else:
             value = values[0]
         svc = self.policy.service(svc_name)
-        if sub in _HOST_LISTS:
+        if sub in _HOST_LISTS and isinstance(value, list):
             self.policy.set_hosts(svc, sub, value)
         elif isinstance(value, dict):  # failback, flap: several fields
             for key, field in value.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import queue
 import threading
@@ -63,7 +64,7 @@ class NetThread(threading.Thread):
         self.deciding_until = deciding_until
         self._stuck = False
         self._ids = itertools.count(1)
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._pub: zmq.Socket | None = None
         # name this process in the lease: faild ends it at once if we are killed
         self._holder = {"pid": os.getpid(), "pidstart": lease.process_start(os.getpid())}
@@ -171,7 +172,7 @@ class NetThread(threading.Thread):
                     peer.next_due = now + (peer.spec.interval if sent else min(peer.spec.interval, RETRY))
             dues = [p.next_due for p in peers.values()] + ([next_lease] if self.lease_ttl > 0 else [])
             wait = min(dues) - time.monotonic()
-            events = dict(poller.poll(max(0, min(wait, 0.05)) * 1000))
+            events = dict(poller.poll(math.ceil(max(0.0, min(wait, 0.05) * 1000.0))))
             if self._wakeup.fd in events:
                 self._wakeup.drain()
             if pub is not None and pub in events:

@@ -259,7 +259,8 @@ def _children_by_scan(pid: int) -> list[int]:
 
 def _subtree(pid: int, limit: int = 10000) -> list[int]:
     """``pid`` and all its descendants."""
-    found, todo = [], [pid]
+    found: list[int] = []
+    todo = [pid]
     while todo and len(found) < limit:
         p = todo.pop()
         found.append(p)

@@ -9,6 +9,7 @@ failsh waits for the next line, and no prompt is printed.
 
 from __future__ import annotations
 
+import _tkinter
 import atexit
 import ctypes
 import os
@@ -92,7 +93,7 @@ def save_history() -> None:
 class LineReader:
     """Lines from a stdin that is not a terminal, read while the Tcl event loop runs."""
 
-    def __init__(self, interp: tkinter.Tcl, fd: int = 0) -> None:
+    def __init__(self, interp: tkinter.Tk, fd: int = 0) -> None:
         self.interp = interp
         self.fd = fd
         self.pending = b""
@@ -237,7 +238,7 @@ def _libreadline() -> ctypes.CDLL | None:
         return None
 
 
-def _pump(interp: tkinter.Tcl) -> None:
+def _pump(interp: tkinter.Tk) -> None:
     """Run due Tcl events; with stdin not a terminal there is no input hook to do it."""
-    while interp.dooneevent(tkinter._tkinter.DONT_WAIT):
+    while interp.dooneevent(_tkinter.DONT_WAIT):
         pass

@@ -139,7 +139,7 @@ class TclHost:
 
     def callback(self, script: str, *args: object) -> ScriptResult:
         """Run a callback script with arguments appended as list elements (failtrap)."""
-        self.interp.setvar("::fo::_args", tuple(str(a) for a in args))
+        self.interp.call("set", "::fo::_args", tuple(str(a) for a in args))  # a Tcl list
         return self.run(f"{script} {{*}}$::fo::_args")
 
     def where(self) -> str:
