@@ -23,8 +23,8 @@ from support import free_port, wait_for
 from failover.arbiter.etcd import Etcd
 from failover.lab.etcdbed import LoopbackEtcd
 
-pytestmark = [pytest.mark.process,
-              pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed (apt-get install etcd-server)")]
+_why = "etcd not installed (apt-get install etcd-server)" if shutil.which("etcd") is None else None
+pytestmark = [pytest.mark.process, pytest.mark.skipif(_why is not None, reason=str(_why))]
 
 TTL = 3.0
 POLICY = """

@@ -430,6 +430,9 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
      Act.WAIT, "wait: not reclaiming until the arbiter answers (arbiter etcd: no member", None),
     ("arbiter: reclaim once etcd answers", inputs(FAIL, reclaim="fix", **etcd(held=False)), Act.RECLAIM, "reclaim",
      None),
+    ("arbiter: no reclaim while the lease is not renewed, even before an error", inputs(
+        FAIL, reclaim="fix", **etcd(held=False, renewed_ago=2.5)), Act.WAIT, "not reclaiming until the arbiter answers",
+     None),
     ("arbiter: not configured", inputs(masters=(), arbiter="etcd", key=ArbiterView(
         error="arbiter etcd: not configured (failarbiter etcd ENDPOINT ...)")),
      Act.WAIT, "not starting: arbiter etcd: not configured", None),

@@ -133,9 +133,9 @@ class ArbiterThread(threading.Thread):
             return
         sent = time.monotonic()
         if self.etcd.keepalive(self._lease) > 0:
-            self._renewed = sent
-            for service in list(self._held):
+            for service in list(self._held):  # a linearizable read: only a leader with a quorum answers
                 self._check(service)
+            self._renewed = sent  # confirmed: the lease cannot end before sent + ttl
             return
         log.warning("arbiter etcd: lease %x expired%s", self._lease,
                     f"; lost {', '.join(sorted(self._held))}" if self._held else "")

@@ -22,7 +22,7 @@ and the master/slave rule of failover 0.5 (decide.py) stand the gates, in this o
 9. the arbiter (a service under ``failsvc NAME arbiter etcd``): UP only while this host
    holds the service's key in etcd and its lease was renewed within 2/3 of its ttl, else
    stop (then FAIL: "lost the arbiter"); a start waits until the key is ours (the verdict
-   asks the arbiter thread to claim it); no reclaim while etcd cannot be reached.
+   asks the arbiter thread to claim it); no reclaim while the lease is not being renewed.
 
 What runs remember (:class:`Memory`) also counts the changes of holder (flap protection)
 and since when each master is ready (failback delay).
@@ -289,7 +289,9 @@ def _arbitrate(inp: Inputs, verdict: Verdict) -> Verdict:
         why = f"{verdict.reason}; not starting: {_arbiter_why(arb)}"
         return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", arbiter="claim",
                             announce=(), cause="", level=logging.INFO)
-    if verdict.act is Act.RECLAIM and (arb is None or arb.error):
+    if verdict.act is Act.RECLAIM and (arb is None or arb.error or now >= arb.lost_at()):
+        # FAIL tells the peers to take over; RECOVER would have them hand it back to a host
+        # that cannot hold the key (its lease is not being renewed)
         why = f"not reclaiming until the arbiter answers ({_arbiter_why(arb)})"
         return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", level=logging.INFO)
     return verdict
