@@ -222,6 +222,8 @@ class Engine:
 
     def run_service(self, name: str) -> None:
         self.runner.run(name)
+        if self.policy.services.get(name) is not None and self.policy.services[name].arbiter:
+            self._arm_deadline()  # it may have just started
 
     def arbiter_token(self, name: str) -> int | None:
         """fo::token: the fencing token of the key this host holds for ``name``, if any."""
