@@ -407,7 +407,7 @@ def report(summary: dict[tuple[str, str, str], dict[str, Any]], contenders: list
                 print(f"{cls.name:<19} {label:<13} {f:<13} {s['n']:>3} {_fmt(s['median'])} {_fmt(s['p99'])} "
                       f"{_fmt(s['outage_median'])} {_fmt(s['outage_p99'])} {_fmt(s['restore_median'])} "
                       f"{_fmt(s['restore_p99'])}" + (f"  ({'; '.join(notes)})" if notes else ""))
-    base = next((c for c in contenders if c is not Failover), None)
+    base = next((c for c in contenders if not issubclass(c, Failover)), None)
     if Failover not in contenders or base is None:
         return
     print(f"\ntracked figure: failover / {base.name}, median takeover per fault kind (seconds)")
