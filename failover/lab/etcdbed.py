@@ -68,6 +68,8 @@ class EtcdCluster:
             "--initial-cluster", initial, "--initial-cluster-state", "new" if new else "existing",
             "--initial-cluster-token", self.tb.prefix,
             "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
+            # a member that comes back from a partition does not force an election (etcd 3.5's default)
+            "--pre-vote",
             "--log-level", "warn"], log_name="etcd")
 
     def kill(self, host: str) -> None:
