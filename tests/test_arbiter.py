@@ -12,6 +12,7 @@ The namespace tests (a 3-member etcd, partitions, a nemesis) are in test_arbiter
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from cluster import Cluster
 from support import free_port, wait_for
 
-from failover.arbiter.etcd import Etcd
+from failover.arbiter.etcd import Etcd, EtcdError, Unavailable
 from failover.lab.etcdbed import LoopbackEtcd
 
 _why = "etcd not installed (apt-get install etcd-server)" if shutil.which("etcd") is None else None
@@ -130,3 +131,22 @@ def test_sigterm_revokes_the_lease(cluster: Cluster, etcd: LoopbackEtcd) -> None
     assert holder(etcd) == "www2"
     assert took < TTL + 2, f"{took:.1f} s: the lease was not revoked?"
     assert "revoked" in c.failsh["www1"].log()
+
+
+def test_client_errors_name_the_member_and_the_cause(etcd: LoopbackEtcd) -> None:
+    """What failsh logs (and a waiting service's decision line shows) when etcd says no."""
+    with pytest.raises(Unavailable, match=r"^arbiter etcd: no member of http://127\.0\.0\.1:1 answered "
+                                          r"\(http://127\.0\.0\.1:1: \[Errno 111\] Connection refused\)$"):
+        Etcd(["http://127.0.0.1:1"], timeout=0.5).grant(3)
+    ctl = ["etcdctl", "--endpoints", etcd.endpoint]
+    for args in (["user", "add", "root:rootpw"], ["user", "add", "fo:fopw"], ["role", "add", "fo"],
+                 ["role", "grant-permission", "fo", "--prefix=true", "readwrite", "/failover/"],
+                 ["user", "grant-role", "fo", "fo"], ["auth", "enable"]):
+        subprocess.run([*ctl, *args], check=True, capture_output=True, timeout=10)
+    with pytest.raises(EtcdError, match=f"^arbiter etcd: {etcd.endpoint} refused: etcdserver: authentication failed"):
+        Etcd([etcd.endpoint], user="fo", password="wrong").grant(3)
+    good = Etcd([etcd.endpoint], user="fo", password="fopw")
+    lease = good.grant(3)
+    assert good.acquire("/failover/web", "www1", lease).owner == "www1"
+    with pytest.raises(EtcdError, match="refused: etcdserver: permission denied"):
+        good.acquire("/elsewhere/web", "www1", lease)

@@ -108,7 +108,7 @@ class ArbiterThread(threading.Thread):
         before = dict(self.views)
         try:
             self._renew()
-            for service in sorted(self._known):
+            for service in sorted(self._known | set(self._held)):  # a key no longer arbitrated is released
                 self._service(service)
             if self._error:
                 log.warning("arbiter etcd answers again")

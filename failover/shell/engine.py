@@ -237,8 +237,12 @@ class Engine:
         config = self.policy.arbiter
         arbitrated = [n for n, s in self.policy.services.items() if s.arbiter]
         if self.arbiter is not None and (config is None or config != self.arbiter.config):
-            log.warning("arbiter changed: the old lease is revoked (its services stop)")
-            self.arbiter.close()
+            log.warning("arbiter changed: its services stop, then its lease is revoked")
+            old = self.arbiter
+            for name in [n for n, s in self.states.local.items() if s is State.UP and n in self.policy.services
+                         and (v := old.view(n)) is not None and v.held]:  # first: the lease keeps their keys
+                self._stop(name, self.policy.services[name], "the arbiter changed")
+            old.close()
             self.arbiter = None
         if config is not None and self.arbiter is None:
             self.arbiter = ArbiterThread(config, self.opts.node, self._on_arbiter_change)
