@@ -4,8 +4,8 @@ member (lab/etcdbed.py LoopbackEtcd), faild and failsh on two pretend hosts (clu
 What a user sees: the master takes the key and starts, with the fencing token in
 FO_FENCING_TOKEN and fo::token; the slave takes over a crashed master only once the key is
 free (the master's lease ended); with etcd gone the holder stops before its lease can end
-("lost the arbiter") and nobody starts; etcd back, the master takes it again with a larger
-token; failsh's SIGTERM revokes the lease, so the slave starts at once.
+("lost the arbiter"), nobody starts and both turn FAIL (not ready); etcd back, the master
+takes it again with a larger token; failsh's SIGTERM revokes the lease, so the slave starts at once.
 The namespace tests (a 3-member etcd, partitions, a nemesis) are in test_arbiter_netns.py.
 """
 
@@ -108,12 +108,13 @@ def test_etcd_down_holder_stops_and_nobody_starts(cluster: Cluster, etcd: Loopba
     wait_for(lambda: not c.running("www1", "web"), TTL + 5, "the holder to stop")
     stopped = time.monotonic() - t
     assert stopped < TTL, f"stopped {stopped:.2f} s after etcd went, the lease ends after {TTL:g} s"
-    c.wait_states("web", {"www1": "FAIL", "www2": "RECOVER"})
+    # the slave cannot take the key either: it is not ready (FAIL) until etcd answers again
+    c.wait_states("web", {"www1": "FAIL", "www2": "FAIL"})
     log1 = c.failsh["www1"].log()
     assert "lost the arbiter" in log1 and "no member of http://127.0.0.1:" in log1
     samples = c.watch("web", 2 * TTL)
-    assert all(s["www2"] == "RECOVER" and s["www1"] == "FAIL" for s in samples), samples[-1]
-    assert "not starting: arbiter etcd: no member of" in c.failsh["www2"].log()
+    assert all(s == {"www1": "FAIL", "www2": "FAIL"} for s in samples), samples[-1]
+    assert "not ready while the arbiter cannot be reached (arbiter etcd: no member of" in c.failsh["www2"].log()
     assert "not reclaiming until the arbiter answers" in c.failsh["www1"].log()
     etcd.start()  # its data kept: the master reclaims and takes the key again
     c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, timeout=30)

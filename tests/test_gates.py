@@ -433,6 +433,16 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
     ("arbiter: no reclaim while the lease is not renewed, even before an error", inputs(
         FAIL, reclaim="fix", **etcd(held=False, renewed_ago=2.5)), Act.WAIT, "not reclaiming until the arbiter answers",
      None),
+    ("arbiter: RECOVER without a renewed lease is not ready: FAIL", inputs(reclaim="fix", memory=UNCHANGED, **etcd(
+        held=False, renewed_ago=2.5, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: not ready while the arbiter cannot be reached (arbiter etcd: no member of",
+     lambda v: v.arbiter == "unready" and v.level == logging.WARNING),
+    ("arbiter: a short etcd error is not enough to be unready", inputs(reclaim="fix", **etcd(
+        held=False, renewed_ago=1.0, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: master m1 is RECOVER", lambda v: v.arbiter == ""),
+    ("arbiter: without a reclaim, FAIL would be for good: stays RECOVER", inputs(**etcd(
+        held=False, renewed_ago=9.0, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: master m1 is RECOVER", lambda v: v.arbiter == ""),
     ("arbiter: not configured", inputs(masters=(), arbiter="etcd", key=ArbiterView(
         error="arbiter etcd: not configured (failarbiter etcd ENDPOINT ...)")),
      Act.WAIT, "not starting: arbiter etcd: not configured", None),

@@ -22,7 +22,8 @@ and the master/slave rule of failover 0.5 (decide.py) stand the gates, in this o
 9. the arbiter (a service under ``failsvc NAME arbiter etcd``): UP only while this host
    holds the service's key in etcd and its lease was renewed within 2/3 of its ttl, else
    stop (then FAIL: "lost the arbiter"); a start waits until the key is ours (the verdict
-   asks the arbiter thread to claim it); no reclaim while the lease is not being renewed.
+   asks the arbiter thread to claim it); no reclaim while the lease is not being renewed,
+   and a RECOVER host whose lease is not being renewed turns FAIL (it is not ready).
 
 What runs remember (:class:`Memory`) also counts the changes of holder (flap protection)
 and since when each master is ready (failback delay).
@@ -161,7 +162,8 @@ class Verdict:
     announce: tuple[str, ...] = ()  # re-announce, if still UP after the act: these hosts may have held it too
     events: tuple[tuple[int, str], ...] = ()  # (level, line) to log once: pause over, switchover, flapping
     cause: str = ""               # a start: the detection that fired, as the metrics' label
-    arbiter: str = ""             # "claim": a start waits for the arbiter's key; "lost": stop, then FAIL
+    arbiter: str = ""             # "claim": a start waits for the arbiter's key; "lost": stop, then FAIL;
+    #                               "unready": RECOVER without a renewed lease: set FAIL
 
     def __str__(self) -> str:
         return self.note
@@ -285,6 +287,13 @@ def _arbitrate(inp: Inputs, verdict: Verdict) -> Verdict:
         why = f"lost the arbiter: {_arbiter_why(arb)}"
         return Verdict(Act.STOP, why, f"stop: {why}", verdict.memory, logging.WARNING, events=verdict.events,
                        arbiter="lost")
+    if inp.local is State.RECOVER and inp.service.reclaim and arb is not None and arb.error \
+            and now >= arb.lost_at():
+        # RECOVER tells the peers "ready": a slave would hand the service back to a host that
+        # cannot take the key.  FAIL, and the reclaim brings it back once the lease is renewed.
+        why = f"not ready while the arbiter cannot be reached ({_arbiter_why(arb)})"
+        return Verdict(Act.WAIT, why, f"wait: {why}", verdict.memory, logging.WARNING, events=verdict.events,
+                       arbiter="unready")
     if verdict.act in (Act.START, Act.ASK):
         why = f"{verdict.reason}; not starting: {_arbiter_why(arb)}"
         return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", arbiter="claim",

@@ -84,6 +84,8 @@ class ServiceRunner:
         self.snapshots.note(name, verdict.note, verdict.level)
         if verdict.arbiter == "lost":
             self._lost(name, svc, verdict.reason, inputs.arbiter)
+        elif verdict.arbiter == "unready":  # no procedure: nothing runs; the reclaim brings it back
+            self.states.set(name, State.FAIL, verdict.reason)
         elif verdict.act in (Act.START, Act.STOP, Act.RECLAIM):
             new = self.act(name, svc, verdict.act.value, verdict.reason)
             if verdict.act is Act.START and new is State.UP:
