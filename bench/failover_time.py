@@ -10,6 +10,9 @@ and logging which host answered.  Each contender manages the VIP in turn:
 
 * failover: faild + failsh on each host with the samples/ipfailover-linux policy
   (ip addr add/del + gratuitous ARP), service interval 1 s ("default") or 0.1 s ("fast");
+* failover-etcd (the arbitrated profile): the same, with the service under the etcd arbiter
+  (docs/arbiter.md: ``failarbiter etcd ... -ttl 3``, ``failsvc ip arbiter etcd``), one
+  etcd member in the client namespace;
 * keepalived: VRRPv3 on the same bridge (multicast; the contender "keepalived-unicast" uses
   unicast), priorities 150/100, preemption on, advert_int 1 s ("default") or 0.1 s ("fast").
 
@@ -50,6 +53,7 @@ from typing import Any
 
 import attrs
 
+from failover.lab import etcdbed
 from failover.lab.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, log_tails, wait_until
 from failover.lab.vipclient import Tail, first_ok, longest_gap
 
@@ -203,8 +207,12 @@ class Failover(Contender):
         for k, v in {"@VIPS@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
                      "@MASTER@": self.master, "@SLAVE@": self.backup}.items():
             text = text.replace(k, v)
-        self.policy.write_text(text)
+        self.policy.write_text(text + self.policy_tail())
         self.hosts.start()
+
+    def policy_tail(self) -> str:
+        """More policy, after the sample's."""
+        return ""
 
     def inject(self, fault: str) -> None:
         self.hosts.inject(self.master, fault)
@@ -222,7 +230,31 @@ class Failover(Contender):
         return self.hosts.logs()
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Failover, Keepalived, KeepalivedUnicast)}
+class FailoverArbitrated(Failover):
+    """The arbitrated profile: Failover with the service under the etcd arbiter, ttl ARBITER_TTL
+    (one etcd member in the client namespace, reachable from both hosts)."""
+
+    name = "failover-etcd"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return etcdbed.available() or super().unavailable()
+
+    def start(self) -> None:
+        self.etcd = etcdbed.EtcdCluster(self.tb, [self.tb.client.name]).start()
+        super().start()
+
+    def policy_tail(self) -> str:
+        return f"failarbiter etcd {self.etcd.endpoints[0]} -ttl {ARBITER_TTL:g}\nfailsvc ip arbiter etcd\n"
+
+    def stop(self) -> None:
+        super().stop()
+        self.etcd.stop()
+
+
+ARBITER_TTL = 3.0
+CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Failover, FailoverArbitrated, Keepalived,
+                                                              KeepalivedUnicast)}
 
 
 # ----- measuring -----------------------------------------------------------------------------
@@ -375,7 +407,7 @@ def report(summary: dict[tuple[str, str, str], dict[str, Any]], contenders: list
                 print(f"{cls.name:<19} {label:<13} {f:<13} {s['n']:>3} {_fmt(s['median'])} {_fmt(s['p99'])} "
                       f"{_fmt(s['outage_median'])} {_fmt(s['outage_p99'])} {_fmt(s['restore_median'])} "
                       f"{_fmt(s['restore_p99'])}" + (f"  ({'; '.join(notes)})" if notes else ""))
-    base = next((c for c in contenders if c is not Failover), None)
+    base = next((c for c in contenders if not issubclass(c, Failover)), None)
     if Failover not in contenders or base is None:
         return
     print(f"\ntracked figure: failover / {base.name}, median takeover per fault kind (seconds)")

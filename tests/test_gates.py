@@ -18,7 +18,19 @@ import attrs
 import pytest
 
 from failover.model import LeaseEnd, MaintEntry, PreferEntry, ServiceRecord
-from failover.shell.gates import STALLED, Act, Answer, Inputs, Memory, Now, Seen, Verdict, evaluate, suppose
+from failover.shell.gates import (
+    STALLED,
+    Act,
+    Answer,
+    ArbiterView,
+    Inputs,
+    Memory,
+    Now,
+    Seen,
+    Verdict,
+    evaluate,
+    suppose,
+)
 from failover.shell.policy import ServiceConfig
 from failover.shell.view import DOWN, UNKNOWN, UP, Pause, PeerView
 from failover.states import State
@@ -63,12 +75,15 @@ def silent(name: str, seen_ago: float = 5.0, was: State | None = State.UP) -> Pe
 def inputs(local: State = RECOVER, masters: tuple[str, ...] = ("m1",), slaves: tuple[str, ...] = (),
            views: dict[str, PeerView] | None = None, memory: Memory | None = None, **kw: Any) -> Inputs:
     svc_fields = {k: kw.pop(k) for k in ("check", "reclaim", "holddown", "witnesses", "quorum", "tiebreaker",
-                                         "announce", "failback", "failback_delay", "flap_count", "flap_minutes")
+                                         "announce", "failback", "failback_delay", "flap_count", "flap_minutes",
+                                         "arbiter")
                   if k in kw}
     svc = ServiceConfig("web", masters=list(masters), slaves=list(slaves), **svc_fields)
     hosts = svc.polled()
     if "answer" in kw:
         kw["tiebreaker"] = kw.pop("answer")
+    if "key" in kw:  # what the arbiter thread knows (Inputs.arbiter; the service's arbiter is its kind)
+        kw["arbiter"] = kw.pop("key")
     if views is None:
         views = {h: peer(h) for h in hosts}
     if "me" in kw:  # this host's own faild (its maintenance, its switchover target): node "me"
@@ -91,6 +106,14 @@ def refused_at(when: float | None) -> Callable[[Verdict], bool]:
 
 def announces(*hosts: str) -> Callable[[Verdict], bool]:
     return lambda v: v.announce == hosts
+
+
+def etcd(held: bool = True, renewed_ago: float = 0.5, holder: str = "", error: str = "", ttl: float = 3.0,
+         token: int = 42) -> dict[str, Any]:
+    """An arbitrated service (failsvc web arbiter etcd) and what the arbiter thread knows of
+    its key: ours (renewed that long ago), another host's, or an etcd error."""
+    return {"arbiter": "etcd", "key": ArbiterView("/failover/web", ttl, held, NOW.monotonic - renewed_ago,
+                                                  token if held else 0, holder, error)}
 
 
 UNCHANGED = Memory(seen_at=4999.0, seen={"m1": Seen(UP, RECOVER, 7)}, guard_refused=4990.0)
@@ -367,6 +390,64 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
      lambda v: v.cause == "set-fail"),
     ("no masters: the top host starts", inputs(masters=()), Act.START, "no masters and no slave is UP",
      lambda v: v.cause == "no-master"),
+    # the arbiter (failsvc web arbiter etcd): the rule says who wants it, etcd who may hold it
+    ("arbiter: our key, a start goes ahead", inputs(views={"m1": peer("m1", FAIL)}, **etcd()), Act.START,
+     "master m1 down", lambda v: v.arbiter == "" and v.cause == "set-fail"),
+    ("arbiter: no key yet, the start waits and claims it", inputs(views={"m1": peer("m1", FAIL)}, **etcd(held=False)),
+     Act.WAIT, "wait: master m1 down (set FAIL) and no slave is UP; not starting: waiting for /failover/web in etcd",
+     lambda v: v.arbiter == "claim" and v.level == logging.INFO and v.cause == ""),
+    ("arbiter: the old holder's key lives on", inputs(views={"m1": silent("m1")}, **etcd(held=False, holder="m1")),
+     Act.WAIT, "not starting: /failover/web is held by m1 in etcd", lambda v: v.arbiter == "claim"),
+    ("arbiter: etcd unreachable, nobody new starts",
+     inputs(masters=(), **etcd(held=False, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "no masters and no slave is UP; not starting: arbiter etcd: no member of http://e1:2379 answered",
+     lambda v: v.arbiter == "claim"),
+    ("arbiter: no word from the arbiter thread yet", inputs(masters=(), arbiter="etcd"), Act.WAIT,
+     "not starting: no word from the arbiter yet", None),
+    ("arbiter: the tie-breaker is asked only once the key is ours", inputs(**TB, views={"m1": silent("m1")},
+                                                                         **etcd(held=False, holder="m1")),
+     Act.WAIT, "not starting: /failover/web is held by m1", lambda v: v.arbiter == "claim"),
+    ("arbiter: UP with our key renewed: stays", inputs(State.UP, masters=(), **etcd(renewed_ago=1.9)), Act.NONE,
+     "UP and no master is ready", lambda v: v.arbiter == ""),
+    ("arbiter: not renewed for 2/3 of the ttl: lost, stop", inputs(State.UP, masters=(), **etcd(
+        renewed_ago=2.0, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.STOP, "stop: lost the arbiter: lease not renewed for 2.0 s (ttl 3 s): arbiter etcd: no member of",
+     lambda v: v.arbiter == "lost" and v.level == logging.WARNING and v.reason.startswith("lost the arbiter")),
+    ("arbiter: key gone (lease expired): lost, stop", inputs(State.UP, masters=(), memory=UNCHANGED,
+                                                             **etcd(held=False, holder="s")),
+     Act.STOP, "lost the arbiter: /failover/web is held by s in etcd",
+     lambda v: v.arbiter == "lost" and v.memory.seen == {}),
+    ("arbiter: lost overrides hold-down and failback", inputs(State.UP, holddown=30.0, last_change=NOW.wall - 1,
+                                                              failback="manual", **etcd(renewed_ago=5.0)),
+     Act.STOP, "lost the arbiter: lease not renewed", lambda v: v.arbiter == "lost"),
+    ("arbiter: a handback with our key is a plain stop", inputs(State.UP, views={"m1": peer("m1", State.UP)},
+                                                                **etcd()),
+     Act.STOP, "handing back", lambda v: v.arbiter == ""),
+    ("arbiter: paused holder is left alone", inputs(State.UP, me=peer("me", paused="web"), **etcd(renewed_ago=9.0)),
+     Act.NONE, "paused:", None),
+    ("arbiter: no reclaim while etcd cannot be reached", inputs(FAIL, reclaim="fix", **etcd(
+        held=False, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: not reclaiming until the arbiter answers (arbiter etcd: no member", None),
+    ("arbiter: reclaim once etcd answers", inputs(FAIL, reclaim="fix", **etcd(held=False)), Act.RECLAIM, "reclaim",
+     None),
+    ("arbiter: no reclaim while the lease is not renewed, even before an error", inputs(
+        FAIL, reclaim="fix", **etcd(held=False, renewed_ago=2.5)), Act.WAIT, "not reclaiming until the arbiter answers",
+     None),
+    ("arbiter: RECOVER without a renewed lease is not ready: FAIL", inputs(reclaim="fix", memory=UNCHANGED, **etcd(
+        held=False, renewed_ago=2.5, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: not ready while the arbiter cannot be reached (arbiter etcd: no member of",
+     lambda v: v.arbiter == "unready" and v.level == logging.WARNING),
+    ("arbiter: a short etcd error is not enough to be unready", inputs(reclaim="fix", **etcd(
+        held=False, renewed_ago=1.0, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: master m1 is RECOVER", lambda v: v.arbiter == ""),
+    ("arbiter: without a reclaim, FAIL would be for good: stays RECOVER", inputs(**etcd(
+        held=False, renewed_ago=9.0, error="arbiter etcd: no member of http://e1:2379 answered (timed out)")),
+     Act.WAIT, "wait: master m1 is RECOVER", lambda v: v.arbiter == ""),
+    ("arbiter: not configured", inputs(masters=(), arbiter="etcd", key=ArbiterView(
+        error="arbiter etcd: not configured (failarbiter etcd ENDPOINT ...)")),
+     Act.WAIT, "not starting: arbiter etcd: not configured", None),
+    ("no arbiter: a 0.5 service ignores the key", inputs(views={"m1": peer("m1", FAIL)}, key=ArbiterView(held=False)),
+     Act.START, "master m1 down", None),
 ]
 
 

@@ -145,7 +145,7 @@ class Etcd:
             error = error.get("message")
         if resp.status != 200 or error:
             message = str(error or reply.get("message") or f"HTTP {resp.status}")
-            if resp.status in (401, 403) or "token" in message or "permission" in message:
+            if resp.status in (401, 403) or any(w in message for w in ("token", "permission", "authentication")):
                 self._token = None
                 raise EtcdError(f"arbiter etcd: {self.names[index]} refused: {message}")
             raise _MemberDown(message)  # no leader, timeouts: another member may serve

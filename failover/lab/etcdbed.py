@@ -4,6 +4,8 @@ Debian's ``etcd`` (package etcd-server), each member in its own host of a
 :class:`~failover.lab.testbed.Testbed`, on that host's address (clients 2379, peers 2380),
 its data in the bed's temp directory.  Everything that talks to a member runs inside a
 namespace of the bed (``etcdctl`` through ``Testbed.exec``).
+
+:class:`LoopbackEtcd` is one member on 127.0.0.1 (free ports), for the process tests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import json
 import shutil
 import signal
 import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from failover.lab.testbed import Testbed, TestbedError, wait_until
@@ -63,6 +68,8 @@ class EtcdCluster:
             "--initial-cluster", initial, "--initial-cluster-state", "new" if new else "existing",
             "--initial-cluster-token", self.tb.prefix,
             "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
+            # a member that comes back from a partition does not force an election (etcd 3.5's default)
+            "--pre-vote",
             "--log-level", "warn"], log_name="etcd")
 
     def kill(self, host: str) -> None:
@@ -95,3 +102,48 @@ class EtcdCluster:
                     if url == self.client_url(h):
                         return h
         return None
+
+
+class LoopbackEtcd:
+    """One etcd member on 127.0.0.1, its data in ``directory``; ``start()`` waits until it
+    serves, ``kill()`` is kill -9, ``start()`` again restarts it with its data."""
+
+    def __init__(self, directory: Path, client_port: int, peer_port: int) -> None:
+        self.dir = directory
+        self.client_port, self.peer_port = client_port, peer_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> LoopbackEtcd:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        with open(self.dir / "etcd.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["etcd", "--name", "e0", "--data-dir", str(self.dir / "data"),
+                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"e0={peer}", "--heartbeat-interval", "100", "--election-timeout", "1000",
+                 "--log-level", "warn"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        wait_until(self.serving, timeout, interval=0.1, what="etcd on loopback")
+        return self
+
+    def serving(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=0.5) as r:  # loopback only
+                return json.loads(r.read()).get("health") == "true"
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def log(self) -> str:
+        path = self.dir / "etcd.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+

@@ -2,7 +2,8 @@
 
 Original 0.5 commands: ``failsvc``, ``failhost``, ``failtrap``.  New ones:
 ``getstate``, ``setstate``, ``peers``, ``startservice``, ``stopservice``,
-``services``, ``hosts``, ``node``, ``whatif``, ``schedule``, ``fo::log``, and for the
+``services``, ``hosts``, ``node``, ``whatif``, ``schedule``, ``fo::log``, the arbiter's
+``failarbiter`` and ``fo::token`` (docs/arbiter.md), and for the
 IP helpers of tcl/failover.tcl ``fo::ipaddrs`` and ``fo::ipcanon``.
 Every command validates its arguments and fails with a Tcl error whose
 errorcode starts with FAILOVER; nothing a policy does can raise a Python traceback.
@@ -18,13 +19,24 @@ import subprocess
 import sys
 import time
 import tkinter
+from pathlib import Path
 from typing import Protocol
 
+from failover.arbiter.etcd import EtcdError, parse_endpoint
 from failover.client import ClientError, RequestFailed
 from failover.hc.monitor import healthy as hc_healthy
 from failover.protocol import valid_name
 from failover.shell import gates
-from failover.shell.policy import DEAD_FACTOR, MIN_INTERVAL, Policy, ServiceConfig, Trap
+from failover.shell.policy import (
+    ARBITER_PREFIX,
+    ARBITER_TTL,
+    DEAD_FACTOR,
+    MIN_INTERVAL,
+    ArbiterConfig,
+    Policy,
+    ServiceConfig,
+    Trap,
+)
 from failover.shell.tclhost import TclCommandError, TclHost
 from failover.shell.view import PeerView
 from failover.states import BadState, State, parse_state
@@ -32,10 +44,14 @@ from failover.states import BadState, State, parse_state
 log = logging.getLogger("failover.policy")
 
 SVC_SUBCOMMANDS = ("interval", "masters", "slaves", "start", "stop", "reclaim", "check", "timeout",
-                   "holddown", "witnesses", "quorum", "tiebreaker", "announce", "failback", "flap")
+                   "holddown", "witnesses", "quorum", "tiebreaker", "announce", "failback", "flap", "arbiter")
 _HOST_LISTS = ("masters", "slaves", "witnesses")
 HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime", "monitor")
 TRAP_KINDS = ("state", "peer", "remote")
+ARBITERS = ("etcd",)
+ARBITER_OPTIONS = ("-prefix", "-ttl", "-cacert", "-cert", "-key", "-user", "-password")
+ARBITER_USAGE = "etcd ENDPOINT ?ENDPOINT ...? ?-prefix P? ?-ttl S? ?-cacert F? ?-cert F? ?-key F? ?-user U? " \
+                "?-password P?"
 ADDRESS = re.compile(r"[A-Za-z0-9._%-]+(:\d{1,5})?|\[[0-9A-Fa-f:.%a-z]+\](:\d{1,5})?|[0-9A-Fa-f:]+")
 
 
@@ -110,6 +126,59 @@ def _flap(service: str, values: tuple[str, ...]) -> dict[str, object]:
     return {"flap_count": count, "flap_minutes": minutes}
 
 
+def _arbiter(args: tuple[str, ...]) -> ArbiterConfig:
+    """failarbiter etcd ENDPOINT ... ?-option value ...?, validated."""
+    if not args or args[0] not in ARBITERS:
+        if args:
+            raise TclCommandError(f"unknown arbiter \"{args[0]}\": must be {', '.join(ARBITERS)}", "BADVALUE", args[0])
+        raise _usage("failarbiter", ARBITER_USAGE)
+    endpoints: list[str] = []
+    options: dict[str, str] = {}
+    rest = list(args[1:])
+    while rest:
+        word = rest.pop(0)
+        if not word.startswith("-"):
+            if options:
+                raise TclCommandError(f"failarbiter: endpoint \"{word}\" after the options", "USAGE")
+            try:
+                parse_endpoint(word)
+            except EtcdError as exc:
+                raise TclCommandError(str(exc), "BADVALUE", word) from None
+            endpoints.append(word)
+            continue
+        if word not in ARBITER_OPTIONS:
+            raise TclCommandError(f"failarbiter: unknown option \"{word}\": must be {', '.join(ARBITER_OPTIONS)}",
+                                  "BADOPTION", word)
+        if not rest:
+            raise TclCommandError(f"failarbiter: {word} needs a value", "USAGE")
+        options[word[1:]] = rest.pop(0)
+    if not endpoints:
+        raise TclCommandError("failarbiter etcd: no endpoint given (http://HOST:2379 or https://HOST:2379)", "USAGE")
+    ttl = ARBITER_TTL
+    if "ttl" in options:
+        text = options.pop("ttl")
+        try:
+            ttl = float(text)
+        except ValueError:
+            ttl = -1.0
+        if not 2 <= ttl <= 3600:  # etcd counts whole seconds; the stop gets a third of it
+            raise TclCommandError(f"failarbiter -ttl: expected 2 to 3600 seconds, not \"{text}\"", "BADVALUE", text)
+    prefix = options.pop("prefix", ARBITER_PREFIX)
+    if not prefix or any(c.isspace() for c in prefix):
+        raise TclCommandError(f"failarbiter -prefix: \"{prefix}\" is empty or has blanks", "BADVALUE", prefix)
+    for option in ("cacert", "cert", "key"):
+        if option in options and not Path(options[option]).is_file():
+            raise TclCommandError(f"failarbiter -{option}: no such file \"{options[option]}\"", "BADVALUE",
+                                  options[option])
+    if "key" in options and "cert" not in options:
+        raise TclCommandError("failarbiter: -key without -cert", "USAGE")
+    if ("user" in options) != ("password" in options):
+        raise TclCommandError("failarbiter: -user and -password go together", "USAGE")
+    if ("cert" in options or "cacert" in options) and not all(e.startswith("https://") for e in endpoints):
+        raise TclCommandError("failarbiter: -cacert and -cert need https:// endpoints", "USAGE")
+    return ArbiterConfig(args[0], tuple(endpoints), prefix, ttl, **options)
+
+
 def _usage(cmd: str, usage: str) -> TclCommandError:
     return TclCommandError(f"wrong # args: should be \"{cmd} {usage}\"", "USAGE")
 
@@ -127,6 +196,7 @@ class Runtime(Protocol):
     def request_exit(self, status: int) -> None: ...
     def policy_changed(self) -> None: ...
     def gate_inputs(self, name: str) -> gates.Inputs | None: ...
+    def arbiter_token(self, name: str) -> int | None: ...
 
 
 class Commands:
@@ -137,8 +207,10 @@ class Commands:
         self.policy = policy
         self.engine = engine
         for name in ("failsvc", "failhost", "failtrap", "getstate", "setstate", "peers",
-                     "startservice", "stopservice", "services", "hosts", "node", "whatif", "schedule", "exit"):
+                     "startservice", "stopservice", "services", "hosts", "node", "whatif", "schedule", "exit",
+                     "failarbiter"):
             tcl.expose(name, getattr(self, name))
+        tcl.expose("fo::token", self.fo_token)
         for name, fn in (("healthy", healthy), ("fo::log", fo_log), ("fo::ipaddrs", fo_ipaddrs),
                          ("fo::ipcanon", fo_ipcanon)):
             tcl.expose(name, fn)
@@ -171,6 +243,10 @@ class Commands:
             value = _failback(svc_name, values)
         elif sub == "flap":
             value = _flap(svc_name, values)
+        elif sub == "arbiter":
+            if values not in (("etcd",), ("none",)):
+                raise _usage("failsvc", f"{svc_name} arbiter etcd|none")
+            value = "" if values[0] == "none" else values[0]
         elif sub in _HOST_LISTS:  # one braced list or several words: flatten both
             try:
                 value = [_name("host", h) for v in values for h in self.tcl.split(v)]
@@ -213,7 +289,7 @@ class Commands:
                 "start", svc.start, "stop", svc.stop, "reclaim", svc.reclaim, "check", svc.check,
                 "timeout", svc.timeout, "holddown", svc.holddown, "witnesses", tuple(svc.witnesses),
                 "quorum", svc.quorum, "tiebreaker", svc.tiebreaker, "announce", svc.announce,
-                "failback", svc.failback_text(), "flap", svc.flap_text())
+                "failback", svc.failback_text(), "flap", svc.flap_text(), "arbiter", svc.arbiter or "none")
 
     def failhost(self, *args: str) -> object:
         if len(args) != 3:
@@ -251,6 +327,25 @@ class Commands:
         host.where[sub] = self.tcl.where()
         self._changed()
         return ""
+
+    def failarbiter(self, *args: str) -> object:
+        """failarbiter etcd ENDPOINT ... ?options?: the etcd cluster of the arbitrated services
+        (failsvc NAME arbiter etcd); failarbiter alone: the setting, without the password."""
+        if not args:
+            a = self.policy.arbiter
+            if a is None:
+                return ""
+            return (a.kind, *a.endpoints, "-prefix", a.prefix, "-ttl", a.ttl,
+                    *(x for opt in ("cacert", "cert", "key", "user") if (v := getattr(a, opt)) for x in (f"-{opt}", v)))
+        self.policy.arbiter = _arbiter(args)
+        self._changed()
+        return ""
+
+    def fo_token(self, service: str) -> str:
+        """fo::token SERVICE: the fencing token of the arbiter's key this host holds for the
+        service (its etcd create_revision, larger for every new holder); "" if it holds none."""
+        token = self._engine("fo::token").arbiter_token(self._known(service))
+        return "" if token is None else str(token)
 
     def failtrap(self, *args: str) -> object:
         if args == ("list",):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 import tkinter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from failover import client
 from failover.observe import dashboard, feed, metrics
 from failover.shell import gates, tcllib
+from failover.shell.arbiter import ArbiterThread
 from failover.shell.commands import Commands
 from failover.shell.control import ControlPort
 from failover.shell.hosts import Hosts
@@ -62,7 +64,7 @@ class Engine:
                                   self._count_change, self.traps.on_change, lambda _c: self.snapshots.publish(),
                                   self.states.write_change]
         self.runner = ServiceRunner(opts.node, self.tcl, lambda: self.policy, self.hosts, self.states,
-                                    self.snapshots, lambda: self.net, self._net_died)
+                                    self.snapshots, lambda: self.net, self._net_died, lambda: self.arbiter)
         self.scheduling = opts.scheduling
         self.started = False
         self.stopping = False
@@ -75,6 +77,11 @@ class Engine:
         self.dashboard: dashboard.Dashboard | None = None
         self.scheduler = Scheduler(self.tcl, self.run_service)
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # the arbiter (docs/arbiter.md): its thread, the services whose key changed, the timer
+        # that runs the UP ones when their key would count as lost
+        self.arbiter: ArbiterThread | None = None
+        self._arbiter_events: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
+        self._deadline: tuple[float, str] | None = None
         self._poke: Callable[[], None] = lambda: None  # wakes the Tcl thread: install_loop_hooks
         # the local faild: heard yet, its maintenance and its switchover targets, as last seen
         self._local_flags: tuple[object, ...] = (False, {}, {})
@@ -168,6 +175,8 @@ class Engine:
                         log.info("%s: paused: left UP as failsh stops", name)
                         continue
                     self._stop(name, self.policy.services[name], "failsh stopping")
+        if self.arbiter is not None:  # after the stops: the lease's keys go with it
+            self.arbiter.close()
         if self.net is not None:
             self.net.release_lease()
             self.net.stop()
@@ -184,6 +193,7 @@ class Engine:
             return
         if self.net is not None:
             self.net.set_peers(self.hosts.peer_specs(), self.hosts.local_spec())
+        self._follow_arbiter()
         self.states.follow_policy()
         self.set_scheduling(self.scheduling)
 
@@ -212,6 +222,67 @@ class Engine:
 
     def run_service(self, name: str) -> None:
         self.runner.run(name)
+        if self.policy.services.get(name) is not None and self.policy.services[name].arbiter:
+            self._arm_deadline()  # it may have just started
+
+    def arbiter_token(self, name: str) -> int | None:
+        """fo::token: the fencing token of the key this host holds for ``name``, if any."""
+        view = self.arbiter.view(name) if self.arbiter is not None else None
+        return view.token if view is not None and view.held else None
+
+    # The arbiter ----------------------------------------------------------------
+    def _follow_arbiter(self) -> None:
+        """Start the arbiter thread for the policy's failarbiter (a new one if a reload
+        changed it; the old one's lease is revoked) and tell it the arbitrated services."""
+        config = self.policy.arbiter
+        arbitrated = [n for n, s in self.policy.services.items() if s.arbiter]
+        if self.arbiter is not None and (config is None or config != self.arbiter.config):
+            log.warning("arbiter changed: its services stop, then its lease is revoked")
+            old = self.arbiter
+            for name in [n for n, s in self.states.local.items() if s is State.UP and n in self.policy.services
+                         and (v := old.view(n)) is not None and v.held]:  # first: the lease keeps their keys
+                self._stop(name, self.policy.services[name], "the arbiter changed")
+            old.close()
+            self.arbiter = None
+        if config is not None and self.arbiter is None:
+            self.arbiter = ArbiterThread(config, self.opts.node, self._on_arbiter_change)
+            self.arbiter.set_services(arbitrated)
+            self.arbiter.start()
+        elif self.arbiter is not None:
+            self.arbiter.set_services(arbitrated)
+        if arbitrated and config is None:
+            log.error("services %s are under an arbiter but the policy has no failarbiter: they will not start",
+                      ", ".join(arbitrated))
+
+    def _on_arbiter_change(self, names: list[str]) -> None:
+        """Arbiter thread: a key was taken or lost, or etcd went away or came back."""
+        self._arbiter_events.put(names)
+        self._poke()
+
+    def _arm_deadline(self) -> None:
+        """Tcl thread: a timer at the moment the first key of an UP service would count as
+        lost, so its stop runs then, not at the service's next run."""
+        arb = self.arbiter
+        if arb is None:
+            return
+        due = [v.lost_at() for n, s in self.policy.services.items()
+               if s.arbiter and self.states.state(n) is State.UP and (v := arb.view(n)) is not None and v.held]
+        when = min(due, default=None)
+        if self._deadline is not None:
+            if when is not None and self._deadline[0] == when:
+                return
+            self.tcl.interp.after_cancel(self._deadline[1])
+            self._deadline = None
+        if when is not None:
+            delay = max(0, int((when - time.monotonic()) * 1000) + 5)
+            self._deadline = (when, self.tcl.interp.after(delay, self._deadline_passed))
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.scheduling:
+            for name in sorted(n for n, s in self.policy.services.items() if s.arbiter):
+                self.run_service(name)
+        self._arm_deadline()
 
     def _stop(self, name: str, svc: ServiceConfig, reason: str) -> None:
         self.runner.act(name, svc, "stop", reason)
@@ -236,6 +307,8 @@ class Engine:
             self._net_died()
             return
         due: set[str] = set()
+        while not self._arbiter_events.empty():
+            due.update(self._arbiter_events.get_nowait())
         for name in dict.fromkeys(names):
             view = self.peer_view(name)
             if view is None:
@@ -257,6 +330,7 @@ class Engine:
         if self.scheduling:
             for svc in sorted(due):
                 self.run_service(svc)
+        self._arm_deadline()
 
     def request_exit(self, status: int) -> None:
         """The policy's ``exit``: leave as on SIGTERM (services stopped, lease given up)."""

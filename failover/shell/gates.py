@@ -19,6 +19,11 @@ and the master/slave rule of failover 0.5 (decide.py) stand the gates, in this o
    delay) and flap protection; before taking over from a silent master the split-brain
    guard: witnesses (quorum), the tie-breaker, and one dead time after the guard said no;
 8. yield detection: while UP here, did another host hold the service too (re-announce)?
+9. the arbiter (a service under ``failsvc NAME arbiter etcd``): UP only while this host
+   holds the service's key in etcd and its lease was renewed within 2/3 of its ttl, else
+   stop (then FAIL: "lost the arbiter"); a start waits until the key is ours (the verdict
+   asks the arbiter thread to claim it); no reclaim while the lease is not being renewed,
+   and a RECOVER host whose lease is not being renewed turns FAIL (it is not ready).
 
 What runs remember (:class:`Memory`) also counts the changes of holder (flap protection)
 and since when each master is ready (failback delay).
@@ -99,6 +104,34 @@ class Answer:
     why: str
 
 
+LOST_AFTER = 2 / 3  # of the arbiter's ttl without a confirmed renewal: the key counts as lost
+STOP_MARGIN = 0.1  # of the ttl: a lost holder's stop must end this long before its lease can expire
+
+
+@attrs.frozen
+class ArbiterView:
+    """One arbitrated service as the arbiter thread last knew it (shell/arbiter.py)."""
+
+    key: str = ""                   # the service's etcd key
+    ttl: float = 0.0                # of the lease
+    held: bool = False              # the key is ours, bound to our live lease
+    renewed: float = float("-inf")  # monotonic time the last confirmed renewal was sent
+    token: int = 0                  # our key's create_revision: the fencing token
+    holder: str = ""                # the host that holds the key, when it is not us
+    error: str = ""                 # the last call's error ("" once etcd answers again)
+
+    def lost_at(self) -> float:
+        """From this monotonic time on the key counts as lost: the stop must run now."""
+        return self.renewed + self.ttl * LOST_AFTER
+
+    def stop_by(self) -> float:
+        """A lost holder's stop must have ended by then: the lease cannot expire earlier."""
+        return self.renewed + self.ttl * (1 - STOP_MARGIN)
+
+    def holds(self, now: float) -> bool:
+        return self.held and now < self.lost_at()
+
+
 @attrs.frozen
 class Inputs:
     service: ServiceConfig
@@ -116,6 +149,7 @@ class Inputs:
     tiebreaker: Answer | None = None    # the tie-breaker's answer, once Act.ASK was returned
     node: str = ""                      # this host: views[node] is the local faild (pause, switchover)
     local_unheard: bool = False         # the local faild has not answered yet since failsh started
+    arbiter: ArbiterView | None = None  # an arbitrated service: its key in etcd (None: no word yet)
 
 
 @attrs.frozen
@@ -128,6 +162,8 @@ class Verdict:
     announce: tuple[str, ...] = ()  # re-announce, if still UP after the act: these hosts may have held it too
     events: tuple[tuple[int, str], ...] = ()  # (level, line) to log once: pause over, switchover, flapping
     cause: str = ""               # a start: the detection that fired, as the metrics' label
+    arbiter: str = ""             # "claim": a start waits for the arbiter's key; "lost": stop, then FAIL;
+    #                               "unready": RECOVER without a renewed lease: set FAIL
 
     def __str__(self) -> str:
         return self.note
@@ -152,7 +188,7 @@ def evaluate(inp: Inputs) -> Verdict:
     if pause is not None:  # maintenance: no action at all, whatever the peers do
         note = f"paused: {pause_text(pause)}"
         return Verdict(Act.NONE, note, note, inp.memory, logging.INFO, events=events)
-    verdict = _evaluate(inp)
+    verdict = _arbitrate(inp, _evaluate(inp))
     return attrs.evolve(verdict, events=events + verdict.events) if events else verdict
 
 
@@ -238,6 +274,49 @@ def _evaluate(inp: Inputs) -> Verdict:
     note = f"{decision.action}: {reason}"
     return Verdict(act, reason, note, memory, announce=tuple(yielded) if svc.announce else (),
                    events=events, cause=cause)
+
+
+def _arbitrate(inp: Inputs, verdict: Verdict) -> Verdict:
+    """The arbiter's gate: the rule says who wants the service, etcd who may hold it."""
+    if not inp.service.arbiter:
+        return verdict
+    arb, now = inp.arbiter, inp.now.monotonic
+    if arb is not None and arb.holds(now):
+        return verdict
+    if inp.local is State.UP:
+        why = f"lost the arbiter: {_arbiter_why(arb)}"
+        return Verdict(Act.STOP, why, f"stop: {why}", verdict.memory, logging.WARNING, events=verdict.events,
+                       arbiter="lost")
+    if inp.local is State.RECOVER and inp.service.reclaim and arb is not None and arb.error \
+            and now >= arb.lost_at():
+        # RECOVER tells the peers "ready": a slave would hand the service back to a host that
+        # cannot take the key.  FAIL, and the reclaim brings it back once the lease is renewed.
+        why = f"not ready while the arbiter cannot be reached ({_arbiter_why(arb)})"
+        return Verdict(Act.WAIT, why, f"wait: {why}", verdict.memory, logging.WARNING, events=verdict.events,
+                       arbiter="unready")
+    if verdict.act in (Act.START, Act.ASK):
+        why = f"{verdict.reason}; not starting: {_arbiter_why(arb)}"
+        return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", arbiter="claim",
+                            announce=(), cause="", level=logging.INFO)
+    if verdict.act is Act.RECLAIM and (arb is None or arb.error or now >= arb.lost_at()):
+        # FAIL tells the peers to take over; RECOVER would have them hand it back to a host
+        # that cannot hold the key (its lease is not being renewed)
+        why = f"not reclaiming until the arbiter answers ({_arbiter_why(arb)})"
+        return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", level=logging.INFO)
+    return verdict
+
+
+def _arbiter_why(arb: ArbiterView | None) -> str:
+    if arb is None:
+        return "no word from the arbiter yet"
+    if arb.held:  # ours, but not renewed in time
+        late = f"lease not renewed for {arb.ttl * LOST_AFTER:.1f} s (ttl {arb.ttl:g} s)"
+        return f"{late}: {arb.error}" if arb.error else late
+    if arb.error:
+        return arb.error
+    if arb.holder:
+        return f"{arb.key} is held by {arb.holder} in etcd"
+    return f"waiting for {arb.key} in etcd"
 
 
 def counted(view: PeerView, service: str) -> State | None:

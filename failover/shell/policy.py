@@ -15,6 +15,8 @@ TRAP_TIMEOUT = 10.0         # seconds a failtrap script may take
 FLAP_COUNT = 6              # flap protection by default: more than 6 holder changes ...
 FLAP_MINUTES = 5.0          # ... within 5 minutes hold the service where it is
 FAILBACK = ("auto", "manual", "delay")
+ARBITER_TTL = 10.0          # seconds an etcd lease lasts (failarbiter -ttl)
+ARBITER_PREFIX = "/failover/"  # etcd keys: PREFIX + service name
 
 
 @attrs.define
@@ -37,6 +39,7 @@ class ServiceConfig:
     failback_delay: float = 0.0     # failback delay: seconds a master must have been ready
     flap_count: int = FLAP_COUNT    # more holder changes than this within flap_minutes: held; 0: off
     flap_minutes: float = FLAP_MINUTES
+    arbiter: str = ""               # "etcd": may be UP only while holding its key there (docs/arbiter.md)
     where: dict[str, str] = attrs.Factory(dict)  # subcommand -> FILE:LINE of the failsvc that set it
     named: dict[str, list[str]] = attrs.Factory(dict)  # masters/slaves as the file gave them, this node included
 
@@ -75,6 +78,22 @@ class HostConfig:
 
 
 @attrs.frozen
+class ArbiterConfig:
+    """``failarbiter etcd ENDPOINT ...``: the etcd v3 cluster that decides who may hold an
+    arbitrated service (docs/arbiter.md)."""
+
+    kind: str
+    endpoints: tuple[str, ...]
+    prefix: str = ARBITER_PREFIX
+    ttl: float = ARBITER_TTL
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
 class Trap:
     kind: str       # "state" (local transitions), "peer" (host up/down), "remote" (peer's state)
     pattern: str    # service or host name, or "*"
@@ -91,6 +110,7 @@ class Policy:
     services: dict[str, ServiceConfig] = attrs.Factory(dict)
     hosts: dict[str, HostConfig] = attrs.Factory(dict)
     traps: list[Trap] = attrs.Factory(list)
+    arbiter: ArbiterConfig | None = None
 
     def service(self, name: str) -> ServiceConfig:
         return self.services.setdefault(name, ServiceConfig(name))

@@ -20,7 +20,8 @@ import signal
 import threading
 import time
 import tkinter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -60,14 +61,18 @@ class Outcome:
         return self.kind in ERRORS
 
 
-def run_procedure(tcl: TclHost, service: str, kind: str, script: str, timeout: float) -> Outcome:
+def run_procedure(tcl: TclHost, service: str, kind: str, script: str, timeout: float,
+                  env: Mapping[str, str] | None = None) -> Outcome:
     """Evaluate ``script``; return the new state, a reason for the log and the outcome's kind.
 
     ``kind`` is start, stop, reclaim, check or tiebreaker.  A check (or tie-breaker) may
-    also return a Tcl boolean: true keeps the service UP, false makes it FAIL.
+    also return a Tcl boolean: true keeps the service UP, false makes it FAIL.  ``env``:
+    environment variables set while it runs (``$env(NAME)`` in Tcl, and every process it
+    execs), e.g. FO_FENCING_TOKEN for the start of an arbitrated service.
     """
     watchdog: list[_Watchdog] = []
-    result, killed = run_guarded(tcl, lambda: tcl.run(script), timeout, watchdog)
+    with environment(tcl, env or {}):
+        result, killed = run_guarded(tcl, lambda: tcl.run(script), timeout, watchdog)
     if killed is not None:
         why = watchdog[0].why
         log.error("%s: %s procedure %s", service, kind, why)
@@ -89,6 +94,23 @@ def run_procedure(tcl: TclHost, service: str, kind: str, script: str, timeout: f
     log.error("%s: %s procedure returned %r, not UP/RECOVER/FAIL", service, kind, result.value[:80])
     return Outcome(State.FAIL, f"{kind} procedure returned {result.value[:80]!r}, not UP, RECOVER or FAIL",
                    OutcomeKind.BAD_RESULT)
+
+
+@contextmanager
+def environment(tcl: TclHost, env: Mapping[str, str]) -> Iterator[None]:
+    """``env`` in Tcl's env array (which is the process environment) while the block runs;
+    the old values (or their absence) afterwards."""
+    old = {name: os.environ.get(name) for name in env}
+    for name, value in env.items():
+        tcl.interp.setvar(f"::env({name})", value)
+    try:
+        yield
+    finally:
+        for name, before in old.items():
+            if before is None:
+                tcl.interp.call("unset", "-nocomplain", f"::env({name})")
+            else:
+                tcl.interp.setvar(f"::env({name})", before)
 
 
 def run_guarded(tcl: TclHost, run: Callable[[], ScriptResult], timeout: float | None,

@@ -10,14 +10,17 @@ startservice and stopservice (Tcl) and the engine's stops go through :meth:`act`
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import attrs
 
 from failover.observe import metrics
-from failover.shell import gates
-from failover.shell.gates import Act
+from failover.shell import gates, procedures
+from failover.shell.arbiter import ArbiterThread
+from failover.shell.gates import Act, ArbiterView
 from failover.shell.hosts import Hosts
 from failover.shell.localstate import LocalState
 from failover.shell.peers import NetThread
@@ -31,6 +34,8 @@ from failover.states import State
 log = logging.getLogger("failover.scheduler")
 
 _NO_SCRIPT = {"start": State.UP, "stop": State.RECOVER, "reclaim": State.RECOVER}  # a procedure left out
+MIN_STOP = 0.1  # s: a lost holder's stop gets at least this long, even when it comes too late
+LEASE_WATCH = 0.05  # s: how often a running start looks whether the arbiter's key still holds
 
 
 @attrs.define
@@ -43,6 +48,7 @@ class ServiceRunner:
     snapshots: Snapshots
     net: Callable[[], NetThread | None]
     net_died: Callable[[], None]
+    arbiter: Callable[[], ArbiterThread | None] = attrs.field(default=lambda: None)  # engine's, if any
     memory: dict[str, gates.Memory] = attrs.Factory(dict)  # service -> what its runs remember (gates.py)
     _busy: set[str] = attrs.Factory(set)    # services in a run (a procedure may enter the event loop)
     _acting: set[str] = attrs.Factory(set)  # services whose procedure is running
@@ -76,7 +82,11 @@ class ServiceRunner:
         for level, line in verdict.events:
             log.log(level, "%s: %s", name, line)
         self.snapshots.note(name, verdict.note, verdict.level)
-        if verdict.act in (Act.START, Act.STOP, Act.RECLAIM):
+        if verdict.arbiter == "lost":
+            self._lost(name, svc, verdict.reason, inputs.arbiter)
+        elif verdict.arbiter == "unready":  # no procedure: nothing runs; the reclaim brings it back
+            self.states.set(name, State.FAIL, verdict.reason)
+        elif verdict.act in (Act.START, Act.STOP, Act.RECLAIM):
             new = self.act(name, svc, verdict.act.value, verdict.reason)
             if verdict.act is Act.START and new is State.UP:
                 metrics.takeover(name, verdict.cause)
@@ -86,6 +96,7 @@ class ServiceRunner:
                 self.states.set(name, out.state, out.reason)
         if verdict.announce and self.states.state(name) is State.UP:
             self._announce(name, svc, verdict.announce)
+        self._want(name, svc, verdict)
 
     def inputs(self, name: str) -> gates.Inputs | None:
         """What a run of ``name`` decides on now; None before start (no live data)."""
@@ -104,7 +115,83 @@ class ServiceRunner:
             local_faild_down=local_view is not None and local_view.status == DOWN,
             node=self.node,  # a prompt that never scheduled does not act: it need not hear its faild
             local_unheard=self.states.active and (local_view is None or not local_view.listed),
-            unheard_masters=tuple(self.states.unheard_masters()) if self.states.lease_waiting else ())
+            unheard_masters=tuple(self.states.unheard_masters()) if self.states.lease_waiting else (),
+            arbiter=self.arbiter_view(svc))
+
+    # The arbiter (docs/arbiter.md) ------------------------------------------------
+    def arbiter_view(self, svc: ServiceConfig) -> ArbiterView | None:
+        """What the arbiter thread knows of an arbitrated service (None: nothing yet)."""
+        if not svc.arbiter:
+            return None
+        if self.policy().arbiter is None:
+            return ArbiterView(error=f"arbiter {svc.arbiter}: not configured (failarbiter {svc.arbiter} ENDPOINT ...)")
+        arb = self.arbiter()
+        return arb.view(svc.name) if arb is not None else None
+
+    def _want(self, name: str, svc: ServiceConfig, verdict: gates.Verdict) -> None:
+        """Tell the arbiter thread whether this host wants the key: while UP, while a start
+        waits for it, and while FAIL with a reclaim to come (the resource may still be held
+        until the reclaim has run); else it is deleted for the next holder."""
+        arb = self.arbiter()
+        if not svc.arbiter or arb is None:
+            return
+        state, view = self.states.state(name), arb.view(name)
+        held_fail = state is State.FAIL and bool(svc.reclaim) and view is not None and view.held
+        arb.want(name, state is State.UP or verdict.arbiter == "claim" or held_fail)
+
+    def _stop_timeout(self, name: str, svc: ServiceConfig, view: ArbiterView | None) -> float:
+        """The stop of a lost holder must end before its lease can: ttl after the last
+        confirmed renewal (less a margin), whatever the service's timeout says."""
+        if view is None or view.renewed == float("-inf"):
+            return svc.timeout  # no lease of this failsh ever covered it
+        left = view.stop_by() - time.monotonic()
+        if left < MIN_STOP:
+            log.error("%s: lost the arbiter %.1f s too late to stop before the etcd lease can end (was failsh "
+                      "stalled?): another host may start it meanwhile", name, MIN_STOP - left)
+            return MIN_STOP
+        return min(svc.timeout, left)
+
+    def _lost(self, name: str, svc: ServiceConfig, reason: str, view: ArbiterView | None) -> None:
+        """Stop now, within the lease, then FAIL: peers take over once the key is free."""
+        timeout = self._stop_timeout(name, svc, view)
+        log.warning("%s: %s: stopping within %.2f s, before the etcd lease can end", name, reason, timeout)
+        self.act(name, svc, "stop", reason, timeout=timeout, final=State.FAIL)
+
+    @contextmanager
+    def _lease_watch(self, name: str) -> Iterator[list[bool]]:
+        """While a start runs: cancel it the moment the key no longer holds (yields [fired])."""
+        fired, done = [False], threading.Event()
+
+        def watch() -> None:
+            for _ in range(10**7):  # bounded: LEASE_WATCH apart, until the start returns
+                arb = self.arbiter()
+                view = arb.view(name) if arb is not None else None
+                if view is None or not view.holds(time.monotonic()):
+                    fired[0] = True
+                    procedures.cancel_running("cancelled: lost the arbiter")
+                    return
+                if done.wait(LEASE_WATCH):
+                    return
+        thread = threading.Thread(target=watch, name=f"lease-watch-{name}", daemon=True)
+        thread.start()
+        try:
+            yield fired
+        finally:
+            done.set()
+            thread.join(1)
+
+    def _start_arbitrated(self, name: str, svc: ServiceConfig, view: ArbiterView) -> tuple[State, str]:
+        """The start, with the fencing token in FO_FENCING_TOKEN, cancelled if the key is
+        lost meanwhile; then the stop too, within the lease (the start may have done half)."""
+        with self._lease_watch(name) as lost:
+            out = self._procedure(name, "start", svc, env={"FO_FENCING_TOKEN": str(view.token)})
+        if not lost[0]:
+            return out.state, out.reason
+        timeout = self._stop_timeout(name, svc, self.arbiter_view(svc))
+        if svc.stop:
+            stop = self._procedure(name, "stop", svc, timeout=timeout)
+            return State.FAIL, f"lost the arbiter during the start ({out.reason}); {stop.reason}"
+        return State.FAIL, f"lost the arbiter during the start ({out.reason})"
 
     def paused(self, name: str) -> Pause | None:
         """Is ``name`` in maintenance on this host, as the local faild last said?"""
@@ -112,25 +199,37 @@ class ServiceRunner:
         view = net.snapshot.get(self.node) if net is not None else None
         return view.pause_of(name) if view is not None else None
 
-    def act(self, name: str, svc: ServiceConfig, kind: str, reason: str) -> State:
-        """Run the start, stop or reclaim procedure and take the state it returns."""
+    def act(self, name: str, svc: ServiceConfig, kind: str, reason: str, timeout: float | None = None,
+            final: State | None = None) -> State:
+        """Run the start, stop or reclaim procedure and take the state it returns (``final``
+        instead, unless it is UP); ``timeout`` instead of the service's.  An arbitrated
+        service starts only while this host holds its key."""
         if name in self._acting:
             log.warning("%s: %s requested while a procedure of it runs: ignored", name, kind)
             return self.states.state(name)
+        view = self.arbiter_view(svc) if kind == "start" else None
+        if svc.arbiter and kind == "start" and (view is None or not view.holds(time.monotonic())):
+            log.warning("%s: not started: this host does not hold its key in the arbiter", name)
+            return self.states.state(name)
         self._acting.add(name)
         try:
-            if getattr(svc, kind):
-                out = self._procedure(name, kind, svc)
+            if view is not None and svc.start:
+                new, why = self._start_arbitrated(name, svc, view)
+            elif getattr(svc, kind):
+                out = self._procedure(name, kind, svc, timeout)
                 new, why = out.state, out.reason
             else:
                 new, why = _NO_SCRIPT[kind], f"no {kind} procedure"
+            if final is not None and new is not State.UP:
+                new = final
             self.states.set(name, new, f"{reason}; {why}")
             return new
         finally:
             self._acting.discard(name)
 
-    def _procedure(self, name: str, kind: str, svc: ServiceConfig) -> Outcome:
-        out = run_procedure(self.tcl, name, kind, getattr(svc, kind), svc.timeout)
+    def _procedure(self, name: str, kind: str, svc: ServiceConfig, timeout: float | None = None,
+                   env: Mapping[str, str] | None = None) -> Outcome:
+        out = run_procedure(self.tcl, name, kind, getattr(svc, kind), timeout or svc.timeout, env)
         metrics.procedure(name, kind, out.kind, out.error)
         return out
 
