@@ -50,6 +50,9 @@ ERRORS = {
     "dead time within an interval": ("failsvc web slaves b\nfailsvc web interval 2\nfailhost b deadtime 1.5\n", 3,
                                      "on a: b's dead time 1.5 s (failhost deadtime) is not longer than the interval "
                                      "it is polled at (2 s, service web)"),
+    "an arbiter not named": ("failsvc web slaves b\nfailsvc web arbiter etcd\n", 2,
+                             "web is under the arbiter (failsvc web arbiter etcd) but the file has no failarbiter: "
+                             "it would never start"),
     "loads for one host only": ("failsvc web slaves b\nif {$env(FO_NODE) eq \"b\"} { error \"not here\" }\n", 2,
                                 "the file does not load as host b: not here"),
 }

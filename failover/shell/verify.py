@@ -87,6 +87,7 @@ def verify(first: Loaded, load: Loader, addresses: Mapping[str, str], dead_facto
     for one in loaded.values():
         findings += _scripts(one)
         findings += _deadtimes(one, dead_factor)
+        findings += _arbiter(one)
     findings += _in_no_list(loaded, first.host)
     findings += _order(loaded)
     findings += _addresses(loaded, first.host, addresses, path, resolve or _resolves)
@@ -179,6 +180,15 @@ def _scripts(one: Loaded) -> list[Finding]:
                 findings.append(Finding(ERROR, where, f"{what} calls \"{word}\", which is not defined "
                                                       "(no proc or command of that name once the file is loaded)"))
     return findings
+
+
+def _arbiter(one: Loaded) -> list[Finding]:
+    """A service under the arbiter in a file without failarbiter would never start."""
+    if one.policy.arbiter is not None:
+        return []
+    return [Finding(ERROR, _where(svc, "arbiter"), f"{name} is under the arbiter (failsvc {name} arbiter etcd) "
+                    "but the file has no failarbiter: it would never start")
+            for name, svc in sorted(one.policy.services.items()) if svc.arbiter]
 
 
 def _short(script: str) -> str:
