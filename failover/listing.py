@@ -54,6 +54,7 @@ class ListReader:
         self.resyncs = 0                 # full reads forced by a restart, a counter gone back, a removal
         self.pages = 0                   # replies taken
         self._read: _Read | None = None
+        self._asked: dict[str, Asked] = {}  # request id -> what it asked (ask/answer)
 
     def request(self) -> Asked:
         """The ``list`` members of the next request."""
@@ -61,6 +62,25 @@ class ListReader:
         if read is not None:
             return {"after": read.after} if read.since is None else {"since": read.since, "after": read.after}
         return {"after": ""} if self.counter is None else {"since": self.counter}
+
+    @property
+    def pending(self) -> bool:
+        """A request is wanted now: the next page of a read, or a full read after a resync."""
+        return self._read is not None or (self.counter is None and self.complete and not self.legacy)
+
+    def ask(self, rid: str) -> Asked:
+        """:meth:`request`, remembered under the request id ``rid`` for :meth:`answer` (for a
+        caller with several requests in flight: failsh's network thread)."""
+        asked = self._asked[rid] = self.request()
+        if len(self._asked) > 8:  # forget the oldest unanswered
+            self._asked.pop(next(iter(self._asked)))
+        return asked
+
+    def answer(self, rid: str, page: Page) -> bool:
+        """:meth:`take` of the reply to the request ``rid`` (as :meth:`ask` sent it); False
+        for a reply to no request of ours."""
+        asked = self._asked.pop(rid, None)
+        return asked is not None and self.take(asked, page)
 
     def resync(self) -> None:
         """Read everything again at the next request (the view stays until that read is done)."""
@@ -112,7 +132,7 @@ class ListReader:
         if read.since is None:
             self._done(read.started, read.counter, read.records, read.flags or ({}, {}))
             return True
-        records = {**self.records, **read.records}
+        records = {**self.records, **read.records} if read.records else self.records
         if read.stable and page.count is not None and len(records) != page.count:
             self.resyncs += 1  # a record is gone (or the community's access changed): read everything
             self.resync()
