@@ -266,6 +266,9 @@ class DictStore:
     def get(self, name: str) -> ServiceRecord | None:
         return self.records.get(name)
 
+    def __len__(self) -> int:
+        return len(self.records)
+
     def all(self) -> list[ServiceRecord]:
         return [self.records[n] for n in sorted(self.records)]
 
