@@ -31,6 +31,8 @@ from failover.faild.server import Faild
 from failover.faild.store import Store
 from failover.listing import ListReader
 from failover.model import HostInfo
+from failover.shell.control import ControlPort
+from failover.shell.localstate import Change
 from failover.shell.peerlink import PeerLink, PeerSpec
 from failover.shell.view import UNKNOWN, UP
 from failover.states import State
@@ -300,3 +302,20 @@ def test_failsh_view_of_a_peer_is_what_a_full_read_gives(seed: int) -> None:
     finally:
         link.close(poller)
         ctx.destroy(linger=0)
+
+
+@pytest.mark.fast
+def test_failsh_control_port_pages_its_list_too() -> None:
+    """failsh's control port (and hc's monitor) serve the protocol through the same Faild:
+    a paged read of 2,000 services works there as on faild, and an un-paged one is refused."""
+    port = ControlPort("www1", "public")
+    for i in range(2000):
+        port.on_change(Change(f"svc{i:04d}-" + "x" * 40, None, State.UP, "start procedure returned UP", 1.7e9))
+    reader = ListReader()
+    while not reader.take(asked := reader.request(), model.page_from_wire(
+            protocol.decode_reply(port.handle(protocol.encode({"v": 1, "id": 1, "op": "list", **asked}))))):
+        pass
+    assert len(reader.records) == 2000 and reader.pages > 2 and reader.maintenance == {}
+    refused = protocol.decode_reply(port.handle(protocol.encode({"v": 1, "id": 2, "op": "list"})))
+    assert refused["error"] == "TOOBIG"
+

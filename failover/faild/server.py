@@ -267,7 +267,7 @@ class Faild:
                 raise Denied("community has no read access to this host")
             key = ("page", req.community, req.since, req.after or "") if req.paged else ("list", req.community)
         version = (self.store.counter, self._flags_version())
-        if version != self._cached_at or len(self._services_json) > 4096:
+        if version != self._cached_at or len(self._services_json) > 256:
             self._services_json.clear()
             self._cached_at = version
         services = self._services_json.get(key)
