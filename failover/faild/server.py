@@ -283,7 +283,7 @@ class Faild:
                 services = self._whole(self._view(req.community).records, req)
             self._services_json[key] = services
         if isinstance(services, protocol.ProtocolError):
-            raise services
+            raise protocol.ProtocolError(services.code, str(services))  # a new one: a raise extends its traceback
         return protocol.encode_ok(req.id, f'"host":{self._host_json()},{services}')
 
     def _view(self, community: str) -> _View:
