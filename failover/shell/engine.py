@@ -180,6 +180,7 @@ class Engine:
     # Policy changes -------------------------------------------------------
     def policy_changed(self) -> None:
         """A failsvc/failhost at run time (prompt, trap) or a reload: follow the new model."""
+        self.runner.policy_changed()
         if not self.started:
             return
         if self.net is not None:
