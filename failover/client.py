@@ -18,7 +18,8 @@ from typing import Any
 import zmq
 
 from failover import ports, protocol, transport
-from failover.model import HostInfo, Reply, ServiceRecord, Transition, reply_from_wire
+from failover.listing import Asked, ListReader
+from failover.model import HostInfo, Page, Reply, ServiceRecord, Transition, page_from_wire, reply_from_wire
 from failover.states import State, parse_state
 from failover.transport import Curve
 
@@ -192,8 +193,61 @@ class Client:
         return services[0]
 
     def list(self) -> tuple[HostInfo, list[ServiceRecord]]:
-        reply = self.ask("list")
-        return self._need(reply.host, "host"), self._need(reply.services, "services")
+        """Every record the community may read, by name (:meth:`list_all`)."""
+        reader = self.list_all()
+        assert reader.host is not None
+        return reader.host, reader.sorted()
+
+    def list_all(self) -> ListReader:
+        """Everything the faild holds for the community (records, maintenance, prefer),
+        read in as many pages as it takes (docs/protocol.md, "Paged and incremental list")."""
+        return self.refresh(ListReader())
+
+    def refresh(self, reader: ListReader) -> ListReader:
+        """Bring ``reader`` up to date: a full read the first time, then only what changed
+        since the last read (a full read again after a restart of the faild)."""
+        resyncs = reader.resyncs
+        for _ in range(protocol.MAX_SERVICES + 10):  # each page makes progress (ListReader.take)
+            if reader.resyncs > resyncs + 3:
+                raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: its list changed under "
+                                    "every read (restarted again and again?)")
+            asked = reader.request()
+            if reader.take(asked, self.page(asked)):
+                return reader
+        raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: a list without end")
+
+    def changes(self, since: int) -> Page:
+        """The records changed after counter ``since`` (every page of one incremental read),
+        and maintenance and prefer if they changed (else None).  The result's ``counter``
+        is the ``since`` of the next call.  A restart of the faild is not looked for here
+        (compare ``host.started``, or use :meth:`refresh`).  From a faild older than paging:
+        the whole list, with ``counter`` None."""
+        first = page = self.page({"since": since})
+        services = list(page.services)
+        while page.more:
+            if not page.services:
+                raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: reply.services: "
+                                    "empty, yet 'more' is true")
+            after = services[-1].name
+            page = self.page({"since": since, "after": after})
+            if page.services and not page.services[0].name > after:
+                raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: reply.services: "
+                                    f"{page.services[0].name!r} is not after {after!r}")
+            if page.host.started != first.host.started:
+                raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: it restarted during the read")
+            services += page.services
+            if len(services) > protocol.MAX_SERVICES:
+                raise RequestFailed("BADREPLY", f"bad reply from {self.endpoint}: more than "
+                                    f"{protocol.MAX_SERVICES} services")
+        return Page(first.host, services, first.counter, page.count, False, first.maintenance, first.prefer)
+
+    def page(self, asked: Asked) -> Page:
+        """One ``list`` request with the members ``asked`` (``after``, ``since``), its reply checked."""
+        reply = self._call("list", dict(asked))
+        try:
+            return page_from_wire(reply)
+        except protocol.ProtocolError as exc:
+            raise RequestFailed(exc.code, f"bad reply from {self.endpoint}: {exc}") from None
 
     def set(self, service: str, state: State | str, reason: str = "") -> ServiceRecord:
         services = self._need(self.ask("set", service=service, state=parse_state(state), reason=reason).services,

@@ -288,9 +288,9 @@ class HostInfo:
 
 
 def records_from_wire(items: object, where: str = "services") -> list[ServiceRecord]:
-    """A ``services`` list: at most 256 records, each name once."""
-    if not isinstance(items, list) or len(items) > protocol.MAX_SERVICES:
-        raise bad(where, f"not a list of at most {protocol.MAX_SERVICES} records: {_show(items)}")
+    """A ``services`` list: at most protocol.MAX_PAGE records (what a message holds), each name once."""
+    if not isinstance(items, list) or len(items) > protocol.MAX_PAGE:
+        raise bad(where, f"not a list of at most {protocol.MAX_PAGE} records: {_show(items)}")
     records = [ServiceRecord.from_wire(d, f"{where}[{i}]") for i, d in enumerate(items)]
     seen: set[str] = set()
     for i, rec in enumerate(records):
@@ -319,15 +319,21 @@ class Reply:
     # empty when the reply has none (an older faild, or nothing set)
     maintenance: dict[str, MaintEntry] = attrs.field(factory=dict)
     prefer: dict[str, PreferEntry] = attrs.field(factory=dict)
+    # a page of a paged 'list' (docs/protocol.md, "Paged and incremental list"): faild's change
+    # counter, how many records the community may read there, whether more pages follow
+    counter: int | None = None
+    count: int | None = None
+    more: bool | None = None
+    flags: bool = False  # the reply has a "maintenance" or a "prefer" member
 
 
 def reply_from_wire(reply: object) -> Reply:
     """Validate the members of an ok reply (as protocol.decode_reply returns it) that any
     op may carry: ``host``, ``services``, ``history``, ``changed``, ``truncated``,
-    ``maintenance``, ``prefer``; a member that is there is checked whether or not the op
-    needs it (``null`` counts as absent).  ProtocolError (BADREPLY)."""
+    ``maintenance``, ``prefer``, ``counter``, ``count``, ``more``; a member that is there is
+    checked whether or not the op needs it (``null`` counts as absent).  ProtocolError (BADREPLY)."""
     d = _object(reply, "reply")
-    for key in ("changed", "truncated"):
+    for key in ("changed", "truncated", "more"):
         if d.get(key) is not None and not isinstance(d[key], bool):
             raise bad(f"reply.{key}", f"not true or false: {_show(d[key])}")
     return Reply(host=None if d.get("host") is None else HostInfo.from_wire(d["host"]),
@@ -335,7 +341,10 @@ def reply_from_wire(reply: object) -> Reply:
                  history=None if "history" not in d else history_from_wire(d["history"]),
                  changed=d.get("changed"), truncated=bool(d.get("truncated")),
                  maintenance={} if d.get("maintenance") is None else maintenance_from_wire(d["maintenance"]),
-                 prefer={} if d.get("prefer") is None else prefer_from_wire(d["prefer"]))
+                 prefer={} if d.get("prefer") is None else prefer_from_wire(d["prefer"]),
+                 counter=None if d.get("counter") is None else wire_int(d, "counter", "reply"),
+                 count=None if d.get("count") is None else wire_int(d, "count", "reply", 0, protocol.MAX_SERVICES),
+                 more=d.get("more"), flags=d.get("maintenance") is not None or d.get("prefer") is not None)
 
 
 def list_from_wire(reply: object) -> tuple[HostInfo, list[ServiceRecord]]:
@@ -350,3 +359,43 @@ def list_from_wire(reply: object) -> tuple[HostInfo, list[ServiceRecord]]:
     parsed = reply_from_wire(d)
     assert parsed.host is not None and parsed.services is not None
     return parsed.host, parsed.services
+
+
+@attrs.frozen
+class Page:
+    """A reply to a ``list``: one page of a paged read (``counter`` set), or a whole
+    un-paged list (``counter`` None: the reply of a faild older than paging)."""
+
+    host: HostInfo
+    services: list[ServiceRecord]
+    counter: int | None = None
+    count: int | None = None
+    more: bool = False
+    # the host's whole maintenance and prefer; None (paged reply only): not in this page,
+    # what the reader has is still right
+    maintenance: dict[str, MaintEntry] | None = None
+    prefer: dict[str, PreferEntry] | None = None
+
+
+def page_from_wire(reply: object) -> Page:
+    """A reply to a ``list``, paged or not (see :class:`Page`).  Besides what
+    :func:`list_from_wire` checks: a paged reply has ``counter``, ``count`` and ``more``
+    together, its records in ascending name order, and ``maintenance`` and ``prefer``
+    both or neither.  ProtocolError (BADREPLY)."""
+    host, _ = list_from_wire(reply)
+    parsed = reply_from_wire(reply)
+    assert parsed.services is not None
+    paged = [parsed.counter is not None, parsed.count is not None, parsed.more is not None]
+    if any(paged) and not all(paged):
+        raise bad("reply", "a page needs all of 'counter', 'count' and 'more'")
+    if parsed.counter is None:  # an un-paged list: absent flags mean none
+        return Page(host, parsed.services, maintenance=parsed.maintenance, prefer=parsed.prefer)
+    names = [r.name for r in parsed.services]
+    for i in range(1, len(names)):
+        if not names[i - 1] < names[i]:
+            raise bad(f"reply.services[{i}].name", f"{_show(names[i])} not after {_show(names[i - 1])}")
+    d = _object(reply, "reply")
+    if (d.get("maintenance") is None) != (d.get("prefer") is None):
+        raise bad("reply", "a page has both 'maintenance' and 'prefer' or neither")
+    return Page(host, parsed.services, parsed.counter, parsed.count, bool(parsed.more),
+                parsed.maintenance if parsed.flags else None, parsed.prefer if parsed.flags else None)

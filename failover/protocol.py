@@ -20,7 +20,9 @@ VERSION = 1
 MAX_MESSAGE = 64 * 1024  # also set as ZMQ_MAXMSGSIZE on every faild socket
 DEFAULT_PORT = ports.FAILD  # the table is failover/ports.py; this name is for failover/shell/
 DEFAULT_COMMUNITY = "public"
-MAX_SERVICES = 256  # per faild, so that a 'list' reply always fits in MAX_MESSAGE
+MAX_SERVICES = 100_000  # per faild: a safety bound (state file, memory); 'list' is read in pages
+LEGACY_LIST = 256  # most records an un-paged 'list' reply carries (what a failover 0.6 client accepts)
+MAX_PAGE = MAX_MESSAGE // 32  # most records one reply can hold (the smallest record is over 40 bytes)
 Wire = dict[str, Any]  # a message, or a member of one, as JSON gives it
 
 # op -> fields it requires (beyond v, id, op)
@@ -93,6 +95,13 @@ class Request:
     on: bool | None = None       # maint: maintenance on (True) or off (False)
     host: str | None = None      # prefer: the switchover target, None to clear
     agent: str = ""              # any op: the sending program ("failctl"), for the "by" faild records
+    after: str | None = None     # list: a paged read, from the first name after this one ("": from the start)
+    since: int | None = None     # list: a paged read of the records changed after this counter only
+
+    @property
+    def paged(self) -> bool:
+        """A ``list`` that reads in pages (docs/protocol.md, "Paged and incremental list")."""
+        return self.after is not None or self.since is not None
 
     def to_wire(self) -> Wire:
         msg: dict[str, Any] = {"v": VERSION, "id": self.id, "op": self.op,
@@ -113,6 +122,10 @@ class Request:
             msg["on"] = bool(self.on)
         if self.op == "prefer":
             msg["host"] = self.host
+        if self.after is not None:
+            msg["after"] = self.after
+        if self.since is not None:
+            msg["since"] = self.since
         return msg
 
 
@@ -213,11 +226,17 @@ def _build(msg: Wire, op: str, rid: str | int) -> Request:
     host = msg.get("host")
     if host is not None and not valid_name(host):
         raise ProtocolError("BADREQUEST", f"invalid host name {_short(host)}")
+    after, since = msg.get("after"), msg.get("since")
+    if after is not None and after != "" and not valid_name(after):
+        raise ProtocolError("BADREQUEST", f"field 'after' must be \"\" or a service name, not {_short(after)}")
+    if since is not None and (type(since) is not int or not 0 <= since < 2**63):
+        raise ProtocolError("BADREQUEST", "field 'since' must be a counter 0..2**63-1")
     agent = msg.get("agent", "")
     if agent != "" and not (valid_name(agent) and len(agent) <= MAX_AGENT):
         raise ProtocolError("BADREQUEST", f"field 'agent' must be a name of at most {MAX_AGENT} characters "
                             "of A-Za-z0-9_.:@+-")
     return Request(op=op, id=rid, ttl=float(ttl), pid=pid, pidstart=pidstart, on=on, host=host, agent=agent,
+                   after=after, since=since,
                    community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
                    service=service, state=state, reason=clean_text(_text(msg, "reason")), limit=limit,
                    facility=_text(msg, "facility", "", 32) or None,

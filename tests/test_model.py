@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from support import json_paths, replaced
 
 from failover import model, protocol
+from failover.listing import ListReader
 from failover.model import HostInfo, LeaseEnd, MaintEntry, PreferEntry, ServiceRecord, Transition
 from failover.observe import feed
 from failover.states import State
@@ -107,7 +108,7 @@ BAD_LIST = [
     (("services", 0, "counter"), False, "services[0].counter"),
     (("services", 0), "web", "services[0]: expected an object"),
     (("services",), {"web": RECORD}, "reply.services: not a list"),
-    (("services",), [RECORD] * 257, "services: not a list of at most 256"),
+    (("services",), [RECORD] * (protocol.MAX_PAGE + 1), "services: not a list of at most 2048"),
     (("services",), ..., "reply.services: not a list"),
     (("host",), [HOST], "reply.host: not an object"),
     (("host",), ..., "reply.host: not an object"),
@@ -159,6 +160,45 @@ def test_bad_list_reply_names_the_field(path: tuple, value: object, where: str) 
     assert len(str(err.value)) < 300  # a bad value is shown cut short
 
 
+PAGE = {**LIST, "services": [{**RECORD, "name": "db"}, RECORD], "counter": 12, "count": 40, "more": True}
+BAD_PAGE = [
+    (("counter",), -1, "reply.counter"),
+    (("counter",), 1.0, "reply.counter"),
+    (("counter",), True, "reply.counter"),
+    (("counter",), 2**63, "reply.counter"),
+    (("count",), protocol.MAX_SERVICES + 1, "reply.count"),
+    (("count",), "40", "reply.count"),
+    (("more",), 1, "reply.more"),
+    (("more",), "false", "reply.more"),
+    (("more",), ..., "a page needs all of"),
+    (("counter",), ..., "" if False else "a page needs all of"),  # count and more without counter
+    (("services",), [RECORD, {**RECORD, "name": "db"}], "reply.services[1].name: 'db' not after 'web'"),
+    (("prefer",), ..., "both 'maintenance' and 'prefer' or neither"),
+    (("maintenance",), ..., "both 'maintenance' and 'prefer' or neither"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "where"), BAD_PAGE, ids=[f"{'.'.join(map(str, p))}={v!r}"[:60]
+                                                                      for p, v, _ in BAD_PAGE])
+def test_bad_page_names_the_field(path: tuple, value: object, where: str) -> None:
+    with pytest.raises(protocol.ProtocolError) as err:
+        model.page_from_wire(replaced(PAGE, path, value))
+    assert err.value.code == "BADREPLY"
+    assert where in str(err.value), str(err.value)
+
+
+def test_valid_pages() -> None:
+    page = model.page_from_wire(json.loads(json.dumps(PAGE)))
+    assert (page.counter, page.count, page.more, [r.name for r in page.services]) == (12, 40, True, ["db", "web"])
+    assert page.maintenance is not None and set(page.maintenance) == {"*", "web"}
+    bare = {k: v for k, v in PAGE.items() if k not in ("maintenance", "prefer")}
+    assert model.page_from_wire(bare).maintenance is None  # unchanged: not in this page
+    assert model.page_from_wire({**bare, "maintenance": {}, "prefer": {}}).maintenance == {}
+    legacy = {k: v for k, v in LIST.items() if k not in ("maintenance", "prefer")}
+    page = model.page_from_wire(legacy)  # an un-paged list: no flags means none
+    assert page.counter is None and page.maintenance == {} and page.prefer == {} and len(page.services) == 2
+
+
 BAD_TRANSITIONS = [
     ("time", math.nan), ("time", "now"), ("old", "SIDEWAYS"), ("old", ""), ("new", None), ("service", 5),
     ("reason", 5), ("reason", "x" * 257), ("counter", None),
@@ -198,7 +238,8 @@ WORDS = st.sampled_from(["web", "UP", "up ", "FAIL", "RECOVER", "", "bad name", 
                          "expired", "r\x1b" * 100, MAINTENANCE, PREFER])
 
 
-FULL = {**LIST, "history": [TRANSITION], "changed": True, "truncated": False}
+FULL = {**LIST, "history": [TRANSITION], "changed": True, "truncated": False, "counter": 9, "count": 2,
+        "more": True}
 PATHS = json_paths(FULL)
 
 
@@ -215,11 +256,15 @@ def _valid_or_badreply(reply: object) -> None:
             assert math.isfinite(r.last_change) and 0 <= r.last_change <= model.LATEST_TIME
             assert type(r.counter) is int and r.counter >= 0
         json.dumps([r.to_wire() for r in records], allow_nan=False)  # and it can be written out again
+    _page_or_badreply(reply)
     try:
         parsed = model.reply_from_wire(reply)
     except protocol.ProtocolError as exc:
         assert exc.code == "BADREPLY"
     else:
+        assert parsed.counter is None or type(parsed.counter) is int and 0 <= parsed.counter <= model.MAX_COUNTER
+        assert parsed.count is None or type(parsed.count) is int and 0 <= parsed.count <= protocol.MAX_SERVICES
+        assert parsed.more in (None, True, False)
         for t in parsed.history or []:
             assert protocol.clean_text(t.reason) == t.reason and math.isfinite(t.time)
             assert protocol.clean_text(t.by) == t.by and len(t.by) <= model.MAX_BY
@@ -235,6 +280,32 @@ def _valid_or_badreply(reply: object) -> None:
         for key, pe in parsed.prefer.items():
             assert protocol.valid_name(key) and protocol.valid_name(pe.host) and math.isfinite(pe.since)
         json.dumps({k: m.to_wire() for k, m in parsed.maintenance.items()}, allow_nan=False)
+
+
+def _page_or_badreply(reply: object) -> None:
+    """page_from_wire, and a ListReader taking the page as the answer to each request it may send."""
+    try:
+        page = model.page_from_wire(reply)
+    except protocol.ProtocolError as exc:
+        assert exc.code == "BADREPLY" and len(str(exc)) < 300
+        return
+    names = [r.name for r in page.services]
+    assert len(set(names)) == len(names) <= protocol.MAX_PAGE
+    if page.counter is None:
+        assert page.maintenance is not None and page.prefer is not None and not page.more
+    else:
+        assert names == sorted(names) and page.count is not None
+        assert (page.maintenance is None) == (page.prefer is None)
+    for asked in ({"after": ""}, {"since": 3}, {"after": "db"}):
+        reader = ListReader()
+        reader.counter = asked.get("since")  # type: ignore[assignment]
+        try:
+            done = reader.take(asked if "after" not in asked or asked["after"] == "" else {"after": ""}, page)
+        except protocol.ProtocolError as exc:
+            assert exc.code == "BADREPLY"
+            continue
+        if done:
+            assert reader.complete and set(reader.records) >= set(names) - {""} or reader.counter is not None
 
 
 @settings(max_examples=500, deadline=None)

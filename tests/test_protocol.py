@@ -6,7 +6,11 @@ docs/protocol.md is the specification these tests hold the code to.
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Callable
 from typing import Any
+
+import attrs
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +20,7 @@ from failover import model, protocol
 from failover.faild import community
 from failover.faild.server import Faild, changed_by
 from failover.faild.store import Store
+from failover.listing import ListReader
 from failover.model import HostInfo, ServiceRecord, Transition
 from failover.states import State
 
@@ -238,13 +243,16 @@ def test_history_reply_is_cut_to_fit() -> None:
     assert ask(f, frame(op="history", limit=3))["truncated"] is False
 
 
-def test_service_limit() -> None:
+def test_service_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "MAX_SERVICES", 300)  # the real one is 100,000
     f = make_faild()
     for i in range(protocol.MAX_SERVICES):
         f.store.set(f"svc{i}-" + "n" * 50, State.RECOVER)
     assert ask(f, frame(op="set", service="one-too-many", state="UP"))["error"] == "LIMIT"
     assert ask(f, frame(op="set", service="svc0-" + "n" * 50, state="UP"))["ok"]  # existing: fine
-    assert len(f.handle(frame(op="list"))) < protocol.MAX_MESSAGE
+    assert ask(f, frame(op="list"))["error"] == "TOOBIG"  # more than an un-paged reply carries
+    page = ask(f, frame(op="list", after=""))  # a paged read: all 300 fit in one page
+    assert (len(page["services"]), page["count"], page["more"]) == (300, 300, False)
 
 
 class DictStore:
@@ -389,12 +397,12 @@ def test_flag_limits() -> None:
 
 
 def test_largest_replies_fit_in_a_message() -> None:
-    """256 services with the longest names and reasons that JSON escapes most, every
-    maintenance entry and switchover target faild holds: every reply still fits, and
-    keeps every state and flag (only reasons and "by" go)."""
+    """256 services (what an un-paged list carries) with the longest names and reasons that
+    JSON escapes most, every maintenance entry and switchover target faild holds: every
+    reply still fits, and keeps every state and flag (only reasons and "by" go)."""
     f = make_faild()
     wide = "\U0001f600" * 256  # 12 bytes each as JSON \ud83d\ude00
-    names = [f"{i:03d}-" + "n" * 60 for i in range(protocol.MAX_SERVICES)]
+    names = [f"{i:03d}-" + "n" * 60 for i in range(protocol.LEGACY_LIST)]
     for name in names:
         f.store.set(name, State.RECOVER, reason=wide, by="b" * model.MAX_BY)
     agent = "a" * protocol.MAX_AGENT
@@ -408,7 +416,7 @@ def test_largest_replies_fit_in_a_message() -> None:
         reply = model.reply_from_wire(ask(f, req))  # ask: <= MAX_MESSAGE
         assert reply.host is not None
     listed = model.reply_from_wire(ask(f, frame(op="list")))
-    assert listed.services is not None and len(listed.services) == protocol.MAX_SERVICES
+    assert listed.services is not None and len(listed.services) == protocol.LEGACY_LIST
     assert len(listed.maintenance) == model.MAX_MAINT and len(listed.prefer) == model.MAX_PREFER
     assert all(r.reason == "" for r in listed.services)
     one = model.reply_from_wire(ask(f, frame(op="get", service=names[1])))  # small: everything
@@ -480,3 +488,148 @@ def test_handler_always_answers(raw: bytes) -> None:
     f = make_faild()
     reply = ask(f, raw)
     assert reply["ok"] or reply["error"] != "INTERNAL", reply
+
+
+# Paged and incremental list (docs/protocol.md) -------------------------------------------
+
+def read_pages(f: Faild, reader: ListReader, community: str = "public",
+               between: Callable[[], None] | None = None) -> list[bytes]:
+    """Bring ``reader`` up to date from ``f`` as any client does; the raw reply frames.
+    ``between``: called after each page that is not the last of a read (changes mid-read)."""
+    frames = []
+    for _ in range(10000):
+        asked = reader.request()
+        raw = f.handle(frame(op="list", community=community, **asked))
+        assert len(raw) <= protocol.MAX_MESSAGE
+        frames.append(raw)
+        page = model.page_from_wire(protocol.decode_reply(raw))
+        if reader.take(asked, page):
+            return frames
+        if between is not None and page.more:
+            between()
+    raise AssertionError("no end")
+
+
+def full_read(f: Faild, community: str = "public") -> ListReader:
+    reader = ListReader()
+    read_pages(f, reader, community)
+    return reader
+
+
+def same_view(a: ListReader, b: ListReader) -> None:
+    assert a.records == b.records and a.maintenance == b.maintenance and a.prefer == b.prefer
+
+
+def test_a_paged_read_returns_every_record_exactly() -> None:
+    f = make_faild()
+    wide = "\u00e9" * 256  # 6 bytes each as JSON
+    for i in range(3000):
+        f.store.set(f"svc{i:05d}", State.UP if i % 3 else State.FAIL, reason=wide if i % 7 == 0 else "r",
+                    by="failsh")
+    f.store.maint("*", True, "all")
+    f.store.maint("svc00007", True, wide)
+    f.store.set_prefer("svc00009", "h2", "move")
+    reader = ListReader()
+    frames = read_pages(f, reader)
+    assert len(frames) > 3 and reader.complete and not reader.legacy
+    assert reader.sorted() == f.store.all() and reader.counter == f.store.counter
+    assert set(reader.maintenance) == {"*", "svc00007"} and reader.maintenance["svc00007"].reason == wide
+    assert reader.prefer["svc00009"].host == "h2"
+    replies = [json.loads(raw) for raw in frames]
+    assert "maintenance" in replies[0] and all("maintenance" not in r and "prefer" not in r for r in replies[1:])
+    assert all(r["count"] == 3000 and r["counter"] == f.store.counter for r in replies)
+    assert [r["more"] for r in replies] == [True] * (len(replies) - 1) + [False]
+    # an un-paged list of so many is refused, never cut short
+    r = ask(f, frame(op="list"))
+    assert r["error"] == "TOOBIG"
+    assert r["message"] == ("h1 holds 3000 services, more than one reply carries; this client must read them "
+                            "in pages (failover >= 0.7)")
+
+
+def test_an_unchanged_faild_costs_a_few_bytes_and_changes_come_alone() -> None:
+    f = make_faild()
+    for i in range(5000):
+        f.store.set(f"svc{i:05d}", State.UP, reason="start procedure returned UP", by="failsh")
+    reader = full_read(f)
+    counter = reader.counter
+    (raw,) = read_pages(f, reader)
+    assert len(raw) < 300, raw
+    assert json.loads(raw)["services"] == [] and reader.counter == counter
+    f.store.set("svc04711", State.FAIL, "check failed")
+    f.store.set("svc00001", State.RECOVER)
+    (raw,) = read_pages(f, reader)
+    changed = json.loads(raw)
+    assert [s["name"] for s in changed["services"]] == ["svc00001", "svc04711"]
+    assert "maintenance" not in changed and changed["counter"] == counter + 2 == reader.counter
+    assert reader.records["svc04711"].state is State.FAIL
+    # maintenance and prefer move the counter: they come (both, whole) on the next read
+    f.store.maint("svc00002", True, "disk")
+    (raw,) = read_pages(f, reader)
+    flagged = json.loads(raw)
+    assert flagged["services"] == [] and set(flagged["maintenance"]) == {"svc00002"} and flagged["prefer"] == {}
+    f.store.maint("svc00002", False)
+    read_pages(f, reader)
+    assert reader.maintenance == {}
+    same_view(reader, full_read(f))
+    # an un-paged list that fits (a failover 0.6 client) is answered whole, as before
+    small = make_faild()
+    small.store.set("web", State.UP)
+    assert [s["name"] for s in ask(small, frame(op="list"))["services"]] == ["web"]
+
+
+def test_a_restarted_faild_or_a_counter_gone_back_is_read_again_in_full() -> None:
+    store = Store(None)
+    for i in range(2000):
+        store.set(f"svc{i:05d}", State.UP)
+    f = Faild(store, community.DEFAULT_RULES, HOST, leases=True)
+    reader = full_read(f)
+    # the same state file under a new process: a full read, even though nothing changed
+    again = Faild(store, community.DEFAULT_RULES, attrs.evolve(HOST, started=HOST.started + 60), leases=True)
+    frames = read_pages(again, reader)
+    assert reader.resyncs == 1 and len(frames) > 2 and json.loads(frames[1])["count"] == 2000
+    # a state file from a backup: fewer services, a lower counter (and a new process)
+    old = Store(None)
+    for i in range(10):
+        old.set(f"svc{i:05d}", State.FAIL)
+    replaced_ = Faild(old, community.DEFAULT_RULES, attrs.evolve(HOST, started=HOST.started + 120), leases=True)
+    read_pages(replaced_, reader)
+    assert reader.resyncs == 2 and reader.sorted() == old.all()
+    # a counter below the reader's without a new start time: read again all the same
+    reader.counter = old.counter + 5
+    read_pages(replaced_, reader)
+    assert reader.resyncs == 3 and reader.sorted() == old.all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_reads_stay_identical_to_a_full_read(seed: int) -> None:
+    """Random sets, removals, maintenance and switchovers, some of them between the pages
+    of a read: after every read the incremental view is exactly a full read's."""
+    rng = random.Random(seed)
+    store = Store(None)
+    names = [f"svc{i:04d}" + "x" * rng.randrange(40) for i in range(rng.choice([50, 1500, 2500]))]
+    # "partial" may read every third service only
+    f = Faild(store, community.Rules({("*", "public"): community.RW,
+                                      **{(n, "partial"): community.RO for n in names[::3]}}), HOST, leases=True)
+
+    def change() -> None:
+        for _ in range(rng.randrange(1, 30)):
+            name = rng.choice(names)
+            roll = rng.random()
+            if roll < 0.8:
+                store.set(name, rng.choice(list(State)), "r" * rng.randrange(200))
+            elif roll < 0.85:
+                store.remove(name)
+            elif roll < 0.95:
+                store.maint(rng.choice([name, "*"]), rng.random() < 0.6, "m")
+            else:
+                store.set_prefer(name, rng.choice([None, "h2"]))
+
+    change()
+    readers = {c: ListReader() for c in ("public", "partial")}
+    for _ in range(25):
+        for c, reader in readers.items():
+            read_pages(f, reader, c, between=change if rng.random() < 0.3 else None)
+            read_pages(f, reader, c)  # changes made during the read come now, if any
+            same_view(reader, full_read(f, c))
+        change()
+    assert len(readers["public"].records) >= len(readers["partial"].records)

@@ -195,18 +195,18 @@ def ask_all(args: argparse.Namespace, identity: keys.Identity | None, hosts: lis
     def one(h: Host) -> None:
         try:
             with connect(args, identity, h) as c:
-                reply = c.ask("list")
+                listed = c.list_all()  # in pages: a faild may hold far more than one reply carries
         except client.ClientError as exc:
             h.error, h.exit = str(exc), common.exit_code(exc)
             return
         except keys.KeyFileError as exc:
             h.error, h.exit = str(exc), common.EXIT_CONFIG
             return
-        h.info = reply.host
+        h.info = listed.host
         if h.info is not None:
             h.name = h.info.name
-        h.records = {r.name: r for r in reply.services or []}
-        h.maintenance, h.prefer = reply.maintenance, reply.prefer
+        h.records = dict(listed.records)
+        h.maintenance, h.prefer = listed.maintenance, listed.prefer
         h.error, h.exit = None, common.EXIT_OK
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:

@@ -35,12 +35,12 @@ def fetch(host: str, args, identity: keys.Identity | None = None) -> dict:
         curve = common.curve_for(args, identity, host)
         endpoint = client.endpoint_for(host, args.port)
         with client.Client(endpoint, args.community, args.timeout, args.retries, curve=curve) as c:
-            reply = c.ask("list")
-            info, records = reply.host, reply.services
-            if info is None or records is None:
-                raise client.RequestFailed("BADREPLY", f"bad reply from {endpoint}: no host or services")
-            maintenance = {k: v.to_wire() for k, v in reply.maintenance.items()}
-            prefer = {k: v.to_wire() for k, v in reply.prefer.items()}
+            listed = c.list_all()  # in pages: a faild may hold far more than one reply carries
+            info, records = listed.host, listed.sorted()
+            if info is None:
+                raise client.RequestFailed("BADREPLY", f"bad reply from {endpoint}: no host")
+            maintenance = {k: v.to_wire() for k, v in listed.maintenance.items()}
+            prefer = {k: v.to_wire() for k, v in listed.prefer.items()}
             services = []
             for r in records:
                 entry = maintenance.get(r.name) or maintenance.get("*")

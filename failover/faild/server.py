@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import itertools
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Reversible
+from collections.abc import Callable, Iterable, Reversible
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 import zmq
@@ -121,6 +123,10 @@ class FlagStore(Protocol):
     def flags_version(self) -> int:
         """Moves on every change of maintenance or prefer."""
 
+    @property
+    def flags_counter(self) -> int:
+        """The change counter of the last change of maintenance or prefer (which moves it)."""
+
     def maint(self, key: str, on: bool, reason: str = "", by: str = "") -> bool:
         """Maintenance of a service or "*" on or off; whether it changed.  OSError if not saved."""
 
@@ -135,6 +141,21 @@ def _given(value: T | None) -> T:
     """A field of the request that its op requires: decode_request let none through without it."""
     assert value is not None, "protocol.decode_request checks the fields of protocol.OPS"
     return value
+
+
+@attrs.frozen
+class _View:
+    """The records one community may read, for paged lists: by name and by counter."""
+
+    records: list[ServiceRecord]  # by name
+    names: list[str]
+    by_counter: list[ServiceRecord]
+    counters: list[int]
+
+    @classmethod
+    def of(cls, records: list[ServiceRecord]) -> _View:
+        by_counter = sorted(records, key=lambda r: r.counter)
+        return cls(records, [r.name for r in records], by_counter, [r.counter for r in by_counter])
 
 
 class Denied(Exception):
@@ -169,9 +190,11 @@ class Faild:
         self._host_json_head = protocol.dumps(self._host_wire)[:-1] + (',"lease":' if leases else "")
         self.lease = Lease()  # failsh on this host renews it
         # get/list: the "services" array (and the maintenance and prefer members) as JSON,
-        # per service / per community; cleared when the store's counter or flags_version
-        # moves (whoever changed it) and on reload
-        self._services_json: dict[str | tuple[str, str], str] = {}
+        # per service / per community, and the readable records (_View) and pages of paged
+        # lists; cleared when the store's counter or flags_version moves (whoever changed
+        # it) and on reload
+        self._services_json: dict[str | tuple, Any] = {}
+        self._record_json: dict[str, tuple[ServiceRecord, str]] = {}  # each record's JSON, while it stands
         self._flag_store = store if isinstance(store, FlagStore) else None
         self._cached_at = (store.counter, self._flags_version())
         self._stop = False
@@ -179,6 +202,9 @@ class Faild:
     # Request handling (pure: frame in, frame out) ----------------------
     def _flags_version(self) -> int:
         return self._flag_store.flags_version if self._flag_store is not None else 0
+
+    def _flags_counter(self) -> int:
+        return self._flag_store.flags_counter if self._flag_store is not None else 0
 
     def _need_flags(self, op: str) -> FlagStore:
         """The store of maint and prefer; BADOP where there is none (as from an older faild)."""
@@ -228,7 +254,7 @@ class Faild:
         """'get' and 'list', the peers' polling path: access is checked on every call, the
         services part of the reply is encoded once per state change."""
         rules = self.rules
-        key: str | tuple[str, str]
+        key: str | tuple
         if req.op == "get":
             if not rules.may_read(req.service, req.community):
                 raise Denied(f"community has no read access to {req.service}")
@@ -236,9 +262,9 @@ class Faild:
         else:
             if not rules.knows(req.community):
                 raise Denied("community has no read access to this host")
-            key = ("list", req.community)
+            key = ("page", req.community, req.since, req.after or "") if req.paged else ("list", req.community)
         version = (self.store.counter, self._flags_version())
-        if version != self._cached_at:
+        if version != self._cached_at or len(self._services_json) > 4096:
             self._services_json.clear()
             self._cached_at = version
         services = self._services_json.get(key)
@@ -247,11 +273,70 @@ class Faild:
                 rec = self.store.get(_given(req.service))
                 if rec is None:
                     raise NoService(f"unknown service {req.service!r} on {self.host.name}")
-                recs = [rec]
+                services = self._members([rec], req)
+            elif req.paged:
+                services = self._page(self._view(req.community), req)
             else:
-                recs = [r for r in self.store.all() if rules.may_read(r.name, req.community)]
-            services = self._services_json[key] = self._members(recs, req)
+                services = self._whole(self._view(req.community).records, req)
+            self._services_json[key] = services
+        if isinstance(services, protocol.ProtocolError):
+            raise services
         return protocol.encode_ok(req.id, f'"host":{self._host_json()},{services}')
+
+    def _view(self, community: str) -> _View:
+        """The records ``community`` may read (cached with the replies)."""
+        key = ("view", community)
+        view = self._services_json.get(key)
+        if view is None:
+            rules = self.rules
+            readable = [r for r in self.store.all() if rules.may_read(r.name, community)]
+            view = self._services_json[key] = _View.of(readable)
+        return view
+
+    def _whole(self, recs: list[ServiceRecord], req: protocol.Request) -> str | protocol.ProtocolError:
+        """An un-paged list: every record in one reply, or TOOBIG when they do not fit (more
+        than an old client takes, or than a message holds even without the reasons)."""
+        text = self._members(recs, req) if len(recs) <= protocol.LEGACY_LIST else ""
+        if not text or len(text) > self.BUDGET:
+            return protocol.ProtocolError(
+                "TOOBIG", f"{self.host.name} holds {len(recs)} services, more than one reply carries; "
+                "this client must read them in pages (failover >= 0.7)")
+        return text
+
+    def _record(self, rec: ServiceRecord) -> str:
+        cached = self._record_json.get(rec.name)
+        if cached is None or cached[0] is not rec:
+            if len(self._record_json) > 2 * protocol.MAX_SERVICES:
+                self._record_json.clear()
+            cached = self._record_json[rec.name] = (rec, protocol.dumps(rec.to_wire()))
+        return cached[1]
+
+    def _page(self, view: _View, req: protocol.Request) -> str:
+        """One page of a paged list (docs/protocol.md, "Paged and incremental list"): the
+        readable records after ``after`` (changed after ``since``), as many as fit, and on
+        a read's first page the maintenance and prefer entries if they may have changed."""
+        since, after = req.since, req.after or ""
+        records: Iterable[ServiceRecord]
+        if since is None:
+            records = itertools.islice(view.records, bisect.bisect_right(view.names, after), None)
+        else:
+            changed = view.by_counter[bisect.bisect_right(view.counters, since):]
+            records = sorted((r for r in changed if r.name > after), key=lambda r: r.name)
+        flags = ""
+        if not after and (since is None or self._flags_counter() > since):
+            flags = "," + self._members([], req, services=False, half=True, empty=True)
+        budget = self.BUDGET - len(flags)
+        texts: list[str] = []
+        size, more = 0, False
+        for rec in records:
+            text = self._record(rec)
+            size += len(text) + 1
+            if texts and size > budget:
+                more = True
+                break
+            texts.append(text)
+        return (f'"services":[{",".join(texts)}]{flags},"counter":{self.store.counter},'
+                f'"count":{len(view.records)},"more":{"true" if more else "false"}')
 
     def _host_json(self) -> str:
         """The reply's ``host``: the fixed part, the lease, and why the last one ended."""
@@ -282,11 +367,13 @@ class Faild:
     # what a reply may spend on its services and flags: the rest is "host" and the envelope
     BUDGET = protocol.MAX_MESSAGE - 2048
 
-    def _members(self, recs: list[ServiceRecord], req: protocol.Request, services: bool = True) -> str:
+    def _members(self, recs: list[ServiceRecord], req: protocol.Request, services: bool = True,
+                 half: bool = False, empty: bool = False) -> str:
         """The JSON text of a reply's ``services`` (unless not ``services``), ``maintenance``
-        and ``prefer`` members (the last two only when not empty).  If that would not fit
-        in a message, the reasons and ``by`` of records and entries are left out: the
-        states and flags always get through (docs/protocol.md, Limits)."""
+        and ``prefer`` members (the last two only when not empty, unless ``empty``).  If that
+        would not fit in a message (in half of one, with ``half``: a page's first part),
+        the reasons and ``by`` of records and entries are left out: the states and flags
+        always get through (docs/protocol.md, Limits)."""
         maintenance, prefer = self._flags(req)
         text = ""
         for full in (True, False):
@@ -294,14 +381,14 @@ class Faild:
             if services:
                 parts.append('"services":' + protocol.dumps(
                     [r.to_wire() if full else attrs.evolve(r, reason="", by="").to_wire() for r in recs]))
-            if maintenance:
+            if maintenance or empty:
                 parts.append('"maintenance":' + protocol.dumps(
                     {k: (v if full else MaintEntry(v.since)).to_wire() for k, v in sorted(maintenance.items())}))
-            if prefer:
+            if prefer or empty:
                 parts.append('"prefer":' + protocol.dumps(
                     {k: (v if full else PreferEntry(v.host, v.since)).to_wire() for k, v in sorted(prefer.items())}))
             text = ",".join(parts)
-            if len(text) <= self.BUDGET:
+            if len(text) <= (self.BUDGET // 2 if half else self.BUDGET):
                 break
         return text
 

@@ -9,6 +9,7 @@ file faild starts with never breaks a reader later (docs/faild.md, "State file")
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import reprlib
@@ -27,7 +28,9 @@ from failover.states import State
 log = logging.getLogger("failover.store")
 FILE_FORMAT = 1
 HISTORY_LIMIT = 500
-MAX_FILE = 16 * 1024 * 1024  # far above 256 services + 500 transitions (~200 KiB)
+# above anything faild writes: protocol.MAX_SERVICES records of at most ~4.5 KiB (a reason of
+# 256 and a "by" of 80 characters that JSON writes as \uXXXX escapes) and 500 transitions
+MAX_FILE = 512 * 1024 * 1024
 MAX_REASON = model.MAX_REASON  # what protocol accepts in a set request
 LATEST_TIME = model.LATEST_TIME
 
@@ -47,6 +50,15 @@ class Store:
         self.maintenance: dict[str, MaintEntry] = {}
         self.prefer: dict[str, PreferEntry] = {}
         self.flags_version = 0  # moves on every change of maintenance or prefer (Faild's reply cache)
+        # the counter of the last change of maintenance or prefer (a paged list sends them when
+        # it is after the reader's "since"); the counter at load: a restart makes readers resync
+        self.flags_counter = 0
+        self._sorted: list[ServiceRecord] | None = None  # all(), until the records change
+        # the file's lines of the records (sorted by name) and of the history, as last written:
+        # the file is rewritten on every change, 10,000 services must not be encoded each time
+        self._names: list[str] = []
+        self._lines: list[str] = []
+        self._history_lines: deque[str] = deque(maxlen=history_limit)
         raw = read_state_file(path) if path is not None else None
         if path is not None and raw is not None:
             self._load(path, raw)
@@ -77,13 +89,21 @@ class Store:
             log.warning("state file %s: counter %d is below the highest counter in it; raised to %d",
                         path, self.counter, highest)
             self.counter = highest
+        self.flags_counter = self.counter
+        self._encode_all()
         log.info("loaded %d services from %s", len(self.records), path)
 
     def get(self, name: str) -> ServiceRecord | None:
         return self.records.get(name)
 
     def all(self) -> list[ServiceRecord]:
-        return sorted(self.records.values(), key=lambda r: r.name)
+        """Every record, sorted by name: one list until the next change (do not modify it)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.records.values(), key=lambda r: r.name)
+        return self._sorted
+
+    def __len__(self) -> int:
+        return len(self.records)
 
     def set(self, name: str, state: State, reason: str = "", by: str = "") -> tuple[ServiceRecord, bool]:
         """Set a state; return the record and whether it changed.  Persists changes first:
@@ -99,13 +119,21 @@ class Store:
         rec = ServiceRecord(name=name, state=state, last_change=now, counter=counter, reason=reason, by=by)
         change = Transition(service=name, old=old.state if old else None, new=state,
                             time=now, counter=counter, reason=reason, by=by)
-        history = list(self.history)
+        i = bisect.bisect_left(self._names, name)
+        known = old is not None
+        line = _line(rec)
+        history = list(self._history_lines)
         if self.history.maxlen is not None and len(history) >= self.history.maxlen:
             history = history[len(history) - self.history.maxlen + 1:]
-        self._write(counter, {**self.records, name: rec}, [*history, change])
+        self._write(counter, [*self._lines[:i], line, *self._lines[i + known:]], [*history, _line(change)])
         self.counter = counter
         self.records[name] = rec
+        self._sorted = None
+        self._lines[i:i + known] = [line]
+        if not known:
+            self._names.insert(i, name)
         self.history.append(change)
+        self._history_lines.append(_line(change))
         return rec, True
 
     def maint(self, key: str, on: bool, reason: str = "", by: str = "") -> bool:
@@ -122,9 +150,9 @@ class Store:
                                     by=protocol.clean_text(by)[:model.MAX_BY])
         else:
             del flags[key]
-        self._write(self.counter, self.records, list(self.history), maintenance=flags)
+        self._write(self.counter + 1, maintenance=flags)
         self.maintenance = flags
-        self.flags_version += 1
+        self._flags_changed()
         return True
 
     def set_prefer(self, service: str, host: str | None, reason: str = "", by: str = "") -> bool:
@@ -142,10 +170,16 @@ class Store:
             targets[service] = PreferEntry(host=host, since=time.time(),
                                            reason=protocol.clean_text(reason)[:MAX_REASON],
                                            by=protocol.clean_text(by)[:model.MAX_BY])
-        self._write(self.counter, self.records, list(self.history), prefer=targets)
+        self._write(self.counter + 1, prefer=targets)
         self.prefer = targets
-        self.flags_version += 1
+        self._flags_changed()
         return True
+
+    def _flags_changed(self) -> None:
+        """maintenance or prefer changed (and was written with the counter moved by one)."""
+        self.counter += 1
+        self.flags_counter = self.counter
+        self.flags_version += 1
 
     def remove(self, name: str) -> bool:
         """Forget the record of ``name`` (its transitions stay in the history); whether there
@@ -153,30 +187,42 @@ class Store:
         if name not in self.records:
             return False
         counter = self.counter + 1
-        self._write(counter, {n: r for n, r in self.records.items() if n != name}, list(self.history))
+        i = self._names.index(name)
+        self._write(counter, [*self._lines[:i], *self._lines[i + 1:]])
         self.counter = counter
         del self.records[name]
+        self._sorted = None
+        del self._names[i], self._lines[i]
         return True
 
     def save(self) -> None:
-        self._write(self.counter, self.records, list(self.history))
+        self._encode_all()
+        self._write(self.counter)
 
-    def _write(self, counter: int, records: dict[str, ServiceRecord], history: list[Transition],
+    def _encode_all(self) -> None:
+        self._names = sorted(self.records)
+        self._lines = [_line(self.records[n]) for n in self._names]
+        self._history_lines.clear()
+        self._history_lines.extend(_line(t) for t in self.history)
+
+    def _write(self, counter: int, lines: list[str] | None = None, history: list[str] | None = None,
                maintenance: dict[str, MaintEntry] | None = None, prefer: dict[str, PreferEntry] | None = None) -> None:
-        """Replace the file with these records and history, and the maintenance and prefer
-        given (default: the current ones)."""
+        """Replace the file with these record and history lines (default: the current ones),
+        and the maintenance and prefer given (default: the current ones)."""
         if self.path is None:
             return
+        lines = self._lines if lines is None else lines
+        history = list(self._history_lines) if history is None else history
         maintenance = self.maintenance if maintenance is None else maintenance
         prefer = self.prefer if prefer is None else prefer
-        data: dict[str, Any] = {"format": FILE_FORMAT, "counter": counter,
-                                "services": [records[n].to_wire() for n in sorted(records)],
-                                "history": [t.to_wire() for t in history]}
+        parts = [f'{{\n "format": {FILE_FORMAT},\n "counter": {counter},\n "services": [\n',
+                 ",\n".join(lines), '\n ],\n "history": [\n', ",\n".join(history), "\n ]"]
         if maintenance:  # left out when empty, as in files written before failctl
-            data["maintenance"] = {k: maintenance[k].to_wire() for k in sorted(maintenance)}
+            parts.append(',\n "maintenance": ' + json.dumps({k: maintenance[k].to_wire() for k in sorted(maintenance)}))
         if prefer:
-            data["prefer"] = {k: prefer[k].to_wire() for k in sorted(prefer)}
-        atomic_write(write_target(self.path), json.dumps(data, indent=1).encode())
+            parts.append(',\n "prefer": ' + json.dumps({k: prefer[k].to_wire() for k in sorted(prefer)}))
+        parts.append("\n}\n")
+        atomic_write(write_target(self.path), "".join(parts).encode())
 
     def clean_temp(self) -> None:
         """Remove temporary files a killed faild left next to the state file (faild start-up
@@ -190,6 +236,11 @@ class Store:
                     log.info("removed stale temporary file %s", tmp)
             except OSError as exc:
                 log.warning("cannot remove stale temporary file %s: %s", tmp, exc)
+
+
+def _line(item: ServiceRecord | Transition) -> str:
+    """A record's or a transition's line in the state file."""
+    return "  " + json.dumps(item.to_wire())
 
 
 def read_state_file(path: Path) -> bytes | None:

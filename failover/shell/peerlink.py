@@ -13,6 +13,7 @@ import attrs
 import zmq
 
 from failover import daemon, keys, model, protocol, transport
+from failover.listing import ListReader
 from failover.observe import feed, metrics
 from failover.shell.view import DOWN, UP, PeerView
 from failover.states import State
@@ -44,6 +45,7 @@ class PeerLink:
             poller.register(self.hints, zmq.POLLIN)
         self.polled = 0.0                  # monotonic time of the last poll sent
         self.view = PeerView(spec.name, spec.endpoint)
+        self.lister = ListReader()  # its list, read in pages, then only what changed (listing.py)
         self.born = now
         self.next_due = now
         self.sent: dict[str, float] = {}   # outstanding request id -> monotonic send time
@@ -60,6 +62,8 @@ class PeerLink:
 
     def send(self, rid: int, op: str, **fields: Any) -> bool:
         """Send a request; False if there is no connection to send it on."""
+        if op == "list":
+            fields = {**fields, **self.lister.ask(str(rid))}
         req = protocol.Request(op=op, id=rid, community=self.spec.community, **fields)
         try:
             self.sock.send_multipart([b"", protocol.encode(req.to_wire())], zmq.NOBLOCK)
@@ -109,6 +113,13 @@ class PeerLink:
                             "answering (check its faild -N and failsh's failhost/-P address)",
                             name, self.spec.endpoint, host.name, name)
             return False
+        try:  # a page of the list: the view takes the records and flags once a read is complete
+            listed = isinstance(parsed, model.Page) and self.lister.answer(str(reply.get("id")), parsed)
+        except protocol.ProtocolError as exc:
+            BAD_REPLIES.log(logging.WARNING, name, "bad reply from %s: %s", name, exc)
+            return False
+        if self.lister.pending:  # the next page, or a full read after a restart: ask now
+            self.next_due = min(self.next_due, time.monotonic())
         now = time.monotonic()
         self.last_ok = now
         metrics.observe_query(name, now - sent)
@@ -129,14 +140,15 @@ class PeerLink:
             fields["restarted"] = now  # a new faild process: its failsh needs a moment to renew
             fields["leased"] = fields["lease"] is not None
             self._restarted = True
-        if parsed.services is not None:  # a list reply (not our lease's): the states and the flags
-            fields["services"] = {r.name: r for r in parsed.services}
-            fields["maintenance"], fields["prefer"] = parsed.maintenance, parsed.prefer
+        if listed:  # a list read (not our lease's reply): the states and the flags
+            fields["services"] = self.lister.records
+            fields["maintenance"], fields["prefer"] = self.lister.maintenance, self.lister.prefer
             fields["listed"] = True
         self.view = attrs.evolve(old, **fields)
         new = self.view
         return (old.status != UP or (old.lease is None) != (new.lease is None)
-                or _states(old) != _states(new) or old.started != new.started
+                or (old.services is not new.services and _states(old) != _states(new))
+                or old.started != new.started
                 or old.maintenance != new.maintenance or old.prefer != new.prefer)
 
     def expire(self, now: float) -> bool:
@@ -197,13 +209,13 @@ def _subscribe(ctx: zmq.Context, spec: PeerSpec) -> zmq.Socket | None:
     return sock
 
 
-def _parse_list(reply: dict) -> model.Reply | None:
-    """An ok reply's host, service records, maintenance and switchover targets (None for a
-    refusal); ProtocolError (BADREPLY) if any field is malformed: a peer's bug must not
-    stop the network thread."""
+def _parse_list(reply: dict) -> model.Page | model.Reply | None:
+    """An ok reply's host, and for a list its page (model.Page: records, flags, paging
+    members); None for a refusal.  ProtocolError (BADREPLY) if any field is malformed: a
+    peer's bug must not stop the network thread."""
     if not reply["ok"]:
         return None
-    return model.reply_from_wire(reply)
+    return model.page_from_wire(reply) if "services" in reply else model.reply_from_wire(reply)
 
 
 def waiting(sock: zmq.Socket, limit: int = 64) -> Iterator[bytes]:
