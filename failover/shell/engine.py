@@ -61,6 +61,7 @@ class Engine:
         self.states.observers += [self.snapshots.on_change, self.control.on_change, _log_change,
                                   self._count_change, self.traps.on_change, lambda _c: self.snapshots.publish(),
                                   self.states.write_change]
+        self.snapshots.defer = self.tcl.interp.after_idle
         self.runner = ServiceRunner(opts.node, self.tcl, lambda: self.policy, self.hosts, self.states,
                                     self.snapshots, lambda: self.net, self._net_died)
         self.scheduling = opts.scheduling

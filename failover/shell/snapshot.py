@@ -39,6 +39,10 @@ class Snapshots:
         self.last_check: dict[str, float] = {}   # service -> wall time of its last run
         self.sinks: list[Callable[[dict], None]] = []  # the feed, the web page
         self.seq = 0
+        # the engine's Tcl after_idle: a decision line's change is published once the round of
+        # runs is over, so that a round changing many of them builds one snapshot, not one each
+        self.defer: Callable[[Callable[[], None]], object] | None = None
+        self._publish_due = False
         self._dump_fd: int | None = None
 
     def on_change(self, change: Change) -> None:
@@ -53,7 +57,15 @@ class Snapshots:
         if self.decisions.get(name) != decision:
             log.log(level, "%s: %s", name, decision)
             self.decisions[name] = decision
-            self.publish()
+            if self.defer is None:
+                self.publish()
+            elif not self._publish_due:
+                self._publish_due = True
+                self.defer(self._publish_deferred)
+
+    def _publish_deferred(self) -> None:
+        self._publish_due = False
+        self.publish()
 
     def snapshot(self) -> dict:
         self.seq += 1
