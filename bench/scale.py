@@ -6,14 +6,17 @@ lease and sets its records).  Every service ``sN`` has master ``p1`` and slaves 
 ``pP``; ``p1`` holds them all UP, so the local failsh waits in RECOVER, polling every peer
 at the services' interval.  For each services x peers x interval it prints:
 
-* CPU: failsh, the local faild and all peer failds together, as a share of one core
-  (utime + stime from /proc/PID/stat over ``--seconds``, nothing else done meanwhile);
-* RSS of failsh (and of the local faild);
-* reaction: from the reply of ``failc``-like set of ``p1``'s record of one service to
-  FAIL to the local faild showing it UP (the local failsh polled p1, ran the service and
-  its start procedure, and wrote the state); then the record is set UP again and the
-  handback awaited.  Without a failsh on p1 there is no change hint: the reaction is at
-  most one poll interval plus a round trip plus the run.
+* CPU: failsh (and its main thread, which runs Tcl and the service runs), the local
+  faild and all peer failds together, as a share of one core (utime + stime from
+  /proc/PID/stat over ``--seconds``, nothing else done meanwhile);
+* RSS of failsh;
+* reaction: from setting ``p1``'s record of one service to FAIL (as failc would) to the
+  local failsh's start procedure running (it notes the time: "acted"), and to the local
+  faild showing it UP ("written": after the transition's observers, the monitor
+  snapshot among them); then the record is set UP again and the handback awaited.
+  The bench also sends p1's change hint, as p1's failsh would after a change of its
+  own (``failhost p1 monitor PORT``): failsh polls p1 at once, so the reaction is one
+  round trip plus the run; ``--no-hints``: at the next poll (up to one interval).
 
     .venv-test/bin/python bench/scale.py --services 250 --peers 1,8 --interval 1,0.1 --seconds 20
     .venv-test/bin/python bench/scale.py --services 250 --peers 8 --interval 0.1 --profile /tmp/failsh.prof
@@ -38,8 +41,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import zmq
+
 from failover.client import Client, ClientError
 from failover.lab.loopback import free_port
+from failover.observe import feed
 from failover.states import State
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -51,15 +57,19 @@ signal.signal(signal.SIGUSR2, lambda *_: (prof.disable(), prof.dump_stats(out)))
 sys.argv[0] = "failsh"
 runpy.run_module("failover.cli.failsh", run_name="__main__")
 """
-POLICY = """proc up args {{return UP}}
+POLICY = """proc up {{svc}} {{
+    set f [open {started} a]; puts $f "$svc [clock microseconds]"; close $f
+    return UP
+}}
 proc down args {{return RECOVER}}
 for {{set i 0}} {{$i < {services}}} {{incr i}} {{
     failsvc s$i interval {interval}
     failsvc s$i masters {{p1}}
     failsvc s$i slaves {{{slaves}}}
-    failsvc s$i start up
+    failsvc s$i start [list up s$i]
     failsvc s$i stop down
 }}
+failhost p1 monitor {hint_port}
 """
 
 
@@ -132,13 +142,19 @@ def wait(predicate: object, timeout: float, what: str, period: float = 0.05) -> 
 def cluster(services: int, peers: int, interval: float, profile: str | None) -> Iterator[dict]:
     with tempfile.TemporaryDirectory(prefix="fo-scale-") as tmp:
         procs = Procs(Path(tmp))
+        hints = zmq.Context.instance().socket(zmq.PUB)  # p1's failsh feed, for its change hints
+        hint_port = hints.bind_to_random_port("tcp://127.0.0.1")
         try:
-            yield setup(procs, Path(tmp), services, peers, interval, profile)
+            c = setup(procs, Path(tmp), services, peers, interval, profile, hint_port)
+            c["hints"] = hints
+            yield c
         finally:
             procs.close()
+            hints.close(linger=0)
 
 
-def setup(procs: Procs, tmp: Path, services: int, peers: int, interval: float, profile: str | None) -> dict:
+def setup(procs: Procs, tmp: Path, services: int, peers: int, interval: float, profile: str | None,
+          hint_port: int) -> dict:
     local, local_client = procs.faild("loc")
     names = [f"p{i}" for i in range(1, peers + 1)]
     clients = {}
@@ -148,7 +164,8 @@ def setup(procs: Procs, tmp: Path, services: int, peers: int, interval: float, p
         for i in range(services):
             clients[name].set(f"s{i}", State.UP if name == "p1" else State.RECOVER, "bench")
     policy = tmp / "policy.tcl"
-    policy.write_text(POLICY.format(services=services, interval=interval, slaves=" ".join(names[1:])))
+    policy.write_text(POLICY.format(services=services, interval=interval, slaves=" ".join(names[1:]),
+                                    hint_port=hint_port, started=tmp / "started"))
     cmd = [sys.executable] + (["-c", PROFILED, profile] if profile else ["-m", "failover.cli.failsh"]) + [
         "-F", "-N", "loc", "-f", str(policy),
         "--faild", f"127.0.0.1:{local_client.endpoint.rpartition(':')[2]}",
@@ -169,7 +186,7 @@ def setup(procs: Procs, tmp: Path, services: int, peers: int, interval: float, p
     wait(adopted, 60 + services * 0.05, "failsh to adopt every service and take its lease")
     time.sleep(2 + 3 * interval)  # every service ran, the start-up is over
     return {"failsh": failsh, "local": local, "local_client": local_client, "clients": clients,
-            "peers": [p for p in procs.procs if p not in (failsh, local)], "log": tmp / "failsh.log"}
+            "peers": [p for p in procs.procs if p not in (failsh, local)], "started": tmp / "started"}
 
 
 def measure_cpu(c: dict, seconds: float, profile: bool) -> dict[str, float]:
@@ -190,19 +207,27 @@ def measure_cpu(c: dict, seconds: float, profile: bool) -> dict[str, float]:
     return out
 
 
-def measure_reaction(c: dict, services: int, interval: float, trials: int) -> list[float]:
+def measure_reaction(c: dict, services: int, interval: float, trials: int, hint: bool) -> list[tuple[float, float]]:
+    """(acted, written) seconds after the master's record changed, per trial."""
     p1: Client = c["clients"]["p1"]
     local: Client = c["local_client"]
     times = []
     for k in range(trials):
         svc = f"s{(k * 7919) % services}"
         time.sleep(random.uniform(0, interval))  # a random phase of the poll
-        t0 = time.monotonic()
+        t0, w0 = time.monotonic(), time.time()
         p1.set(svc, State.FAIL, "bench: master down")
-        t_set = time.monotonic()
+        half = (time.monotonic() - t0) / 2  # the change happened within the set's round trip
+        if hint:
+            c["hints"].send(feed.encode_change("p1"))
         wait(lambda svc=svc: local.get(svc).state is State.UP, 10 + 5 * interval, f"{svc} UP here", period=0.002)
-        times.append(time.monotonic() - (t0 + t_set) / 2)
+        written = time.monotonic() - t0 - half
+        lines = c["started"].read_text().split("\n")
+        acted = max(int(line.split()[1]) for line in lines if line.startswith(f"{svc} ")) / 1e6 - w0 - half
+        times.append((acted, written))
         p1.set(svc, State.UP, "bench: master back")
+        if hint:
+            c["hints"].send(feed.encode_change("p1"))
         wait(lambda svc=svc: local.get(svc).state is State.RECOVER, 10 + 5 * interval, f"{svc} handed back",
              period=0.01)
     return times
@@ -219,6 +244,8 @@ def main() -> int:
     ap.add_argument("--interval", default="1,0.1", help="comma-separated service intervals, s (default 1,0.1)")
     ap.add_argument("--seconds", type=float, default=20.0, help="CPU measuring window (default 20)")
     ap.add_argument("--trials", type=int, default=5, help="reaction trials per combination (default 5)")
+    ap.add_argument("--no-hints", action="store_true", help="no change hint from p1: failsh sees a change "
+                    "at its next poll")
     ap.add_argument("--profile", metavar="FILE", help="run failsh under cProfile, statistics to FILE")
     args = ap.parse_args()
     combos = [(s, p, i) for s in parse_list(args.services, int) for p in parse_list(args.peers, int)
@@ -226,14 +253,16 @@ def main() -> int:
     if args.profile and len(combos) != 1:
         ap.error("--profile needs exactly one combination")
     print(f"{'services':>8} {'peers':>5} {'interval':>8} {'failsh%':>8} {'(tcl%)':>7} {'faild%':>7} {'peers%':>7} "
-          f"{'RSS MB':>7} {'react med ms':>12} {'react max ms':>12}", flush=True)
+          f"{'RSS MB':>7} {'acted ms med/max':>16} {'written ms med/max':>18}", flush=True)
     for services, peers, interval in combos:
         with cluster(services, peers, interval, args.profile) as c:
             cpu = measure_cpu(c, args.seconds, bool(args.profile))
-            react = measure_reaction(c, services, interval, args.trials) if args.trials else [float("nan")]
+            react = [(float("nan"), float("nan"))]
+            if args.trials:
+                react = measure_reaction(c, services, interval, args.trials, not args.no_hints)
+        acted, written = (f"{1000 * statistics.median(x):.0f} / {1000 * max(x):.0f}" for x in zip(*react, strict=True))
         print(f"{services:>8} {peers:>5} {interval:>8g} {cpu['failsh']:>8.1f} {cpu['tcl']:>7.1f} {cpu['faild']:>7.1f} "
-              f"{cpu['peers']:>7.1f} {cpu['rss']:>7.1f} {1000 * statistics.median(react):>12.0f} "
-              f"{1000 * max(react):>12.0f}", flush=True)
+              f"{cpu['peers']:>7.1f} {cpu['rss']:>7.1f} {acted:>16} {written:>18}", flush=True)
     return 0
 
 
