@@ -139,13 +139,13 @@ def wait(predicate: object, timeout: float, what: str, period: float = 0.05) -> 
 
 
 @contextmanager
-def cluster(services: int, peers: int, interval: float, profile: str | None) -> Iterator[dict]:
+def cluster(services: int, peers: int, interval: float, profile: str | None, feed_on: bool) -> Iterator[dict]:
     with tempfile.TemporaryDirectory(prefix="fo-scale-") as tmp:
         procs = Procs(Path(tmp))
         hints = zmq.Context.instance().socket(zmq.PUB)  # p1's failsh feed, for its change hints
         hint_port = hints.bind_to_random_port("tcp://127.0.0.1")
         try:
-            c = setup(procs, Path(tmp), services, peers, interval, profile, hint_port)
+            c = setup(procs, Path(tmp), services, peers, interval, profile, hint_port, feed_on)
             c["hints"] = hints
             yield c
         finally:
@@ -154,7 +154,7 @@ def cluster(services: int, peers: int, interval: float, profile: str | None) -> 
 
 
 def setup(procs: Procs, tmp: Path, services: int, peers: int, interval: float, profile: str | None,
-          hint_port: int) -> dict:
+          hint_port: int, feed_on: bool) -> dict:
     local, local_client = procs.faild("loc")
     names = [f"p{i}" for i in range(1, peers + 1)]
     clients = {}
@@ -169,7 +169,7 @@ def setup(procs: Procs, tmp: Path, services: int, peers: int, interval: float, p
     cmd = [sys.executable] + (["-c", PROFILED, profile] if profile else ["-m", "failover.cli.failsh"]) + [
         "-F", "-N", "loc", "-f", str(policy),
         "--faild", f"127.0.0.1:{local_client.endpoint.rpartition(':')[2]}",
-        "-m", str(free_port()), "--monitor-listen", "127.0.0.1", "-D", "0",
+        "-m", str(free_port() if feed_on else 0), "--monitor-listen", "127.0.0.1", "-D", "0",
         "-i", str(tmp / "failsh.pid"), "-l", str(tmp / "failsh.dump")]
     for name in names:
         cmd += ["-P", f"{name}={clients[name].endpoint.removeprefix('tcp://')}"]
@@ -246,6 +246,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=5, help="reaction trials per combination (default 5)")
     ap.add_argument("--no-hints", action="store_true", help="no change hint from p1: failsh sees a change "
                     "at its next poll")
+    ap.add_argument("--no-feed", action="store_true", help="failsh -m 0: no failmon feed (no snapshot a second)")
     ap.add_argument("--profile", metavar="FILE", help="run failsh under cProfile, statistics to FILE")
     args = ap.parse_args()
     combos = [(s, p, i) for s in parse_list(args.services, int) for p in parse_list(args.peers, int)
@@ -255,7 +256,7 @@ def main() -> int:
     print(f"{'services':>8} {'peers':>5} {'interval':>8} {'failsh%':>8} {'(tcl%)':>7} {'faild%':>7} {'peers%':>7} "
           f"{'RSS MB':>7} {'acted ms med/max':>16} {'written ms med/max':>18}", flush=True)
     for services, peers, interval in combos:
-        with cluster(services, peers, interval, args.profile) as c:
+        with cluster(services, peers, interval, args.profile, not args.no_feed) as c:
             cpu = measure_cpu(c, args.seconds, bool(args.profile))
             react = [(float("nan"), float("nan"))]
             if args.trials:
