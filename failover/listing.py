@@ -102,6 +102,14 @@ class ListReader:
         self.legacy = False
         if asked != self.request():
             return False
+        try:
+            return self._take(asked, page)
+        except protocol.ProtocolError:
+            self.resync()  # a bad page: the next read starts afresh
+            raise
+
+    def _take(self, asked: Asked, page: Page) -> bool:
+        assert page.counter is not None  # a page of a paged read
         since, after = asked.get("since"), asked.get("after") or ""
         read = self._read
         if read is None:  # the first page of a read

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -58,6 +57,9 @@ def ask(f: Faild, raw: bytes) -> dict:
     protocol.Request(op="prefer", id=9, service="web", host="www2", reason="move", agent="failctl"),
     protocol.Request(op="prefer", id=10, service="web", host=None),
     protocol.Request(op="set", id=11, service="web", state=State.FAIL, agent="hc"),
+    protocol.Request(op="list", id=12, after=""),
+    protocol.Request(op="list", id=13, after="web", since=0),
+    protocol.Request(op="list", id=14, since=2**63 - 1),
 ])
 def test_request_round_trip(request_: protocol.Request) -> None:
     assert protocol.decode_request(protocol.encode(request_.to_wire())) == request_
@@ -130,6 +132,16 @@ def test_defaults_and_state_spelling() -> None:
     (frame(op="ping", agent="a" * 33), "BADREQUEST"),
     (frame(op="ping", agent="x\u001b"), "BADREQUEST"),
     (frame(op="list", on="maybe"), "BADREQUEST"),               # type-checked on any op
+    (frame(op="list", after="bad name"), "BADREQUEST"),
+    (frame(op="list", after="x" * 65), "BADREQUEST"),
+    (frame(op="list", after=5), "BADREQUEST"),
+    (frame(op="list", after=["web"]), "BADREQUEST"),
+    (frame(op="list", since=-1), "BADREQUEST"),
+    (frame(op="list", since=2**63), "BADREQUEST"),
+    (frame(op="list", since=1.0), "BADREQUEST"),
+    (frame(op="list", since="5"), "BADREQUEST"),
+    (frame(op="list", since=True), "BADREQUEST"),
+    (frame(op="ping", since=False), "BADREQUEST"),              # type-checked on any op
 ])
 def test_decode_rejects(raw: bytes, code: str) -> None:
     with pytest.raises(protocol.ProtocolError) as info:
@@ -265,6 +277,9 @@ class DictStore:
 
     def get(self, name: str) -> ServiceRecord | None:
         return self.records.get(name)
+
+    def __len__(self) -> int:
+        return len(self.records)
 
     def all(self) -> list[ServiceRecord]:
         return [self.records[n] for n in sorted(self.records)]
@@ -445,10 +460,10 @@ json_values = st.recursive(
 field_values = st.one_of(json_values, st.sampled_from(
     ["ping", "get", "list", "set", "history", "loglevel", "lease", "maint", "prefer", "web", "UP", "FAIL",
      "recover", "public", "all", "debug", "", "bad name", 1, 0, -1, 1000, 1001, 3600.0, True, False, None,
-     "failctl"]))
+     "failctl", "svc1", 2**63, 2**63 - 1]))
 requests = st.dictionaries(
     st.sampled_from(["v", "id", "op", "community", "service", "state", "reason", "limit", "facility",
-                     "level", "ttl", "on", "host", "agent", "extra"]),
+                     "level", "ttl", "on", "host", "agent", "after", "since", "extra"]),
     field_values, max_size=9)
 
 
@@ -486,7 +501,11 @@ def test_decode_request_near_valid(msg: dict, versioned: bool) -> None:
 def test_handler_always_answers(raw: bytes) -> None:
     """Whatever arrives, faild's handler returns one well-formed reply that fits a message."""
     f = make_faild()
+    for name in ("svc0", "svc1", "web"):
+        f.store.set(name, State.UP)
     reply = ask(f, raw)
+    if reply["ok"] and "more" in reply:  # a page of a list
+        model.page_from_wire(reply)
     assert reply["ok"] or reply["error"] != "INTERNAL", reply
 
 

@@ -101,6 +101,9 @@ class StateStore(Protocol):
     def all(self) -> list[ServiceRecord]:
         """Every record, sorted by name."""
 
+    def __len__(self) -> int:
+        """How many records."""
+
     def set(self, name: str, state: State, reason: str = "", by: str = "") -> tuple[ServiceRecord, bool]:
         """Set a state; the record and whether it changed.  OSError if it cannot be saved.
         ``by``: who asks (see changed_by)."""
@@ -264,7 +267,7 @@ class Faild:
                 raise Denied("community has no read access to this host")
             key = ("page", req.community, req.since, req.after or "") if req.paged else ("list", req.community)
         version = (self.store.counter, self._flags_version())
-        if version != self._cached_at or len(self._services_json) > 4096:
+        if version != self._cached_at or len(self._services_json) > 256:
             self._services_json.clear()
             self._cached_at = version
         services = self._services_json.get(key)
@@ -280,7 +283,7 @@ class Faild:
                 services = self._whole(self._view(req.community).records, req)
             self._services_json[key] = services
         if isinstance(services, protocol.ProtocolError):
-            raise services
+            raise protocol.ProtocolError(services.code, str(services))  # a new one: a raise extends its traceback
         return protocol.encode_ok(req.id, f'"host":{self._host_json()},{services}')
 
     def _view(self, community: str) -> _View:
@@ -410,7 +413,7 @@ class Faild:
             return self._history(req, host)
         if req.op == "set":
             service = _given(req.service)
-            if self.store.get(service) is None and len(self.store.all()) >= protocol.MAX_SERVICES:
+            if self.store.get(service) is None and len(self.store) >= protocol.MAX_SERVICES:
                 raise protocol.ProtocolError("LIMIT", f"faild holds {protocol.MAX_SERVICES} services already")
             rec, changed = self.store.set(service, _given(req.state), req.reason, by)
             if changed:
@@ -527,7 +530,7 @@ class Faild:
         pending: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: pending.append(signum))
-        log.info("faild %s serving %s (%d services)", self.host.name, endpoint, len(self.store.all()))
+        log.info("faild %s serving %s (%d services)", self.host.name, endpoint, len(self.store))
         if ready:
             ready()
         try:

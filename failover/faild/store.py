@@ -57,8 +57,8 @@ class Store:
         # the file's lines of the records (sorted by name) and of the history, as last written:
         # the file is rewritten on every change, 10,000 services must not be encoded each time
         self._names: list[str] = []
-        self._lines: list[str] = []
-        self._history_lines: deque[str] = deque(maxlen=history_limit)
+        self._lines: list[bytes] = []
+        self._history_lines: deque[bytes] = deque(maxlen=history_limit)
         raw = read_state_file(path) if path is not None else None
         if path is not None and raw is not None:
             self._load(path, raw)
@@ -128,7 +128,10 @@ class Store:
         self._write(counter, [*self._lines[:i], line, *self._lines[i + known:]], [*history, _line(change)])
         self.counter = counter
         self.records[name] = rec
-        self._sorted = None
+        if known and self._sorted is not None:  # a new list: callers may hold the old one
+            self._sorted = [*self._sorted[:i], rec, *self._sorted[i + 1:]]
+        else:
+            self._sorted = None
         self._lines[i:i + known] = [line]
         if not known:
             self._names.insert(i, name)
@@ -205,7 +208,7 @@ class Store:
         self._history_lines.clear()
         self._history_lines.extend(_line(t) for t in self.history)
 
-    def _write(self, counter: int, lines: list[str] | None = None, history: list[str] | None = None,
+    def _write(self, counter: int, lines: list[bytes] | None = None, history: list[bytes] | None = None,
                maintenance: dict[str, MaintEntry] | None = None, prefer: dict[str, PreferEntry] | None = None) -> None:
         """Replace the file with these record and history lines (default: the current ones),
         and the maintenance and prefer given (default: the current ones)."""
@@ -215,14 +218,15 @@ class Store:
         history = list(self._history_lines) if history is None else history
         maintenance = self.maintenance if maintenance is None else maintenance
         prefer = self.prefer if prefer is None else prefer
-        parts = [f'{{\n "format": {FILE_FORMAT},\n "counter": {counter},\n "services": [\n',
-                 ",\n".join(lines), '\n ],\n "history": [\n', ",\n".join(history), "\n ]"]
+        parts = [f'{{\n "format": {FILE_FORMAT},\n "counter": {counter},\n "services": [\n'.encode(),
+                 b",\n".join(lines), b'\n ],\n "history": [\n', b",\n".join(history), b"\n ]"]
         if maintenance:  # left out when empty, as in files written before failctl
-            parts.append(',\n "maintenance": ' + json.dumps({k: maintenance[k].to_wire() for k in sorted(maintenance)}))
+            flags = {k: maintenance[k].to_wire() for k in sorted(maintenance)}
+            parts.append(b',\n "maintenance": ' + json.dumps(flags).encode())
         if prefer:
-            parts.append(',\n "prefer": ' + json.dumps({k: prefer[k].to_wire() for k in sorted(prefer)}))
-        parts.append("\n}\n")
-        atomic_write(write_target(self.path), "".join(parts).encode())
+            parts.append(b',\n "prefer": ' + json.dumps({k: prefer[k].to_wire() for k in sorted(prefer)}).encode())
+        parts.append(b"\n}\n")
+        atomic_write(write_target(self.path), b"".join(parts))
 
     def clean_temp(self) -> None:
         """Remove temporary files a killed faild left next to the state file (faild start-up
@@ -238,9 +242,9 @@ class Store:
                 log.warning("cannot remove stale temporary file %s: %s", tmp, exc)
 
 
-def _line(item: ServiceRecord | Transition) -> str:
+def _line(item: ServiceRecord | Transition) -> bytes:
     """A record's or a transition's line in the state file."""
-    return "  " + json.dumps(item.to_wire())
+    return b"  " + json.dumps(item.to_wire()).encode()
 
 
 def read_state_file(path: Path) -> bytes | None:

@@ -123,6 +123,8 @@ class PeerLink:
         now = time.monotonic()
         self.last_ok = now
         metrics.observe_query(name, now - sent)
+        if isinstance(parsed, model.Page) and not listed and not self.view.listed:
+            return False  # a page of the first read: the host is heard once all its records are
         old = self.view
         if not reply["ok"]:  # e.g. DENIED: a community problem; failsh waits, it does not guess
             error = f"{reply.get('error')}: {reply['message']}"
