@@ -1,5 +1,7 @@
 """The whole decision of one service run (failover/shell/gates.py) as a table: every gate
-between the peers' views and the 0.5 rule, in milliseconds, without a process.
+between the peers' views and the 0.5 rule, in milliseconds, without a process.  A second
+table: until when the same inputs give the same verdict (recheck_at: the runner skips
+the runs before it whose inputs did not change).
 
 Each row: the local state, the service (masters m1 and m2 where named, slave s), the
 peers' views, what the runs remember, other inputs; then the act, a piece of the note
@@ -10,6 +12,7 @@ re-announced.  The rule itself has its own table in tests/test_decide.py.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +22,8 @@ import pytest
 
 from failover.model import LeaseEnd, MaintEntry, PreferEntry, ServiceRecord
 from failover.shell.gates import (
+    ALWAYS,
+    NEVER,
     STALLED,
     Act,
     Answer,
@@ -503,3 +508,70 @@ def test_inputs_are_not_changed() -> None:
     before = attrs.asdict(inp, recurse=False)
     evaluate(inp)
     assert attrs.asdict(inp, recurse=False) == before and inp.memory == WAS_UP
+
+
+def at(after: float = math.inf, wall_after: float = math.inf) -> Now:
+    """recheck_at ``after`` seconds (monotonic) or ``wall_after`` seconds (wall) from NOW."""
+    return Now(NOW.monotonic + after, NOW.wall + wall_after)
+
+
+RECHECKS: list[tuple[str, Inputs, Now]] = [
+    ("waiting for a master: only a change", inputs(), NEVER),
+    ("UP, nothing to do: only a change", inputs(State.UP, views={"m1": peer("m1", FAIL)}), NEVER),
+    ("a check runs anyway: only a change", inputs(State.UP, check="pidof httpd", views={"m1": peer("m1", FAIL)}),
+     NEVER),
+    ("paused", inputs(me=peer("me", paused="web")), NEVER),
+    ("no answer yet from a peer", inputs(views={"m1": peer("m1", status=UNKNOWN)}), NEVER),
+    ("an act: again at the next run", inputs(views={"m1": peer("m1", FAIL)}), ALWAYS),
+    ("a stop: again", inputs(State.UP, views={"m1": peer("m1", State.UP)}), ALWAYS),
+    ("the tie-breaker asked", inputs(**TB, views={"m1": silent("m1")}), ALWAYS),
+    ("the tie-breaker said no", inputs(**TB, views={"m1": silent("m1")}, answer=Answer(False, "no")), ALWAYS),
+    ("witnesses refuse: their replies move on", inputs(**W2, views={"m1": silent("m1"), "w1": silent("w1", was=None),
+                                                                     "w2": silent("w2", was=None)}), ALWAYS),
+    ("the guard agrees again", inputs(**W2, memory=Memory(guard_refused=NOW.monotonic - 1),
+                                      views={"m1": silent("m1"), "w1": peer("w1", None), "w2": peer("w2", None)}),
+     ALWAYS),
+    ("grace at our start ends", inputs(deciding_since=NOW.monotonic - 1,
+                                       views={"m1": peer("m1", lease=None, leased=False)}), at(1.5)),
+    ("grace after its faild restarted ends", inputs(views={"m1": peer("m1", lease=None, leased=False,
+                                                                     restarted_ago=1)}), at(1.5)),
+    ("hold-down ends (wall clock)", inputs(State.UP, holddown=30.0, last_change=NOW.wall - 10,
+                                           views={"m1": peer("m1", State.UP)}), at(wall_after=20)),
+    ("hold-down over: the hand-back acts", inputs(State.UP, holddown=30.0, last_change=NOW.wall - 31,
+                                                  views={"m1": peer("m1", State.UP)}), ALWAYS),
+    ("failback delay ends", inputs(State.UP, failback="delay", failback_delay=30.0,
+                                   memory=Memory(ready_since={"m1": NOW.monotonic - 10})), at(20)),
+    ("failback delay, first seen ready now", inputs(State.UP, failback="delay", failback_delay=30.0), at(30)),
+    ("a holder change leaves the flap window", inputs(State.UP, views={"m1": peer("m1", FAIL)},
+                                                      memory=Memory(holder="me", moves=(NOW.monotonic - 100,))),
+     at(200)),
+    ("flap protection off: no window", inputs(State.UP, flap_count=0, views={"m1": peer("m1", FAIL)},
+                                              memory=Memory(holder="me", moves=(NOW.monotonic - 100,))), NEVER),
+    ("UP with an announce script: run within half a lease", inputs(State.UP, masters=(), slaves=("s",),
+                                                                   announce="garp"), at(TTL / 2)),
+    ("hold-down, then failback delay", inputs(State.UP, holddown=30.0, last_change=NOW.wall - 10, failback="delay",
+                                         failback_delay=30.0, views={"m1": peer("m1", State.UP)}),
+     at(30, 20)),  # the hold-down ends first (wall), then the failback delay (monotonic)
+    ("hold-down and announce", inputs(State.UP, masters=(), slaves=("s",), announce="garp", holddown=30.0,
+                                      last_change=NOW.wall - 10), at(TTL / 2, 20)),
+]
+
+
+@pytest.mark.parametrize(("inp", "want"), [c[1:] for c in RECHECKS], ids=[c[0] for c in RECHECKS])
+def test_recheck_table(inp: Inputs, want: Now) -> None:
+    assert evaluate(inp).recheck_at == want
+
+
+@pytest.mark.parametrize("inp", [c[1] for c in CASES + [(r[0], r[1], Act.NONE, "", None) for r in RECHECKS]],
+                         ids=[c[0] for c in CASES] + [r[0] for r in RECHECKS])
+def test_same_inputs_same_verdict_until_recheck(inp: Inputs) -> None:
+    """What makes a skipped run right: the same inputs, with the memory the last run left,
+    give the same verdict up to just before recheck_at, and nothing to log or announce."""
+    first = evaluate(inp)
+    if first.recheck_at == ALWAYS:
+        return
+    until = min(first.recheck_at.monotonic - NOW.monotonic, first.recheck_at.wall - NOW.wall, 3600.0) - 0.01
+    for dt in (0.0, until / 2, until):
+        again = evaluate(attrs.evolve(inp, memory=first.memory, now=Now(NOW.monotonic + dt, NOW.wall + dt)))
+        assert (again.act, again.note, again.level) == (first.act, first.note, first.level), dt
+        assert again.announce == () and again.events == (), dt

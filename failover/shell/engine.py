@@ -63,6 +63,7 @@ class Engine:
         self.states.observers += [self.snapshots.on_change, self.control.on_change, _log_change,
                                   self._count_change, self.traps.on_change, lambda _c: self.snapshots.publish(),
                                   self.states.write_change]
+        self.snapshots.defer = self.tcl.interp.after_idle
         self.runner = ServiceRunner(opts.node, self.tcl, lambda: self.policy, self.hosts, self.states,
                                     self.snapshots, lambda: self.net, self._net_died, lambda: self.arbiter)
         self.scheduling = opts.scheduling
@@ -189,6 +190,7 @@ class Engine:
     # Policy changes -------------------------------------------------------
     def policy_changed(self) -> None:
         """A failsvc/failhost at run time (prompt, trap) or a reload: follow the new model."""
+        self.runner.policy_changed()
         if not self.started:
             return
         if self.net is not None:

@@ -30,13 +30,16 @@ and since when each master is ready (failback delay).
 
 No clock, socket, Tcl or logging call in here: ``now`` is an input, the tie-breaker is
 asked for (:attr:`Act.ASK`) and its answer comes back in a second call, and what the
-engine must remember comes back as a new :class:`Memory`.
+engine must remember comes back as a new :class:`Memory`.  The verdict also says until
+when the same inputs would give the same verdict (:func:`recheck`): the runner skips the
+runs in between whose inputs did not change.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Mapping
 
 import attrs
@@ -70,6 +73,10 @@ _RULE_ACTS = {Action.START: Act.START, Action.STOP: Act.STOP, Action.RECLAIM: Ac
 class Now:
     monotonic: float  # time.monotonic(): dead times, grace, guard, stalls
     wall: float       # time.time(): the peers' last_seen, the local last change
+
+
+NEVER = Now(math.inf, math.inf)     # only a change of the inputs can change the verdict
+ALWAYS = Now(-math.inf, -math.inf)  # decide again at the next run, changed inputs or not
 
 
 @attrs.frozen
@@ -164,6 +171,7 @@ class Verdict:
     cause: str = ""               # a start: the detection that fired, as the metrics' label
     arbiter: str = ""             # "claim": a start waits for the arbiter's key; "lost": stop, then FAIL;
     #                               "unready": RECOVER without a renewed lease: set FAIL
+    recheck_at: Now = NEVER       # until then the same inputs give the same verdict (recheck())
 
     def __str__(self) -> str:
         return self.note
@@ -189,7 +197,46 @@ def evaluate(inp: Inputs) -> Verdict:
         note = f"paused: {pause_text(pause)}"
         return Verdict(Act.NONE, note, note, inp.memory, logging.INFO, events=events)
     verdict = _arbitrate(inp, _evaluate(inp))
-    return attrs.evolve(verdict, events=events + verdict.events) if events else verdict
+    return attrs.evolve(verdict, events=events + verdict.events, recheck_at=recheck(inp, verdict))
+
+
+def recheck(inp: Inputs, verdict: Verdict) -> Now:
+    """The earliest time (monotonic or wall) at which a run on the same inputs (its memory
+    being ``verdict.memory``) could decide otherwise: a clock-driven gate running out.
+
+    ALWAYS after an act (its procedure may have left the state as it was: try again), the
+    tie-breaker's answer, an arbitrated service, or while the split-brain guard may be asked (the witnesses'
+    last replies and the time since a master fell silent move on every poll).  Otherwise
+    the soonest of: the grace of a master without a lease, the hold-down, the failback
+    delay, the oldest holder change leaving the flap window, and half a lease after this
+    run while UP with an announce script (yield detection takes a longer gap between two
+    runs for a stall of this failsh).  Deadlines already past decide nothing any more.
+    """
+    svc, now, memory = inp.service, inp.now, verdict.memory
+    if verdict.act not in (Act.NONE, Act.WAIT, Act.CHECK) or inp.tiebreaker is not None or svc.arbiter:
+        return ALWAYS  # the arbiter's renewals move its deadlines on every run
+    peers = [v for h in svc.peers() if (v := inp.views.get(h)) is not None]
+    guarded = svc.witnesses or svc.tiebreaker or memory.guard_refused is not None
+    if inp.local is State.RECOVER and guarded and any(v.status == DOWN for v in peers):
+        return ALWAYS
+    mono: list[float] = []
+    wall: list[float] = []
+    if inp.local is not State.UP:
+        for v in peers:
+            if v.status == UP and v.lease is None and not v.leased and v.name in inp.deadtimes:
+                mono += [since + inp.deadtimes[v.name] for since in (inp.deciding_since, v.restarted)
+                         if since is not None]
+    if svc.flap_count and memory.moves:
+        mono.append(min(memory.moves) + svc.flap_minutes * 60)
+    if svc.failback == "delay":
+        mono += [since + svc.failback_delay for since in memory.ready_since.values()]
+    if inp.local is State.UP:
+        if svc.holddown:
+            wall.append(inp.last_change + svc.holddown)
+        if svc.announce and memory.seen_at is not None:
+            mono.append(memory.seen_at + inp.lease_ttl / 2)
+    return Now(min((t for t in mono if t > now.monotonic), default=math.inf),
+               min((t for t in wall if t > now.wall), default=math.inf))
 
 
 def _evaluate(inp: Inputs) -> Verdict:

@@ -5,14 +5,20 @@ with the local faild (localstate.py), asks :func:`gates.evaluate` for the verdic
 the tie-breaker when the verdict asks for it and then asks again, runs the procedure
 the verdict names, and keeps the memory the verdict returns for the next run.
 startservice and stopservice (Tcl) and the engine's stops go through :meth:`act` too.
+
+A run whose inputs are those of the last evaluated run (the same policy, local state and,
+per host it reads, the same decision-relevant view: see :meth:`ServiceRunner._key`) and
+whose verdict's ``recheck_at`` has not come is skipped: the gates would say the same
+again.  Only the check procedure of a service that is being checked still runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 
 import attrs
@@ -28,7 +34,7 @@ from failover.shell.policy import Policy, ServiceConfig
 from failover.shell.procedures import Outcome, run_guarded, run_procedure
 from failover.shell.snapshot import Snapshots
 from failover.shell.tclhost import TclHost
-from failover.shell.view import DOWN, Pause
+from failover.shell.view import DOWN, Pause, PeerView
 from failover.states import State
 
 log = logging.getLogger("failover.scheduler")
@@ -52,6 +58,19 @@ class ServiceRunner:
     memory: dict[str, gates.Memory] = attrs.Factory(dict)  # service -> what its runs remember (gates.py)
     _busy: set[str] = attrs.Factory(set)    # services in a run (a procedure may enter the event loop)
     _acting: set[str] = attrs.Factory(set)  # services whose procedure is running
+    # what makes a run skippable: per service its last evaluated run's inputs (key) and verdict
+    _last: dict[str, tuple[Hashable, gates.Verdict]] = attrs.field(init=False, factory=dict)
+    _made_for: Policy | None = attrs.field(init=False, default=None)  # the policy the caches below are of
+    _hosts_of: dict[str, tuple[str, ...]] = attrs.field(init=False, factory=dict)  # service -> hosts it reads
+    _timing: dict[str, tuple[float, float]] = attrs.field(init=False, factory=dict)  # host -> dead time, interval
+    _lease_ttl: float | None = attrs.field(init=False, default=None)
+    # host -> its view last seen, what the gates read of it, and that as a version number
+    _seen: dict[str, tuple[PeerView, Hashable, int]] = attrs.field(init=False, factory=dict)
+    _versions: itertools.count = attrs.field(init=False, factory=itertools.count)
+
+    def policy_changed(self) -> None:
+        """A failsvc, failhost or reload: every service decides again, on the new settings."""
+        self._made_for = None
 
     def run(self, name: str) -> None:
         svc = self.policy().services.get(name)
@@ -70,15 +89,27 @@ class ServiceRunner:
             self.net_died()
             return
         self.snapshots.checked(name)
-        self.states.reconcile(name, net.snapshot.get(self.node))
-        inputs = self.inputs(name)
-        assert inputs is not None
+        views = net.snapshot  # one snapshot for the whole run: the network thread replaces it
+        self.states.reconcile(name, views.get(self.node))
+        self._follow_policy()
+        key, mono, wall = self._key(name, svc, views), time.monotonic(), time.time()
+        last = self._last.get(name)
+        if last is not None and last[0] == key and mono < last[1].recheck_at.monotonic \
+                and wall < last[1].recheck_at.wall:
+            metrics.service_run(skipped=True)
+            log.debug("%s: unchanged, skipped", name)
+            if last[1].act is Act.CHECK:  # a check procedure runs every interval, changes or not
+                self._check(name, svc)
+            return
+        metrics.service_run(skipped=False)
+        inputs = self._inputs(svc, views, gates.Now(mono, wall))
         verdict = gates.evaluate(inputs)
         if verdict.act is Act.ASK:  # the split-brain guard wants the tie-breaker's word
             out = self._procedure(name, "tiebreaker", svc)
             verdict = gates.evaluate(attrs.evolve(inputs, now=_now(),
                                                   tiebreaker=gates.Answer(out.state is State.UP, out.reason)))
         self.memory[name] = verdict.memory
+        self._last[name] = key, verdict
         for level, line in verdict.events:
             log.log(level, "%s: %s", name, line)
         self.snapshots.note(name, verdict.note, verdict.level)
@@ -91,12 +122,15 @@ class ServiceRunner:
             if verdict.act is Act.START and new is State.UP:
                 metrics.takeover(name, verdict.cause)
         elif verdict.act is Act.CHECK:
-            out = self._procedure(name, "check", svc)
-            if out.state is not State.UP:
-                self.states.set(name, out.state, out.reason)
+            self._check(name, svc)
         if verdict.announce and self.states.state(name) is State.UP:
             self._announce(name, svc, verdict.announce)
         self._want(name, svc, verdict)
+
+    def _check(self, name: str, svc: ServiceConfig) -> None:
+        out = self._procedure(name, "check", svc)
+        if out.state is not State.UP:
+            self.states.set(name, out.state, out.reason)
 
     def inputs(self, name: str) -> gates.Inputs | None:
         """What a run of ``name`` decides on now; None before start (no live data)."""
@@ -104,13 +138,19 @@ class ServiceRunner:
         net = self.net()
         if svc is None or net is None:
             return None
-        views = net.snapshot
+        self._follow_policy()
+        return self._inputs(svc, net.snapshot, _now())
+
+    def _inputs(self, svc: ServiceConfig, views: Mapping[str, PeerView], now: gates.Now) -> gates.Inputs:
+        name = svc.name
         local_view = views.get(self.node)
-        hosts = svc.polled()
+        timing = {h: self._timing_of(h) for h in svc.polled()}
+        if self._lease_ttl is None:
+            self._lease_ttl = self.hosts.lease_ttl()
         return gates.Inputs(
             service=svc, local=self.states.state(name), views=views, memory=self.memory.get(name, gates.Memory()),
-            now=_now(), deadtimes={h: self.hosts.deadtime(h) for h in hosts},
-            intervals={h: self.policy().interval_for(h) for h in hosts}, lease_ttl=self.hosts.lease_ttl(),
+            now=now, deadtimes={h: t[0] for h, t in timing.items()},
+            intervals={h: t[1] for h, t in timing.items()}, lease_ttl=self._lease_ttl,
             deciding_since=self.states.activated_at, last_change=self.states.last_change.get(name, 0.0),
             local_faild_down=local_view is not None and local_view.status == DOWN,
             node=self.node,  # a prompt that never scheduled does not act: it need not hear its faild
@@ -192,6 +232,60 @@ class ServiceRunner:
             stop = self._procedure(name, "stop", svc, timeout=timeout)
             return State.FAIL, f"lost the arbiter during the start ({out.reason}); {stop.reason}"
         return State.FAIL, f"lost the arbiter during the start ({out.reason})"
+
+    # What makes a run skippable -------------------------------------------------------
+    def _follow_policy(self) -> None:
+        """Forget what was derived from an older policy (a reload makes a new one; failsvc
+        and failhost change it in place and call policy_changed)."""
+        policy = self.policy()
+        if policy is not self._made_for:
+            self._made_for = policy
+            self._last.clear()
+            self._hosts_of.clear()
+            self._timing.clear()
+            self._lease_ttl = None
+
+    def _polled(self, svc: ServiceConfig) -> tuple[str, ...]:
+        hosts = self._hosts_of.get(svc.name)
+        if hosts is None:
+            hosts = self._hosts_of[svc.name] = tuple(dict.fromkeys([*svc.polled(), self.node]))
+        return hosts
+
+    def _timing_of(self, host: str) -> tuple[float, float]:
+        """(dead time, poll interval) of ``host``: both look at every service of the policy."""
+        timing = self._timing.get(host)
+        if timing is None:
+            timing = self._timing[host] = self.hosts.deadtime(host), self.policy().interval_for(host)
+        return timing
+
+    def _key(self, name: str, svc: ServiceConfig, views: Mapping[str, PeerView]) -> Hashable:
+        """What a run of ``name`` reads, in a form cheap to compare with the last run's: the
+        local state and its bookkeeping, and per host the version of its view (below) and
+        the service's record there."""
+        st = self.states
+        parts: list[object] = [st.local.get(name), st.last_change.get(name), st.activated_at, st.active,
+                               tuple(st.unheard_masters()) if st.lease_waiting else ()]
+        for host in self._polled(svc):
+            view = views.get(host)
+            if view is None:
+                parts += (None, None)
+            else:
+                seen = self._seen.get(host)
+                parts += (seen[2] if seen is not None and seen[0] is view else self._version(host, view, seen),
+                          view.services.get(name))
+        return tuple(parts)
+
+    def _version(self, host: str, view: PeerView, seen: tuple[PeerView, Hashable, int] | None) -> int:
+        """A number that changes when what the gates read of ``host``'s view, besides its
+        service records, changes (maintenance and switchover targets included: rare), but
+        not when only the time of its last reply, its round trip or its lease's seconds
+        left do (every poll replaces the view)."""
+        key = (view.status, view.error, view.lease is None, view.leased, view.restarted, view.started,
+               view.listed, view.lease_end, view.maintenance, view.prefer,
+               view.last_seen if view.status == DOWN else None)
+        version = seen[2] if seen is not None and seen[1] == key else next(self._versions)
+        self._seen[host] = view, key, version
+        return version
 
     def paused(self, name: str) -> Pause | None:
         """Is ``name`` in maintenance on this host, as the local faild last said?"""

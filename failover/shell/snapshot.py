@@ -23,8 +23,10 @@ from failover.shell.gates import prefer_of
 from failover.shell.localstate import Change, LocalState
 from failover.shell.policy import Policy, ServiceConfig
 from failover.shell.view import UNKNOWN, UP, Pause, PeerView
+from failover.states import State
 
 log = logging.getLogger("failover.scheduler")
+_TEXT = {s: s.value for s in State}  # a state's name without the enum's value property, per service and peer
 
 
 class Snapshots:
@@ -39,6 +41,10 @@ class Snapshots:
         self.last_check: dict[str, float] = {}   # service -> wall time of its last run
         self.sinks: list[Callable[[dict], None]] = []  # the feed, the web page
         self.seq = 0
+        # the engine's Tcl after_idle: a decision line's change is published once the round of
+        # runs is over, so that a round changing many of them builds one snapshot, not one each
+        self.defer: Callable[[Callable[[], None]], object] | None = None
+        self._publish_due = False
         self._dump_fd: int | None = None
 
     def on_change(self, change: Change) -> None:
@@ -53,7 +59,15 @@ class Snapshots:
         if self.decisions.get(name) != decision:
             log.log(level, "%s: %s", name, decision)
             self.decisions[name] = decision
-            self.publish()
+            if self.defer is None:
+                self.publish()
+            elif not self._publish_due:
+                self._publish_due = True
+                self.defer(self._publish_deferred)
+
+    def _publish_deferred(self) -> None:
+        self._publish_due = False
+        self.publish()
 
     def snapshot(self) -> dict:
         self.seq += 1
@@ -68,21 +82,24 @@ class Snapshots:
         services = []
         local = self.peer_view(self.node)
         views = {h: v for h in [self.node, *policy.hosts] if (v := self.peer_view(h)) is not None}
+        # built every second for every service and peer: look-ups hoisted, rare parts only when present
+        paused = local is not None and bool(local.maintenance)
+        prefer = any(v.prefer for v in views.values())
         for name, svc in sorted(policy.services.items()):
             peers = {}
             for h in svc.peers():
-                v = self.peer_view(h)
-                st = v.state_of(name) if v else None
+                v = views.get(h)
+                st = v.state_of(name) if v is not None else None
                 peers[h] = {"role": "master" if h in svc.masters else "slave",
-                            "state": st.value if st else "FAIL", "status": v.status if v else UNKNOWN}
-            services.append({"name": name, "state": self.states.state(name).value,
+                            "state": _TEXT[st] if st else "FAIL", "status": v.status if v else UNKNOWN}
+            services.append({"name": name, "state": _TEXT[self.states.state(name)],
                              "role": "master" if not svc.masters else "slave",
                              "masters": svc.masters, "slaves": svc.slaves, "interval": svc.interval,
                              "last_change": self.states.last_change.get(name),
                              "last_check": self.last_check.get(name),
                              "decision": self.decisions.get(name, ""), "peers": peers,
-                             "paused": _paused(local.pause_of(name) if local is not None else None),
-                             "prefer": _prefer(svc, views, self.node)})
+                             "paused": _paused(local.pause_of(name)) if paused and local is not None else None,
+                             "prefer": _prefer(svc, views, self.node) if prefer else None})
         lease = local.lease if local is not None and local.status == UP else None
         return {"v": feed.FEED_VERSION, "type": "snapshot", "node": self.node, "time": time.time(),
                 "seq": self.seq, "lease": lease, "services": services, "hosts": hosts,
