@@ -46,11 +46,15 @@ class ArbiterThread(threading.Thread):
     ``on_change(services)`` is called from this thread when something changed."""
 
     def __init__(self, config: ArbiterConfig, node: str, on_change: Callable[[list[str]], None],
-                 etcd: Etcd | None = None) -> None:
+                 etcd: Etcd | None = None, on_reach: Callable[[str], None] | None = None) -> None:
+        """``on_reach("ok" | "unreachable")`` is called from this thread when etcd starts or
+        stops answering (the peers learn it through failsh's lease: the failsafe)."""
         super().__init__(name="failsh-arbiter", daemon=True)
         self.config = config
         self.node = node
         self.on_change = on_change
+        self.on_reach = on_reach
+        self.reach = "unreachable"  # "ok" once a lease is granted and the last round had no error
         self.etcd = etcd or client(config)
         self.views: dict[str, ArbiterView] = {}  # replaced as a whole: read from the Tcl thread
         self._wanted: frozenset[str] = frozenset()
@@ -174,9 +178,15 @@ class ArbiterThread(threading.Thread):
 
     def _publish(self, before: dict[str, ArbiterView]) -> None:
         views = {s: ArbiterView(key=self.key(s), ttl=self.config.ttl, held=s in self._held, renewed=self._renewed,
-                                token=self._held.get(s, 0), holder=self._holder.get(s, ""), error=self._error)
+                                token=self._held.get(s, 0), holder=self._holder.get(s, ""), error=self._error,
+                                failsafe=self.config.failsafe)
                  for s in self._known}
         self.views = views
+        reach = "ok" if self._lease is not None and not self._error else "unreachable"
+        if reach != self.reach:
+            self.reach = reach
+            if self.on_reach is not None:
+                self.on_reach(reach)
         if views != before:
             # a renewal alone changes nothing a run decides on (it moves the deadline timer)
             moved = [s for s, v in views.items() if s not in before

@@ -17,6 +17,8 @@ import tkinter
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
+
 from failover import client
 from failover.observe import dashboard, feed, metrics
 from failover.shell import gates, tcllib
@@ -236,6 +238,9 @@ class Engine:
         changed it; the old one's lease is revoked) and tell it the arbitrated services."""
         config = self.policy.arbiter
         arbitrated = [n for n, s in self.policy.services.items() if s.arbiter]
+        if self.arbiter is not None and config is not None and config != self.arbiter.config \
+                and attrs.evolve(config, failsafe=self.arbiter.config.failsafe) == self.arbiter.config:
+            self.arbiter.config = config  # only -failsafe changed: the lease and keys stay
         if self.arbiter is not None and (config is None or config != self.arbiter.config):
             log.warning("arbiter changed: its services stop, then its lease is revoked")
             old = self.arbiter
@@ -245,11 +250,14 @@ class Engine:
             old.close()
             self.arbiter = None
         if config is not None and self.arbiter is None:
-            self.arbiter = ArbiterThread(config, self.opts.node, self._on_arbiter_change)
+            self.arbiter = ArbiterThread(config, self.opts.node, self._on_arbiter_change,
+                                         on_reach=self._on_arbiter_reach)
             self.arbiter.set_services(arbitrated)
             self.arbiter.start()
         elif self.arbiter is not None:
             self.arbiter.set_services(arbitrated)
+        if self.net is not None:
+            self.net.set_arbiter(self.arbiter.reach if self.arbiter is not None else None)
         if arbitrated and config is None:
             log.error("services %s are under an arbiter but the policy has no failarbiter: they will not start",
                       ", ".join(arbitrated))
@@ -259,14 +267,21 @@ class Engine:
         self._arbiter_events.put(names)
         self._poke()
 
+    def _on_arbiter_reach(self, reach: str) -> None:
+        """Arbiter thread: etcd answers ("ok") or not; the lease tells the peers (failsafe)."""
+        if self.net is not None:
+            self.net.set_arbiter(reach)
+
     def _arm_deadline(self) -> None:
         """Tcl thread: a timer at the moment the first key of an UP service would count as
         lost, so its stop runs then, not at the service's next run."""
         arb = self.arbiter
         if arb is None:
             return
+        now = time.monotonic()  # a moment passed is not armed again: a failsafe holder stays UP after it
         due = [v.lost_at() for n, s in self.policy.services.items()
-               if s.arbiter and self.states.state(n) is State.UP and (v := arb.view(n)) is not None and v.held]
+               if s.arbiter and self.states.state(n) is State.UP and (v := arb.view(n)) is not None and v.held
+               and v.lost_at() > now]
         when = min(due, default=None)
         if self._deadline is not None:
             if when is not None and self._deadline[0] == when:

@@ -59,6 +59,7 @@ class NetThread(threading.Thread):
         self.error: str = ""
         self._halt = threading.Event()
         self._renew_now = False
+        self.arbiter: str | None = None  # sent with the lease: "ok", "unreachable" (set_arbiter); None: none
         # the lease means "this failsh is deciding": renewed only until this monotonic time
         # (liveness.py); None: not watched
         self.deciding_until = deciding_until
@@ -88,6 +89,15 @@ class NetThread(threading.Thread):
     def set_lease(self, ttl: float) -> None:
         """Renew failsh's lease in the local faild every ttl/3 seconds; 0 holds none."""
         self._put(("lease", ttl))
+
+    def set_arbiter(self, reach: str | None) -> None:
+        """Whether this failsh reaches its etcd arbiter ("ok", "unreachable"; None: it has
+        none): it goes with the lease, renewed at once when it changes, and the peers see it
+        in their polls (the failsafe, docs/arbiter.md)."""
+        if reach != self.arbiter:
+            self.arbiter = reach
+            self._renew_now = True
+            self._wakeup.poke()
 
     def stop(self) -> None:
         self._halt.set()
@@ -160,7 +170,8 @@ class NetThread(threading.Thread):
                 next_lease, self._renew_now = 0.0, False
             if self.lease_ttl > 0 and now >= next_lease:
                 if self._policy_alive(now):
-                    sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, **self._holder)
+                    sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, arbiter=self.arbiter,
+                                      **self._holder)
                     next_lease = now + (self.lease_ttl / 3 if sent else min(self.lease_ttl / 3, RETRY))
                 else:  # the lease means "this failsh is deciding": let it lapse
                     next_lease = now + min(self.lease_ttl / 3, RETRY)

@@ -83,7 +83,7 @@ class ServiceRunner:
             log.log(level, "%s: %s", name, line)
         self.snapshots.note(name, verdict.note, verdict.level)
         if verdict.arbiter == "lost":
-            self._lost(name, svc, verdict.reason, inputs.arbiter)
+            self._lost(name, svc, verdict.reason, inputs.arbiter, failsafe=inputs.memory.failsafe)
         elif verdict.arbiter == "unready":  # no procedure: nothing runs; the reclaim brings it back
             self.states.set(name, State.FAIL, verdict.reason)
         elif verdict.act in (Act.START, Act.STOP, Act.RECLAIM):
@@ -151,10 +151,17 @@ class ServiceRunner:
             return MIN_STOP
         return min(svc.timeout, left)
 
-    def _lost(self, name: str, svc: ServiceConfig, reason: str, view: ArbiterView | None) -> None:
-        """Stop now, within the lease, then FAIL: peers take over once the key is free."""
-        timeout = self._stop_timeout(name, svc, view)
-        log.warning("%s: %s: stopping within %.2f s, before the etcd lease can end", name, reason, timeout)
+    def _lost(self, name: str, svc: ServiceConfig, reason: str, view: ArbiterView | None,
+              failsafe: bool = False) -> None:
+        """Stop now, within the lease, then FAIL: peers take over once the key is free.  Out
+        of the failsafe the lease is long gone: the stop gets a third of the ttl, which the
+        peers' wait counts on (gates.FAILSAFE_WAIT)."""
+        if failsafe and view is not None:
+            timeout = min(svc.timeout, view.ttl * gates.FAILSAFE_STOP)
+            log.warning("%s: %s: leaving the failsafe, stopping within %.2f s", name, reason, timeout)
+        else:
+            timeout = self._stop_timeout(name, svc, view)
+            log.warning("%s: %s: stopping within %.2f s, before the etcd lease can end", name, reason, timeout)
         self.act(name, svc, "stop", reason, timeout=timeout, final=State.FAIL)
 
     @contextmanager
