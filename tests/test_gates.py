@@ -109,11 +109,12 @@ def announces(*hosts: str) -> Callable[[Verdict], bool]:
 
 
 def etcd(held: bool = True, renewed_ago: float = 0.5, holder: str = "", error: str = "", ttl: float = 3.0,
-         token: int = 42, failsafe: bool = False) -> dict[str, Any]:
+         token: int = 42, failsafe: bool = False, reached_ago: float = float("inf")) -> dict[str, Any]:
     """An arbitrated service (failsvc web arbiter etcd) and what the arbiter thread knows of
     its key: ours (renewed that long ago), another host's, or an etcd error."""
     return {"arbiter": "etcd", "key": ArbiterView("/failover/web", ttl, held, NOW.monotonic - renewed_ago,
-                                                  token if held else 0, holder, error, failsafe)}
+                                                  token if held else 0, holder, error, failsafe,
+                                                  NOW.monotonic - reached_ago)}
 
 
 ETCD_DOWN = "arbiter etcd: no member of http://e1:2379 answered (timed out)"
@@ -474,6 +475,11 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
     ("failsafe: cut from etcd, not from a slave that reaches it: the master stops", inputs(
         State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")}, **OVERDUE),
      Act.STOP, "stop: lost the arbiter: lease not renewed", lambda v: failsafe_left(v) and v.events == ()),
+    ("failsafe: overdue, the slave still reaches etcd: its word is awaited until 0.8 ttl", inputs(
+        State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")},
+        **etcd(renewed_ago=2.1, error=ETCD_DOWN, failsafe=True)), Act.NONE,
+     "failsafe: waiting until 0.30 s for s to find etcd gone too",
+     lambda v: not v.memory.failsafe and v.arbiter == "" and v.events == ()),
     ("failsafe: etcd back for the slave first: the holder stays a moment for its key", inputs(
         State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")},
         memory=IN_FAILSAFE, **OVERDUE), Act.NONE, "failsafe: s reaches etcd: staying a moment",
@@ -514,6 +520,14 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
     ("failsafe: long enough after: the start goes ahead", inputs(
         views={"m1": attrs.evolve(silent("m1", seen_ago=5.5), arbiter="unreachable")}, **etcd(failsafe=True)),
      Act.START, "master m1", None),
+    ("failsafe: etcd back here a moment ago, a host last seen UP without it: no start yet", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=9.0), arbiter="unreachable")},
+        **etcd(failsafe=True, reached_ago=1.0)),
+     Act.WAIT, "etcd answers here since 1.0 s only: it may hold it through the failsafe for another 3.5 s",
+     lambda v: v.arbiter == ""),
+    ("failsafe: etcd back here long enough: the start goes ahead", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=9.0), arbiter="unreachable")},
+        **etcd(failsafe=True, reached_ago=4.6)), Act.START, "master m1", None),
     ("failsafe: a host last seen UP with etcd: no wait", inputs(
         views={"m1": attrs.evolve(silent("m1", seen_ago=3.0), arbiter="ok")}, **etcd(failsafe=True)),
      Act.START, "master m1", None),

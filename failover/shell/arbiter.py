@@ -55,6 +55,7 @@ class ArbiterThread(threading.Thread):
         self.on_change = on_change
         self.on_reach = on_reach
         self.reach = "unreachable"  # "ok" once a lease is granted and the last round had no error
+        self._reached = float("-inf")  # monotonic time reach last turned "ok"
         self.etcd = etcd or client(config)
         self.views: dict[str, ArbiterView] = {}  # replaced as a whole: read from the Tcl thread
         self._wanted: frozenset[str] = frozenset()
@@ -65,6 +66,7 @@ class ArbiterThread(threading.Thread):
         self._holder: dict[str, str] = {}  # service -> who holds it, when not us
         self._error = ""
         self._wake = threading.Event()
+        self._probe = False  # renew now, not at ttl/3: a peer said it cannot reach etcd
         self._halt = threading.Event()
 
     # From the Tcl thread -----------------------------------------------------
@@ -85,6 +87,13 @@ class ArbiterThread(threading.Thread):
         not any more (it is stopped: the key is deleted so that another host may take it)."""
         if (service in self._wanted) != yes:
             self._wanted = self._wanted | {service} if yes else self._wanted - {service}
+            self._wake.set()
+
+    def probe(self) -> None:
+        """A peer cannot reach etcd: renew at once, so that our word ("ok" or not) is fresh
+        when the holder decides on the failsafe."""
+        if self.reach == "ok" and not self._probe:
+            self._probe = True
             self._wake.set()
 
     def close(self) -> None:
@@ -133,8 +142,9 @@ class ArbiterThread(threading.Thread):
             self._renewed = sent
             log.info("arbiter etcd: lease %x granted (ttl %g s)", self._lease, self.config.ttl)
             return
-        if time.monotonic() < self._renewed + self.config.ttl / 3:
+        if time.monotonic() < self._renewed + self.config.ttl / 3 and not self._probe:
             return
+        self._probe = False
         sent = time.monotonic()
         if self.etcd.keepalive(self._lease) > 0:
             for service in list(self._held):  # a linearizable read: only a leader with a quorum answers
@@ -177,12 +187,14 @@ class ArbiterThread(threading.Thread):
             self._holder.pop(service, None)
 
     def _publish(self, before: dict[str, ArbiterView]) -> None:
+        reach = "ok" if self._lease is not None and not self._error else "unreachable"
+        if reach == "ok" and self.reach != "ok":
+            self._reached = time.monotonic()
         views = {s: ArbiterView(key=self.key(s), ttl=self.config.ttl, held=s in self._held, renewed=self._renewed,
                                 token=self._held.get(s, 0), holder=self._holder.get(s, ""), error=self._error,
-                                failsafe=self.config.failsafe)
+                                failsafe=self.config.failsafe, reached=self._reached)
                  for s in self._known}
         self.views = views
-        reach = "ok" if self._lease is not None and not self._error else "unreachable"
         if reach != self.reach:
             self.reach = reach
             if self.on_reach is not None:

@@ -279,9 +279,9 @@ class Engine:
         if arb is None:
             return
         now = time.monotonic()  # a moment passed is not armed again: a failsafe holder stays UP after it
-        due = [v.lost_at() for n, s in self.policy.services.items()
+        due = [t for n, s in self.policy.services.items()
                if s.arbiter and self.states.state(n) is State.UP and (v := arb.view(n)) is not None and v.held
-               and v.lost_at() > now]
+               for t in (v.lost_at(), v.enter_by()) if t > now]  # the stop, or the failsafe's last word
         when = min(due, default=None)
         if self._deadline is not None:
             if when is not None and self._deadline[0] == when:
@@ -341,6 +341,8 @@ class Engine:
                 continue
             self.traps.on_peer(name, view)
             due.update(self.policy.services_of(name))
+            if view.arbiter == "unreachable" and self.arbiter is not None:
+                self.arbiter.probe()  # it finds etcd gone: do we? (the failsafe needs every host's word)
         self.states.retry_lease()
         if self.scheduling:
             for svc in sorted(due):

@@ -114,8 +114,11 @@ class Answer:
 LOST_AFTER = 2 / 3  # of the arbiter's ttl without a confirmed renewal: the key counts as lost
 STOP_MARGIN = 0.1  # of the ttl: a lost holder's stop must end this long before its lease can expire
 FAILSAFE_STOP = 1 / 3  # of the ttl: the stop of a holder that leaves the failsafe ends within this
+FAILSAFE_ENTER = 0.8  # of the ttl after the last renewal: until then a holder may wait for the others to
+#                      find etcd gone too (its stop then still ends before the lease can: STOP_MARGIN)
 FAILSAFE_GRACE = 2 / 3  # of the ttl: in the failsafe, how long another host may reach etcd before we do
 FAILSAFE_WAIT = 1 / 2  # of the ttl, plus dead time and interval: no start after seeing a failsafe holder
+FAILSAFE_MARGIN = 1 / 6  # of the ttl: on top of what a failsafe holder may still take after our "ok" reached it
 FAILSAFE = "failsafe: etcd unreachable for every host; staying"
 
 
@@ -131,6 +134,7 @@ class ArbiterView:
     holder: str = ""                # the host that holds the key, when it is not us
     error: str = ""                 # the last call's error ("" once etcd answers again)
     failsafe: bool = False          # failarbiter -failsafe: stay UP while etcd is down for every host
+    reached: float = float("-inf")  # monotonic time etcd last began to answer this failsh ("ok")
 
     def lost_at(self) -> float:
         """From this monotonic time on the key counts as lost: the stop must run now."""
@@ -142,6 +146,10 @@ class ArbiterView:
 
     def holds(self, now: float) -> bool:
         return self.held and now < self.lost_at()
+
+    def enter_by(self) -> float:
+        """Until then a lost holder may wait for the others to find etcd gone (the failsafe)."""
+        return self.renewed + self.ttl * FAILSAFE_ENTER
 
 
 @attrs.frozen
@@ -312,6 +320,11 @@ def _arbitrate(inp: Inputs, verdict: Verdict) -> Verdict:
                 blocker, note = "", f"{verdict.note}; failsafe: {reached}: staying a moment to take our key again"
             else:
                 blocker = f"{reached} for {now - since:.1f} s while this host still cannot"
+        elif reached and arb is not None and now < arb.enter_by():
+            # the others renew on their own schedule: they may find etcd gone a moment after us
+            why = f"failsafe: waiting until {arb.enter_by() - now:.2f} s for {reached.split(' reach')[0]} to find " \
+                  "etcd gone too"
+            return attrs.evolve(verdict, note=f"{verdict.note}; {why}", level=logging.INFO, announce=())
         if not blocker:
             events = verdict.events
             if not memory.failsafe:
@@ -385,23 +398,30 @@ def _failsafe_over(verdict: Verdict, why: str) -> Verdict:
 
 def _failsafe_holder(inp: Inputs, arb: ArbiterView | None) -> str:
     """A start waits while another host may still hold the service through the failsafe: it
-    was last seen UP and without etcd, less than our dead time (after which it stops: it
-    no longer hears us), its poll interval and half a ttl (its stop) ago."""
+    was last seen UP and without etcd, and either (a) less than our dead time (after which
+    it stops: it no longer hears us), its poll interval and half a ttl (its stop) ago, or
+    (b) etcd began to answer here less than a poll interval (our "ok" reaches it), the
+    grace and stop it may then still take, and a margin ago (docs/arbiter.md)."""
     if arb is None or not arb.failsafe:
         return ""
-    name = inp.service.name
+    name, now = inp.service.name, inp.now
+    deadtime = inp.deadtimes.get(inp.node, max(inp.deadtimes.values(), default=0.0))  # how long it hears us
+    since_ok = now.monotonic - arb.reached
+    told = inp.service.interval + arb.ttl * (FAILSAFE_GRACE + FAILSAFE_STOP + FAILSAFE_MARGIN)
     for host in inp.service.peers():
         view = inp.views.get(host)
         rec = view.services.get(name) if view is not None and host != inp.node else None
         if view is None or rec is None or rec.state is not State.UP or view.arbiter != "unreachable" \
                 or view.last_seen is None:
             continue
-        deadtime = inp.deadtimes.get(inp.node, max(inp.deadtimes.values(), default=0.0))  # how long it hears us
         wait = deadtime + inp.intervals.get(host, 0.0) + arb.ttl * FAILSAFE_WAIT
-        age = inp.now.wall - view.last_seen
+        age = now.wall - view.last_seen
         if age < wait:
             return f"{host} was last seen UP without etcd {age:.1f} s ago: it may hold it through the failsafe " \
                    f"for another {wait - age:.1f} s"
+        if since_ok < told:
+            return f"{host} was last seen UP without etcd and etcd answers here since {since_ok:.1f} s only: it " \
+                   f"may hold it through the failsafe for another {told - since_ok:.1f} s"
     return ""
 
 

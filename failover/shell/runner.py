@@ -109,7 +109,7 @@ class ServiceRunner:
         hosts = svc.polled()
         return gates.Inputs(
             service=svc, local=self.states.state(name), views=views, memory=self.memory.get(name, gates.Memory()),
-            now=_now(), deadtimes={h: self.hosts.deadtime(h) for h in hosts},
+            now=_now(), deadtimes={h: self.hosts.deadtime(h) for h in [*hosts, self.node]},  # ours: the failsafe
             intervals={h: self.policy().interval_for(h) for h in hosts}, lease_ttl=self.hosts.lease_ttl(),
             deciding_since=self.states.activated_at, last_change=self.states.last_change.get(name, 0.0),
             local_faild_down=local_view is not None and local_view.status == DOWN,
