@@ -507,6 +507,9 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
         State.UP, views={"m1": peer("m1", FAIL, arbiter="unreachable")}, memory=IN_FAILSAFE,
         **etcd(held=False, holder="m1", failsafe=True)), Act.STOP, "lost the arbiter: /failover/web is held by m1",
      logged(logging.WARNING, "failsafe over: etcd answers here")),
+    ("failsafe: a renewal still under way counts as etcd gone", inputs(
+        State.UP, views={"m1": peer("m1", FAIL, arbiter="unreachable")}, **etcd(renewed_ago=2.5, failsafe=True)),
+     Act.NONE, "failsafe: etcd unreachable", None),
     ("failsafe: the rule hands back: a stop", inputs(State.UP, views={"m1": peer("m1", RECOVER, arbiter="unreachable")},
                                                     **OVERDUE), Act.STOP, "lost the arbiter", None),
     ("failsafe: etcd back, the key ours again: over (logged)", inputs(

@@ -31,6 +31,7 @@ log = logging.getLogger("failover.arbiter")
 
 RETRY = 0.2      # s: next try after an error, and how often a wanted key held by another is looked at
 RELEASE_BOUND = 2.0  # s: a graceful stop's lease revoke waits at most this long
+PENDING = 1.0  # s (ttl/10 at most): a renewal unanswered this long makes this failsh say "unreachable"
 
 
 def client(config: ArbiterConfig) -> Etcd:
@@ -46,15 +47,13 @@ class ArbiterThread(threading.Thread):
     ``on_change(services)`` is called from this thread when something changed."""
 
     def __init__(self, config: ArbiterConfig, node: str, on_change: Callable[[list[str]], None],
-                 etcd: Etcd | None = None, on_reach: Callable[[str], None] | None = None) -> None:
-        """``on_reach("ok" | "unreachable")`` is called from this thread when etcd starts or
-        stops answering (the peers learn it through failsh's lease: the failsafe)."""
+                 etcd: Etcd | None = None) -> None:
         super().__init__(name="failsh-arbiter", daemon=True)
         self.config = config
         self.node = node
         self.on_change = on_change
-        self.on_reach = on_reach
         self.reach = "unreachable"  # "ok" once a lease is granted and the last round had no error
+        self._pending: float | None = None  # monotonic time the renewal under way was sent
         self._reached = float("-inf")  # monotonic time reach last turned "ok"
         self.etcd = etcd or client(config)
         self.views: dict[str, ArbiterView] = {}  # replaced as a whole: read from the Tcl thread
@@ -88,6 +87,17 @@ class ArbiterThread(threading.Thread):
         if (service in self._wanted) != yes:
             self._wanted = self._wanted | {service} if yes else self._wanted - {service}
             self._wake.set()
+
+    def reach_now(self) -> str:
+        """What the peers are told (failsh's lease, the failsafe): "unreachable" as soon as
+        a renewal has waited PENDING for its answer, not only once every member failed."""
+        pending = self._pending
+        if self.reach == "ok" and pending is not None and time.monotonic() - pending > self.pending_bound():
+            return "unreachable"
+        return self.reach
+
+    def pending_bound(self) -> float:
+        return min(PENDING, self.config.ttl / 10)
 
     def probe(self) -> None:
         """A peer cannot reach etcd: renew at once, so that our word ("ok" or not) is fresh
@@ -145,10 +155,15 @@ class ArbiterThread(threading.Thread):
         if time.monotonic() < self._renewed + self.config.ttl / 3 and not self._probe:
             return
         self._probe = False
-        sent = time.monotonic()
-        if self.etcd.keepalive(self._lease) > 0:
-            for service in list(self._held):  # a linearizable read: only a leader with a quorum answers
-                self._check(service)
+        sent = self._pending = time.monotonic()
+        try:
+            alive = self.etcd.keepalive(self._lease) > 0
+            if alive:
+                for service in list(self._held):  # a linearizable read: only a leader with a quorum answers
+                    self._check(service)
+        finally:
+            self._pending = None
+        if alive:
             self._renewed = sent  # confirmed: the lease cannot end before sent + ttl
             return
         log.warning("arbiter etcd: lease %x expired%s", self._lease,
@@ -195,10 +210,7 @@ class ArbiterThread(threading.Thread):
                                 failsafe=self.config.failsafe, reached=self._reached)
                  for s in self._known}
         self.views = views
-        if reach != self.reach:
-            self.reach = reach
-            if self.on_reach is not None:
-                self.on_reach(reach)
+        self.reach = reach
         if views != before:
             # a renewal alone changes nothing a run decides on (it moves the deadline timer)
             moved = [s for s, v in views.items() if s not in before

@@ -250,14 +250,13 @@ class Engine:
             old.close()
             self.arbiter = None
         if config is not None and self.arbiter is None:
-            self.arbiter = ArbiterThread(config, self.opts.node, self._on_arbiter_change,
-                                         on_reach=self._on_arbiter_reach)
+            self.arbiter = ArbiterThread(config, self.opts.node, self._on_arbiter_change)
             self.arbiter.set_services(arbitrated)
             self.arbiter.start()
         elif self.arbiter is not None:
             self.arbiter.set_services(arbitrated)
         if self.net is not None:
-            self.net.set_arbiter(self.arbiter.reach if self.arbiter is not None else None)
+            self.net.set_arbiter(self.arbiter.reach_now if self.arbiter is not None else None)
         if arbitrated and config is None:
             log.error("services %s are under an arbiter but the policy has no failarbiter: they will not start",
                       ", ".join(arbitrated))
@@ -266,11 +265,6 @@ class Engine:
         """Arbiter thread: a key was taken or lost, or etcd went away or came back."""
         self._arbiter_events.put(names)
         self._poke()
-
-    def _on_arbiter_reach(self, reach: str) -> None:
-        """Arbiter thread: etcd answers ("ok") or not; the lease tells the peers (failsafe)."""
-        if self.net is not None:
-            self.net.set_arbiter(reach)
 
     def _arm_deadline(self) -> None:
         """Tcl thread: a timer at the moment the first key of an UP service would count as

@@ -365,7 +365,7 @@ def _failsafe_blocker(inp: Inputs, verdict: Verdict, arb: ArbiterView | None) ->
     none wants the service (its holder is UP)."""
     if arb is None or not arb.failsafe:
         return "the failsafe is off", ""
-    if not arb.error:
+    if not arb.error and not arb.held:  # our key is gone or taken (held: a renewal is merely overdue)
         return "etcd answers here", ""
     if verdict.act not in (Act.NONE, Act.CHECK):
         return f"the rule says {verdict.act.value}", ""
