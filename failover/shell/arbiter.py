@@ -54,6 +54,7 @@ class ArbiterThread(threading.Thread):
         self.on_change = on_change
         self.reach = "unreachable"  # "ok" once a lease is granted and the last round had no error
         self._pending: float | None = None  # monotonic time the renewal under way was sent
+        self._late = False  # a renewal took so long that reach_now() said "unreachable" meanwhile
         self._reached = float("-inf")  # monotonic time reach last turned "ok"
         self.etcd = etcd or client(config)
         self.views: dict[str, ArbiterView] = {}  # replaced as a whole: read from the Tcl thread
@@ -163,6 +164,7 @@ class ArbiterThread(threading.Thread):
                     self._check(service)
         finally:
             self._pending = None
+            self._late |= time.monotonic() - sent > self.pending_bound()
         if alive:
             self._renewed = sent  # confirmed: the lease cannot end before sent + ttl
             return
@@ -203,8 +205,9 @@ class ArbiterThread(threading.Thread):
 
     def _publish(self, before: dict[str, ArbiterView]) -> None:
         reach = "ok" if self._lease is not None and not self._error else "unreachable"
-        if reach == "ok" and self.reach != "ok":
+        if reach == "ok" and (self.reach != "ok" or self._late):  # the peers hear "ok" again from now on
             self._reached = time.monotonic()
+        self._late = False
         views = {s: ArbiterView(key=self.key(s), ttl=self.config.ttl, held=s in self._held, renewed=self._renewed,
                                 token=self._held.get(s, 0), holder=self._holder.get(s, ""), error=self._error,
                                 failsafe=self.config.failsafe, reached=self._reached)
