@@ -21,6 +21,8 @@ that no sample shows two holders.
 * etcd unreachable for every failsh while e2 and e3 keep a quorum (h1's member killed,
   both failsh cut from e2 and e3): the leases expire in etcd, h1 stays in the failsafe;
   healed, h1 takes its key again (a new lease, put-if-absent) and never lets go;
+* in the failsafe, etcd back for h2 only: h1 waits for its key, then lets go before h2
+  starts;
 * a seeded random nemesis (slow): partitions into halves, kill -9 and SIGSTOP of etcd
   members, links down, host crashes, for NEMESIS seconds; it prints the holders over time
   and the count of double-holder samples, which must be 0.
@@ -243,6 +245,30 @@ def test_etcd_quorum_out_of_reach_failsafe_then_the_key_taken_again(bed: Bed) ->
     log1 = bed.log("h1")
     assert "lost the arbiter" not in log1 and "failsafe over: etcd answers again" in log1, log1[-3000:]
     assert "lease" in log1 and "expired" in log1 and log1.count("arbiter key /failover/ip held") >= 2, log1[-3000:]
+
+
+def test_etcd_back_for_the_slave_only_the_holder_lets_go_first(bed: Bed) -> None:
+    """In the failsafe, etcd answers h2 again but not h1: h1 waits up to 2/3 ttl for its own
+    key, then stops; h2 starts only after that (the key is free: h1's lease expired)."""
+    tb, etcd = bed.tb, bed.etcd
+    with HolderSampler(tb) as smp:
+        etcd.kill("h1")
+        for h in FAILSH:
+            for m in ("e2", "e3"):
+                tb.block(h, m)
+        bed.wait_log("h1", "failsafe: etcd unreachable for every host; staying", TTL + 10)
+        time.sleep(TTL)  # the leases expire in e2/e3
+        t = time.monotonic()
+        tb.unblock("h2")  # h2 reaches the quorum again, h1 does not
+        bed.alone("h2", TTL + 20)
+        gone, came = last_held(smp, "h1", t), first_held(smp, "h2", t)
+        bed.wait_log("h1", "failsafe over: h2 reaches etcd", 5)
+        tb.unblock("h1")
+        etcd.start_member("h1")
+        bed.alone("h1", SETTLE)
+    no_overlap(bed, smp)
+    assert gone is not None and came is not None and gone < came, (gone, came)
+    print(f"\netcd back for h2 only: h1 let go {gone - t:.2f} s later, h2 held it {came - t:.2f} s later")
 
 
 def test_etcd_entirely_down_without_failsafe_nobody_new_starts() -> None:
