@@ -12,6 +12,9 @@ What it knows goes to the Tcl thread as :class:`~failover.shell.gates.ArbiterVie
 once.  Deciding when a key counts as lost is not this thread's job: the gate does it
 from the time of the last confirmed renewal (a call stuck in a timeout here cannot
 delay that), and the engine arms a timer for that moment.
+
+Whether etcd answers (:meth:`ArbiterThread.reach_now`) goes to the peers with failsh's
+lease, for the failsafe (docs/arbiter.md, "Etcd entirely down").
 """
 
 from __future__ import annotations
