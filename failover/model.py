@@ -268,11 +268,14 @@ class HostInfo:
     lease: float | None = None
     lease_end: LeaseEnd | None = None
     leases: bool = True
+    arbiter: str | None = None  # while the lease lives: its failsh reaches its etcd arbiter ("ok") or not
 
     def to_wire(self) -> Wire:
         wire: Wire = {"name": self.name, "started": self.started, "pid": self.pid}
         if self.leases:
             wire["lease"] = self.lease
+        if self.arbiter is not None:
+            wire["arbiter"] = self.arbiter
         if self.lease_end is not None:
             wire["lease_end"] = self.lease_end.to_wire()
         return wire
@@ -283,8 +286,13 @@ class HostInfo:
         d = _object(d, where)
         lease = None if d.get("lease") is None else wire_number(d, "lease", where, 0, MAX_LEASE)
         end = None if d.get("lease_end") is None else LeaseEnd.from_wire(d["lease_end"], f"{where}.lease_end")
+        arbiter = d.get("arbiter")
+        if arbiter is not None and (arbiter not in protocol.ARBITER_REACH or lease is None):
+            raise bad(f"{where}.arbiter", f"not one of {', '.join(protocol.ARBITER_REACH)} with a live lease: "
+                      f"{_show(arbiter)}")
         return cls(name=wire_name(d, "name", where), started=wire_time(d, "started", where),
-                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease, lease_end=end, leases="lease" in d)
+                   pid=wire_int(d, "pid", where, 1, MAX_PID), lease=lease, lease_end=end, leases="lease" in d,
+                   arbiter=arbiter)
 
 
 def records_from_wire(items: object, where: str = "services") -> list[ServiceRecord]:

@@ -40,6 +40,8 @@ OPS: dict[str, tuple[str, ...]] = {
 WRITE_OPS = frozenset({"set", "loglevel", "lease", "maint", "prefer"})
 HOST_WIDE = "*"  # the key of the whole host's entry in a reply's "maintenance" (and in the state file)
 MAX_AGENT = 32  # characters of a request's "agent": a name, as a service's
+# a lease's "arbiter": can this failsh reach its etcd arbiter (docs/arbiter.md, "Etcd entirely down")
+ARBITER_REACH = ("ok", "unreachable")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 _TEXT_LIMIT = 256
@@ -95,6 +97,7 @@ class Request:
     on: bool | None = None       # maint: maintenance on (True) or off (False)
     host: str | None = None      # prefer: the switchover target, None to clear
     agent: str = ""              # any op: the sending program ("failctl"), for the "by" faild records
+    arbiter: str | None = None   # lease: "ok" or "unreachable" (ARBITER_REACH); None: no arbiter
     after: str | None = None     # list: a paged read, from the first name after this one ("": from the start)
     since: int | None = None     # list: a paged read of the records changed after this counter only
 
@@ -118,6 +121,8 @@ class Request:
             msg["ttl"] = self.ttl
             if self.pid is not None and self.pidstart is not None:
                 msg["pid"], msg["pidstart"] = self.pid, self.pidstart
+            if self.arbiter is not None:
+                msg["arbiter"] = self.arbiter
         if self.op == "maint":
             msg["on"] = bool(self.on)
         if self.op == "prefer":
@@ -235,8 +240,12 @@ def _build(msg: Wire, op: str, rid: str | int) -> Request:
     if agent != "" and not (valid_name(agent) and len(agent) <= MAX_AGENT):
         raise ProtocolError("BADREQUEST", f"field 'agent' must be a name of at most {MAX_AGENT} characters "
                             "of A-Za-z0-9_.:@+-")
+    arbiter = msg.get("arbiter")
+    if arbiter is not None and (op != "lease" or arbiter not in ARBITER_REACH):
+        raise ProtocolError("BADREQUEST", f"field 'arbiter' belongs to a lease and must be one of "
+                            f"{', '.join(ARBITER_REACH)}, not {_short(arbiter)}")
     return Request(op=op, id=rid, ttl=float(ttl), pid=pid, pidstart=pidstart, on=on, host=host, agent=agent,
-                   after=after, since=since,
+                   after=after, since=since, arbiter=arbiter,
                    community=_text(msg, "community", DEFAULT_COMMUNITY, 128),
                    service=service, state=state, reason=clean_text(_text(msg, "reason")), limit=limit,
                    facility=_text(msg, "facility", "", 32) or None,

@@ -3,9 +3,11 @@ member (lab/etcdbed.py LoopbackEtcd), faild and failsh on two pretend hosts (clu
 
 What a user sees: the master takes the key and starts, with the fencing token in
 FO_FENCING_TOKEN and fo::token; the slave takes over a crashed master only once the key is
-free (the master's lease ended); with etcd gone the holder stops before its lease can end
-("lost the arbiter"), nobody starts and both turn FAIL (not ready); etcd back, the master
-takes it again with a larger token; failsh's SIGTERM revokes the lease, so the slave starts at once.
+free (the master's lease ended); with etcd gone the holder stays (the failsafe: the slave
+answers and cannot reach etcd either), nobody starts, and etcd back the master keeps it;
+with -failsafe 0 the holder stops before its lease can end ("lost the arbiter"), nobody
+starts and both turn FAIL (not ready); etcd back, the master takes it again; failsh's
+SIGTERM revokes the lease, so the slave starts at once.
 The namespace tests (a 3-member etcd, partitions, a nemesis) are in test_arbiter_netns.py.
 """
 
@@ -34,7 +36,7 @@ proc tokstart {svc} {
     mark $svc "token $env(FO_FENCING_TOKEN) [fo::token $svc]"
     return [svc_start $svc]
 }
-failarbiter etcd @ENDPOINT@ -ttl @TTL@ -prefix /fo-test/
+failarbiter etcd @ENDPOINT@ -ttl @TTL@ -prefix /fo-test/ -failsafe @FAILSAFE@
 failsvc web interval 0.5
 failsvc web masters {www1}
 failsvc web slaves {www2}
@@ -54,9 +56,15 @@ def etcd(tmp_path: Path) -> Iterator[LoopbackEtcd]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, etcd: LoopbackEtcd) -> Iterator[Cluster]:
+def failsafe() -> str:
+    """failarbiter -failsafe: a test parametrizes it to "0" for the behaviour without it."""
+    return "1"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, etcd: LoopbackEtcd, failsafe: str) -> Iterator[Cluster]:
     c = Cluster(tmp_path / "hosts", policy=POLICY.replace("@ENDPOINT@", etcd.endpoint)
-                .replace("@TTL@", f"{TTL:g}"))
+                .replace("@TTL@", f"{TTL:g}").replace("@FAILSAFE@", failsafe))
     yield c
     c.close()
 
@@ -100,6 +108,26 @@ def test_takeover_waits_for_the_key_and_the_token_grows(cluster: Cluster, etcd: 
     assert tokens(c, "www1")[-1][0] > second
 
 
+def test_etcd_down_failsafe_holder_stays_and_nobody_starts(cluster: Cluster, etcd: LoopbackEtcd) -> None:
+    """The failsafe (on by default): etcd gone for both hosts, the holder keeps the service
+    (logged once), the slave does not start; etcd back, the holder keeps it."""
+    c = cluster
+    c.start_master_then_slave()
+    etcd.kill()
+    wait_for(lambda: "failsafe: etcd unreachable for every host; staying" in c.failsh["www1"].log(), TTL + 10,
+             "the holder to enter the failsafe")
+    samples = c.watch("web", 2 * TTL)
+    assert all(s["www1"] == "UP" and s["www2"] != "UP" for s in samples), samples
+    assert running(c) == ["www1"]
+    assert "lost the arbiter" not in c.failsh["www1"].log()
+    assert c.failsh["www1"].log().count("failsafe: etcd unreachable for every host; staying (") == 1  # the WARNING
+    etcd.start()  # its data kept: the old lease lives again, the key is still www1's
+    wait_for(lambda: "failsafe over: etcd answers again" in c.failsh["www1"].log(), 30, "the failsafe to end")
+    c.wait_states("web", {"www1": "UP", "www2": "RECOVER"}, timeout=30)
+    assert running(c) == ["www1"] and holder(etcd) == "www1"
+
+
+@pytest.mark.parametrize("failsafe", ["0"])
 def test_etcd_down_holder_stops_and_nobody_starts(cluster: Cluster, etcd: LoopbackEtcd) -> None:
     c = cluster
     c.start_master_then_slave()

@@ -15,7 +15,14 @@ that no sample shows two holders.
   over once the key is free; healed, h1 reclaims and h2 hands back;
 * an etcd follower killed, then the leader: the holder keeps the service throughout (at
   ttl 8 s: an election fits well within a third of it);
-* etcd entirely down: the holder stops, nobody starts (both logged); etcd back, h1 again;
+* etcd entirely down (every member killed): with the failsafe (the default) h1 keeps the
+  VIP, h2 never starts, both logged; etcd back, h1 keeps it; with ``-failsafe 0`` the
+  holder stops, nobody starts (both logged); etcd back, h1 again;
+* etcd unreachable for every failsh while e2 and e3 keep a quorum (h1's member killed,
+  both failsh cut from e2 and e3): the leases expire in etcd, h1 stays in the failsafe;
+  healed, h1 takes its key again (a new lease, put-if-absent) and never lets go;
+* in the failsafe, etcd back for h2 only: h1 waits for its key, then lets go before h2
+  starts;
 * a seeded random nemesis (slow): partitions into halves, kill -9 and SIGSTOP of etcd
   members, links down, host crashes, for NEMESIS seconds; it prints the holders over time
   and the count of double-holder samples, which must be 0.
@@ -59,7 +66,7 @@ SETTLE = 40.0   # s: after a fault is healed, h1 alone holds the VIP and serves 
 class Bed:
     """h1, h2 (failsh), h1, e2, e3 (etcd), the client asking the VIP."""
 
-    def __init__(self, tb: Testbed, ttl: float = TTL) -> None:
+    def __init__(self, tb: Testbed, ttl: float = TTL, failsafe: bool = True) -> None:
         self.tb = tb
         self.etcd = EtcdCluster(tb, MEMBERS).start()
         for h in FAILSH:
@@ -67,7 +74,8 @@ class Bed:
         self.tail = Tail(tb.start_vipclient(duration=900)[1])
         policy = gen_policy(tb.tmpdir / "ip.tcl", "h1", "h2", tb.vip_cidr)
         endpoints = " ".join(self.etcd.endpoints)
-        policy.write_text(policy.read_text() + f"failsvc ip flap off\nfailarbiter etcd {endpoints} -ttl {ttl:g}\n"
+        policy.write_text(policy.read_text() + f"failsvc ip flap off\nfailarbiter etcd {endpoints} -ttl {ttl:g} "
+                          f"-failsafe {int(failsafe)}\n"
                           "failsvc ip arbiter etcd\n")
         self.fo = FailoverHosts(tb, {h: policy for h in FAILSH})
         self.fo.start()
@@ -86,6 +94,13 @@ class Bed:
     def log(self, host: str) -> str:
         path = self.tb.log_path(self.fo.failsh[host])
         return path.read_text(errors="replace") if path else ""
+
+    def wait_log(self, host: str, text: str, timeout: float) -> None:
+        """Until ``text`` is in ``host``'s failsh log; else fail, showing the logs."""
+        try:
+            wait_until(lambda: text in self.log(host), timeout, what=f"{text!r} in {host}'s log")
+        except TestbedError as e:
+            self.fail(str(e))
 
     def crash(self, host: str) -> None:
         """The host dies: faild and failsh killed, its VIP gone as after a reboot."""
@@ -183,7 +198,85 @@ def _member_then_leader(bed: Bed) -> None:
     assert "lost the arbiter" not in bed.log("h1")
 
 
-def test_etcd_entirely_down_nobody_new_starts(bed: Bed) -> None:
+def test_etcd_entirely_down_failsafe_the_holder_stays(bed: Bed) -> None:
+    tb, etcd = bed.tb, bed.etcd
+    with HolderSampler(tb) as smp:
+        t = time.monotonic()
+        for m in MEMBERS:
+            etcd.kill(m)
+        bed.wait_log("h1", "failsafe: etcd unreachable for every host; staying", TTL + 10)
+        time.sleep(2 * TTL)
+        assert tb.vip_holders() == ["h1"]
+        for m in MEMBERS:
+            etcd.start_member(m)
+        bed.wait_log("h1", "failsafe over", 30)
+        time.sleep(TTL)  # h1 renews its old lease (etcd's restart extended it) and keeps its key
+    no_overlap(bed, smp)
+    held = [h for _, h in smp.holders(start=t)]
+    assert held and all(h == ("h1",) for h in held), "the holder lost the VIP"
+    log1 = bed.log("h1")
+    assert "lost the arbiter" not in log1, log1[-3000:]
+    assert "failsafe over: etcd answers again" in log1, log1[-3000:]
+    assert "not starting" in bed.log("h2") or "not ready while the arbiter" in bed.log("h2")
+    print(f"\netcd down with the failsafe: h1 held the VIP in all {len(held)} samples")
+
+
+def test_etcd_quorum_out_of_reach_failsafe_then_the_key_taken_again(bed: Bed) -> None:
+    """e2 and e3 keep a quorum and let the leases expire: h1's key is gone; healed, h1 must
+    take it again (a new lease, put-if-absent) before h2 could."""
+    tb, etcd = bed.tb, bed.etcd
+    with HolderSampler(tb) as smp:
+        t = time.monotonic()
+        etcd.kill("h1")
+        for h in FAILSH:
+            for m in ("e2", "e3"):
+                tb.block(h, m)
+        bed.wait_log("h1", "failsafe: etcd unreachable for every host; staying", TTL + 10)
+        time.sleep(2 * TTL)  # the leases expire in e2/e3: the key is deleted there
+        assert tb.vip_holders() == ["h1"]
+        for h in FAILSH:
+            tb.unblock(h)
+        etcd.start_member("h1")
+        bed.wait_log("h1", "failsafe over", 30)
+        time.sleep(TTL)
+    no_overlap(bed, smp)
+    held = [h for _, h in smp.holders(start=t)]
+    assert held and all(h == ("h1",) for h in held), "the holder lost the VIP"
+    log1 = bed.log("h1")
+    assert "lost the arbiter" not in log1 and "failsafe over: etcd answers again" in log1, log1[-3000:]
+    assert "lease" in log1 and "expired" in log1 and log1.count("arbiter key /failover/ip held") >= 2, log1[-3000:]
+
+
+def test_etcd_back_for_the_slave_only_the_holder_lets_go_first(bed: Bed) -> None:
+    """In the failsafe, etcd answers h2 again but not h1: h1 waits up to 2/3 ttl for its own
+    key, then stops; h2 starts only after that (the key is free: h1's lease expired)."""
+    tb, etcd = bed.tb, bed.etcd
+    with HolderSampler(tb) as smp:
+        etcd.kill("h1")
+        for h in FAILSH:
+            for m in ("e2", "e3"):
+                tb.block(h, m)
+        bed.wait_log("h1", "failsafe: etcd unreachable for every host; staying", TTL + 10)
+        time.sleep(TTL)  # the leases expire in e2/e3
+        t = time.monotonic()
+        tb.unblock("h2")  # h2 reaches the quorum again, h1 does not
+        bed.alone("h2", TTL + 20)
+        gone, came = last_held(smp, "h1", t), first_held(smp, "h2", t)
+        bed.wait_log("h1", "failsafe over: h2 reaches etcd", 5)
+        tb.unblock("h1")
+        etcd.start_member("h1")
+        bed.alone("h1", SETTLE)
+    no_overlap(bed, smp)
+    assert gone is not None and came is not None and gone < came, (gone, came)
+    print(f"\netcd back for h2 only: h1 let go {gone - t:.2f} s later, h2 held it {came - t:.2f} s later")
+
+
+def test_etcd_entirely_down_without_failsafe_nobody_new_starts() -> None:
+    with Testbed(hosts=["h1", "h2", "e2", "e3"]) as tb:
+        _down_without_failsafe(Bed(tb, failsafe=False))
+
+
+def _down_without_failsafe(bed: Bed) -> None:
     tb, etcd = bed.tb, bed.etcd
     with HolderSampler(tb) as smp:
         t = time.monotonic()

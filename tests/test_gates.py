@@ -52,7 +52,7 @@ TTL = 2.5
 def peer(name: str, state: State | None = RECOVER, status: str = UP, lease: float | None = 2.0,
          leased: bool = True, error: str = "", seen_ago: float = 0.1, restarted_ago: float | None = None,
          counter: int = 7, by: str = "", reason: str = "", paused: str = "", prefer: PreferEntry | None = None,
-         ended: str = "") -> PeerView:
+         ended: str = "", arbiter: str | None = None) -> PeerView:
     """A host as the network thread sees it: its faild answers (UP) with ``state`` for web;
     ``paused``: "web" or "*" in maintenance there; ``prefer``: its switchover target for web;
     ``ended``: why its failsh's last lease ended."""
@@ -61,7 +61,7 @@ def peer(name: str, state: State | None = RECOVER, status: str = UP, lease: floa
                     lease=lease, leased=leased, error=error, services=services,
                     restarted=None if restarted_ago is None else NOW.monotonic - restarted_ago,
                     maintenance={paused: MAINT} if paused else {}, prefer={"web": prefer} if prefer else {},
-                    lease_end=LeaseEnd(ended, NOW.wall - 1) if ended else None)
+                    lease_end=LeaseEnd(ended, NOW.wall - 1) if ended else None, arbiter=arbiter)
 
 
 MAINT = MaintEntry(NOW.wall - 600, "kernel update", "failctl from 10.0.0.9")
@@ -114,11 +114,25 @@ def announces(*hosts: str) -> Callable[[Verdict], bool]:
 
 
 def etcd(held: bool = True, renewed_ago: float = 0.5, holder: str = "", error: str = "", ttl: float = 3.0,
-         token: int = 42) -> dict[str, Any]:
+         token: int = 42, failsafe: bool = False, reached_ago: float = float("inf")) -> dict[str, Any]:
     """An arbitrated service (failsvc web arbiter etcd) and what the arbiter thread knows of
     its key: ours (renewed that long ago), another host's, or an etcd error."""
     return {"arbiter": "etcd", "key": ArbiterView("/failover/web", ttl, held, NOW.monotonic - renewed_ago,
-                                                  token if held else 0, holder, error)}
+                                                  token if held else 0, holder, error, failsafe,
+                                                  NOW.monotonic - reached_ago)}
+
+
+ETCD_DOWN = "arbiter etcd: no member of http://e1:2379 answered (timed out)"
+OVERDUE = etcd(renewed_ago=2.5, error=ETCD_DOWN, failsafe=True)  # UP here, etcd gone: the failsafe may apply
+IN_FAILSAFE = Memory(failsafe=True)
+
+
+def logged(level: int, text: str) -> Callable[[Verdict], bool]:
+    return lambda v: any(lv == level and text in line for lv, line in v.events)
+
+
+def failsafe_left(v: Verdict) -> bool:
+    return v.arbiter == "lost" and not v.memory.failsafe and v.act is Act.STOP
 
 
 UNCHANGED = Memory(seen_at=4999.0, seen={"m1": Seen(UP, RECOVER, 7)}, guard_refused=4990.0)
@@ -451,6 +465,82 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
     ("arbiter: not configured", inputs(masters=(), arbiter="etcd", key=ArbiterView(
         error="arbiter etcd: not configured (failarbiter etcd ENDPOINT ...)")),
      Act.WAIT, "not starting: arbiter etcd: not configured", None),
+    # the failsafe (failarbiter -failsafe 1): etcd down for every host, the holder stays
+    ("failsafe: etcd down for every host, the master stays UP (logged once)",
+     inputs(State.UP, masters=(), slaves=("s",), views={"s": peer("s", FAIL, arbiter="unreachable")},
+            **OVERDUE), Act.NONE, "failsafe: etcd unreachable for every host; staying",
+     lambda v: v.memory.failsafe and v.arbiter == "" and logged(logging.WARNING, "failsafe: etcd unreachable")(v)),
+    ("failsafe: staying, not logged again", inputs(State.UP, masters=(), slaves=("s",),
+                                                   views={"s": peer("s", RECOVER, arbiter="unreachable")},
+                                                   memory=IN_FAILSAFE, **OVERDUE),
+     Act.NONE, "failsafe: etcd unreachable", lambda v: v.memory.failsafe and v.events == ()),
+    ("failsafe: the slave holds it, the master is FAIL without etcd: stays", inputs(
+        State.UP, views={"m1": peer("m1", FAIL, arbiter="unreachable")}, **OVERDUE), Act.NONE,
+     "failsafe: etcd unreachable", None),
+    ("failsafe: cut from etcd, not from a slave that reaches it: the master stops", inputs(
+        State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")}, **OVERDUE),
+     Act.STOP, "stop: lost the arbiter: lease not renewed", lambda v: failsafe_left(v) and v.events == ()),
+    ("failsafe: overdue, the slave still reaches etcd: its word is awaited until 0.8 ttl", inputs(
+        State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")},
+        **etcd(renewed_ago=2.1, error=ETCD_DOWN, failsafe=True)), Act.NONE,
+     "failsafe: waiting until 0.30 s for s to find etcd gone too",
+     lambda v: not v.memory.failsafe and v.arbiter == "" and v.events == ()),
+    ("failsafe: etcd back for the slave first: the holder stays a moment for its key", inputs(
+        State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")},
+        memory=IN_FAILSAFE, **OVERDUE), Act.NONE, "failsafe: s reaches etcd: staying a moment",
+     lambda v: v.memory.failsafe and v.memory.reached == NOW.monotonic and v.events == ()),
+    ("failsafe: the slave reached etcd 2/3 ttl ago, we still cannot: stop (logged)", inputs(
+        State.UP, masters=(), slaves=("s",), views={"s": peer("s", RECOVER, arbiter="ok")},
+        memory=Memory(failsafe=True, reached=NOW.monotonic - 2.0), **OVERDUE), Act.STOP,
+     "stop: lost the arbiter: lease not renewed", lambda v: failsafe_left(v) and v.memory.reached is None
+     and logged(logging.WARNING, "failsafe over: s reaches etcd for 2.0 s while this host still cannot")(v)),
+    ("failsafe: a silent peer ends it", inputs(State.UP, views={"m1": silent("m1", was=FAIL)}, memory=IN_FAILSAFE,
+                                               **OVERDUE),
+     Act.STOP, "lost the arbiter", lambda v: failsafe_left(v) and logged(logging.WARNING, "m1 does not answer")(v)),
+    ("failsafe: a peer without a live failsh ends it", inputs(State.UP, views={"m1": peer(
+        "m1", FAIL, lease=None, arbiter="unreachable")}, **OVERDUE), Act.STOP, "lost the arbiter",
+     lambda v: v.arbiter == "lost" and v.events == ()),
+    ("failsafe: a peer that does not say ends it", inputs(State.UP, views={"m1": peer("m1", FAIL)}, **OVERDUE),
+     Act.STOP, "lost the arbiter", None),
+    ("failsafe: a peer UP too ends it", inputs(State.UP, masters=(), slaves=("s",), views={
+        "s": peer("s", State.UP, arbiter="unreachable")}, memory=IN_FAILSAFE, **OVERDUE),
+     Act.STOP, "lost the arbiter", logged(logging.WARNING, "failsafe over: s is UP too")),
+    ("failsafe off: lost, stop (as without it)", inputs(State.UP, views={"m1": peer("m1", FAIL, arbiter="unreachable")},
+                                                        **etcd(renewed_ago=2.5, error=ETCD_DOWN)),
+     Act.STOP, "lost the arbiter", None),
+    ("failsafe: etcd answers here but the key is not ours: stop", inputs(
+        State.UP, views={"m1": peer("m1", FAIL, arbiter="unreachable")}, memory=IN_FAILSAFE,
+        **etcd(held=False, holder="m1", failsafe=True)), Act.STOP, "lost the arbiter: /failover/web is held by m1",
+     logged(logging.WARNING, "failsafe over: etcd answers here")),
+    ("failsafe: a renewal still under way counts as etcd gone", inputs(
+        State.UP, views={"m1": peer("m1", FAIL, arbiter="unreachable")}, **etcd(renewed_ago=2.5, failsafe=True)),
+     Act.NONE, "failsafe: etcd unreachable", None),
+    ("failsafe: the rule hands back: a stop", inputs(State.UP, views={"m1": peer("m1", RECOVER, arbiter="unreachable")},
+                                                    **OVERDUE), Act.STOP, "lost the arbiter", None),
+    ("failsafe: etcd back, the key ours again: over (logged)", inputs(
+        State.UP, views={"m1": peer("m1", FAIL, arbiter="ok")}, memory=IN_FAILSAFE, **etcd(failsafe=True)),
+     Act.NONE, "UP", lambda v: not v.memory.failsafe
+     and logged(logging.WARNING, "failsafe over: etcd answers again")(v)),
+    ("failsafe: a host last seen UP without etcd: no start, no claim", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=3.0), arbiter="unreachable")}, **etcd(failsafe=True)),
+     Act.WAIT, "not starting: m1 was last seen UP without etcd 3.0 s ago: it may hold it through the failsafe "
+     "for another 2.0 s", lambda v: v.arbiter == "" and v.cause == ""),
+    ("failsafe: long enough after: the start goes ahead", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=5.5), arbiter="unreachable")}, **etcd(failsafe=True)),
+     Act.START, "master m1", None),
+    ("failsafe: etcd back here a moment ago, a host last seen UP without it: no start yet", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=9.0), arbiter="unreachable")},
+        **etcd(failsafe=True, reached_ago=1.0)),
+     Act.WAIT, "etcd answers here since 1.0 s only: it may hold it through the failsafe for another 3.5 s",
+     lambda v: v.arbiter == ""),
+    ("failsafe: etcd back here long enough: the start goes ahead", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=9.0), arbiter="unreachable")},
+        **etcd(failsafe=True, reached_ago=4.6)), Act.START, "master m1", None),
+    ("failsafe: a host last seen UP with etcd: no wait", inputs(
+        views={"m1": attrs.evolve(silent("m1", seen_ago=3.0), arbiter="ok")}, **etcd(failsafe=True)),
+     Act.START, "master m1", None),
+    ("failsafe off: no wait", inputs(views={"m1": attrs.evolve(silent("m1", seen_ago=3.0), arbiter="unreachable")},
+                                     **etcd()), Act.START, "master m1", None),
     ("no arbiter: a 0.5 service ignores the key", inputs(views={"m1": peer("m1", FAIL)}, key=ArbiterView(held=False)),
      Act.START, "master m1 down", None),
 ]

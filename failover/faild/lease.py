@@ -39,9 +39,11 @@ class Lease:
         self.until = 0.0
         self.holder: tuple[int, int] | None = None  # (pid, start time) of a watched holder
         self.ended: LeaseEnd | None = None  # why the last lease ended, while no new one exists
+        self.arbiter: str | None = None  # the holder's word on its etcd arbiter ("ok", "unreachable")
 
-    def renew(self, ttl: float, pid: int | None = None, start: int | None = None) -> None:
-        """Take or renew for ``ttl`` s (0 gives it up); watch ``pid`` if its start matches."""
+    def renew(self, ttl: float, pid: int | None = None, start: int | None = None, arbiter: str | None = None) -> None:
+        """Take or renew for ``ttl`` s (0 gives it up); watch ``pid`` if its start matches;
+        ``arbiter``: what the holder says of its arbiter, shown while the lease lives."""
         now = time.monotonic()
         if ttl <= 0:
             if self.until > now:  # a live lease given up (a second release changes nothing)
@@ -50,6 +52,7 @@ class Lease:
                 self._end("expired", now)
         self.until = now + ttl if ttl > 0 else 0.0
         self.holder = None
+        self.arbiter = arbiter if ttl > 0 else None
         if ttl > 0:
             self.ended = None
             if pid is not None and start is not None and process_start(pid) == start:
@@ -59,7 +62,7 @@ class Lease:
         """The lease is over (``why``): at the wall-clock time it ran out, or now."""
         at = time.time() - max(0.0, now - self.until) if why == "expired" else time.time()
         self.ended = LeaseEnd(why, round(at, 3))
-        self.until, self.holder = 0.0, None
+        self.until, self.holder, self.arbiter = 0.0, None, None
 
     def left(self) -> float | None:
         """Seconds left, rounded to ms; None when it ran out, was given up, or its holder died."""

@@ -347,6 +347,8 @@ class Faild:
             return self._host_json_head + "}"
         lease, ended = self.lease.status()
         text = self._host_json_head + ("null" if lease is None else protocol.dumps(lease))
+        if lease is not None and self.lease.arbiter is not None:
+            text += ',"arbiter":' + protocol.dumps(self.lease.arbiter)
         if ended is not None:
             text += ',"lease_end":' + protocol.dumps(ended.to_wire())
         return text + "}"
@@ -401,6 +403,8 @@ class Faild:
         host = dict(self._host_wire)
         if self.leases:
             host["lease"], ended = self.lease.status()
+            if host["lease"] is not None and self.lease.arbiter is not None:
+                host["arbiter"] = self.lease.arbiter
             if ended is not None:
                 host["lease_end"] = ended.to_wire()
         if req.op == "ping":
@@ -439,9 +443,12 @@ class Faild:
         if req.op == "lease":
             if not self.leases:
                 raise protocol.ProtocolError("BADOP", f"{self.host.name} holds no failsh lease (it is not a faild)")
-            self.lease.renew(req.ttl, req.pid, req.pidstart)
+            self.lease.renew(req.ttl, req.pid, req.pidstart, req.arbiter)
             host["lease"] = req.ttl or None
             host.pop("lease_end", None)
+            host.pop("arbiter", None)
+            if self.lease.arbiter is not None:
+                host["arbiter"] = self.lease.arbiter
             if self.lease.ended is not None:
                 host["lease_end"] = self.lease.ended.to_wire()
             return protocol.ok_reply(req.id, host=host)

@@ -12,6 +12,9 @@ What it knows goes to the Tcl thread as :class:`~failover.shell.gates.ArbiterVie
 once.  Deciding when a key counts as lost is not this thread's job: the gate does it
 from the time of the last confirmed renewal (a call stuck in a timeout here cannot
 delay that), and the engine arms a timer for that moment.
+
+Whether etcd answers (:meth:`ArbiterThread.reach_now`) goes to the peers with failsh's
+lease, for the failsafe (docs/arbiter.md, "Etcd entirely down").
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ log = logging.getLogger("failover.arbiter")
 
 RETRY = 0.2      # s: next try after an error, and how often a wanted key held by another is looked at
 RELEASE_BOUND = 2.0  # s: a graceful stop's lease revoke waits at most this long
+PENDING = 1.0  # s (ttl/10 at most): a renewal unanswered this long makes this failsh say "unreachable"
 
 
 def client(config: ArbiterConfig) -> Etcd:
@@ -51,6 +55,10 @@ class ArbiterThread(threading.Thread):
         self.config = config
         self.node = node
         self.on_change = on_change
+        self.reach = "unreachable"  # "ok" once a lease is granted and the last round had no error
+        self._pending: float | None = None  # monotonic time the renewal under way was sent
+        self._late = False  # a renewal took so long that reach_now() said "unreachable" meanwhile
+        self._reached = float("-inf")  # monotonic time reach last turned "ok"
         self.etcd = etcd or client(config)
         self.views: dict[str, ArbiterView] = {}  # replaced as a whole: read from the Tcl thread
         self._wanted: frozenset[str] = frozenset()
@@ -61,6 +69,7 @@ class ArbiterThread(threading.Thread):
         self._holder: dict[str, str] = {}  # service -> who holds it, when not us
         self._error = ""
         self._wake = threading.Event()
+        self._probe = False  # renew now, not at ttl/3: a peer said it cannot reach etcd
         self._halt = threading.Event()
 
     # From the Tcl thread -----------------------------------------------------
@@ -81,6 +90,24 @@ class ArbiterThread(threading.Thread):
         not any more (it is stopped: the key is deleted so that another host may take it)."""
         if (service in self._wanted) != yes:
             self._wanted = self._wanted | {service} if yes else self._wanted - {service}
+            self._wake.set()
+
+    def reach_now(self) -> str:
+        """What the peers are told (failsh's lease, the failsafe): "unreachable" as soon as
+        a renewal has waited PENDING for its answer, not only once every member failed."""
+        pending = self._pending
+        if self.reach == "ok" and pending is not None and time.monotonic() - pending > self.pending_bound():
+            return "unreachable"
+        return self.reach
+
+    def pending_bound(self) -> float:
+        return min(PENDING, self.config.ttl / 10)
+
+    def probe(self) -> None:
+        """A peer cannot reach etcd: renew at once, so that our word ("ok" or not) is fresh
+        when the holder decides on the failsafe."""
+        if self.reach == "ok" and not self._probe:
+            self._probe = True
             self._wake.set()
 
     def close(self) -> None:
@@ -129,12 +156,19 @@ class ArbiterThread(threading.Thread):
             self._renewed = sent
             log.info("arbiter etcd: lease %x granted (ttl %g s)", self._lease, self.config.ttl)
             return
-        if time.monotonic() < self._renewed + self.config.ttl / 3:
+        if time.monotonic() < self._renewed + self.config.ttl / 3 and not self._probe:
             return
-        sent = time.monotonic()
-        if self.etcd.keepalive(self._lease) > 0:
-            for service in list(self._held):  # a linearizable read: only a leader with a quorum answers
-                self._check(service)
+        self._probe = False
+        sent = self._pending = time.monotonic()
+        try:
+            alive = self.etcd.keepalive(self._lease) > 0
+            if alive:
+                for service in list(self._held):  # a linearizable read: only a leader with a quorum answers
+                    self._check(service)
+        finally:
+            self._pending = None
+            self._late |= time.monotonic() - sent > self.pending_bound()
+        if alive:
             self._renewed = sent  # confirmed: the lease cannot end before sent + ttl
             return
         log.warning("arbiter etcd: lease %x expired%s", self._lease,
@@ -173,10 +207,16 @@ class ArbiterThread(threading.Thread):
             self._holder.pop(service, None)
 
     def _publish(self, before: dict[str, ArbiterView]) -> None:
+        reach = "ok" if self._lease is not None and not self._error else "unreachable"
+        if reach == "ok" and (self.reach != "ok" or self._late):  # the peers hear "ok" again from now on
+            self._reached = time.monotonic()
+        self._late = False
         views = {s: ArbiterView(key=self.key(s), ttl=self.config.ttl, held=s in self._held, renewed=self._renewed,
-                                token=self._held.get(s, 0), holder=self._holder.get(s, ""), error=self._error)
+                                token=self._held.get(s, 0), holder=self._holder.get(s, ""), error=self._error,
+                                failsafe=self.config.failsafe, reached=self._reached)
                  for s in self._known}
         self.views = views
+        self.reach = reach
         if views != before:
             # a renewal alone changes nothing a run decides on (it moves the deadline timer)
             moved = [s for s, v in views.items() if s not in before

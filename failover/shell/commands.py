@@ -49,9 +49,9 @@ _HOST_LISTS = ("masters", "slaves", "witnesses")
 HOST_SUBCOMMANDS = ("port", "protocol", "address", "community", "deadtime", "monitor")
 TRAP_KINDS = ("state", "peer", "remote")
 ARBITERS = ("etcd",)
-ARBITER_OPTIONS = ("-prefix", "-ttl", "-cacert", "-cert", "-key", "-user", "-password")
-ARBITER_USAGE = "etcd ENDPOINT ?ENDPOINT ...? ?-prefix P? ?-ttl S? ?-cacert F? ?-cert F? ?-key F? ?-user U? " \
-                "?-password P?"
+ARBITER_OPTIONS = ("-prefix", "-ttl", "-failsafe", "-cacert", "-cert", "-key", "-user", "-password")
+ARBITER_USAGE = "etcd ENDPOINT ?ENDPOINT ...? ?-prefix P? ?-ttl S? ?-failsafe 0|1? ?-cacert F? ?-cert F? ?-key F? " \
+                "?-user U? ?-password P?"
 ADDRESS = re.compile(r"[A-Za-z0-9._%-]+(:\d{1,5})?|\[[0-9A-Fa-f:.%a-z]+\](:\d{1,5})?|[0-9A-Fa-f:]+")
 
 
@@ -163,6 +163,9 @@ def _arbiter(args: tuple[str, ...]) -> ArbiterConfig:
             ttl = -1.0
         if not 2 <= ttl <= 3600:  # etcd counts whole seconds; the stop gets a third of it
             raise TclCommandError(f"failarbiter -ttl: expected 2 to 3600 seconds, not \"{text}\"", "BADVALUE", text)
+    failsafe = options.pop("failsafe", "1")
+    if failsafe not in ("0", "1"):
+        raise TclCommandError(f"failarbiter -failsafe: expected 0 or 1, not \"{failsafe}\"", "BADVALUE", failsafe)
     prefix = options.pop("prefix", ARBITER_PREFIX)
     if not prefix or any(c.isspace() for c in prefix):
         raise TclCommandError(f"failarbiter -prefix: \"{prefix}\" is empty or has blanks", "BADVALUE", prefix)
@@ -176,7 +179,7 @@ def _arbiter(args: tuple[str, ...]) -> ArbiterConfig:
         raise TclCommandError("failarbiter: -user and -password go together", "USAGE")
     if ("cert" in options or "cacert" in options) and not all(e.startswith("https://") for e in endpoints):
         raise TclCommandError("failarbiter: -cacert and -cert need https:// endpoints", "USAGE")
-    return ArbiterConfig(args[0], tuple(endpoints), prefix, ttl, **options)
+    return ArbiterConfig(args[0], tuple(endpoints), prefix, ttl, failsafe=failsafe == "1", **options)
 
 
 def _usage(cmd: str, usage: str) -> TclCommandError:
@@ -335,7 +338,7 @@ class Commands:
             a = self.policy.arbiter
             if a is None:
                 return ""
-            return (a.kind, *a.endpoints, "-prefix", a.prefix, "-ttl", a.ttl,
+            return (a.kind, *a.endpoints, "-prefix", a.prefix, "-ttl", a.ttl, "-failsafe", int(a.failsafe),
                     *(x for opt in ("cacert", "cert", "key", "user") if (v := getattr(a, opt)) for x in (f"-{opt}", v)))
         self.policy.arbiter = _arbiter(args)
         self._changed()

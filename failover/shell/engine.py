@@ -17,6 +17,8 @@ import tkinter
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
+
 from failover import client
 from failover.observe import dashboard, feed, metrics
 from failover.shell import gates, tcllib
@@ -238,6 +240,9 @@ class Engine:
         changed it; the old one's lease is revoked) and tell it the arbitrated services."""
         config = self.policy.arbiter
         arbitrated = [n for n, s in self.policy.services.items() if s.arbiter]
+        if self.arbiter is not None and config is not None and config != self.arbiter.config \
+                and attrs.evolve(config, failsafe=self.arbiter.config.failsafe) == self.arbiter.config:
+            self.arbiter.config = config  # only -failsafe changed: the lease and keys stay
         if self.arbiter is not None and (config is None or config != self.arbiter.config):
             log.warning("arbiter changed: its services stop, then its lease is revoked")
             old = self.arbiter
@@ -252,6 +257,8 @@ class Engine:
             self.arbiter.start()
         elif self.arbiter is not None:
             self.arbiter.set_services(arbitrated)
+        if self.net is not None:
+            self.net.set_arbiter(self.arbiter.reach_now if self.arbiter is not None else None)
         if arbitrated and config is None:
             log.error("services %s are under an arbiter but the policy has no failarbiter: they will not start",
                       ", ".join(arbitrated))
@@ -267,8 +274,10 @@ class Engine:
         arb = self.arbiter
         if arb is None:
             return
-        due = [v.lost_at() for n, s in self.policy.services.items()
-               if s.arbiter and self.states.state(n) is State.UP and (v := arb.view(n)) is not None and v.held]
+        now = time.monotonic()  # a moment passed is not armed again: a failsafe holder stays UP after it
+        due = [t for n, s in self.policy.services.items()
+               if s.arbiter and self.states.state(n) is State.UP and (v := arb.view(n)) is not None and v.held
+               for t in (v.lost_at(), v.enter_by()) if t > now]  # the stop, or the failsafe's last word
         when = min(due, default=None)
         if self._deadline is not None:
             if when is not None and self._deadline[0] == when:
@@ -328,6 +337,8 @@ class Engine:
                 continue
             self.traps.on_peer(name, view)
             due.update(self.policy.services_of(name))
+            if view.arbiter == "unreachable" and self.arbiter is not None:
+                self.arbiter.probe()  # it finds etcd gone: do we? (the failsafe needs every host's word)
         self.states.retry_lease()
         if self.scheduling:
             for svc in sorted(due):

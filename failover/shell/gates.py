@@ -24,6 +24,11 @@ and the master/slave rule of failover 0.5 (decide.py) stand the gates, in this o
    stop (then FAIL: "lost the arbiter"); a start waits until the key is ours (the verdict
    asks the arbiter thread to claim it); no reclaim while the lease is not being renewed,
    and a RECOVER host whose lease is not being renewed turns FAIL (it is not ready).
+   The failsafe (``failarbiter ... -failsafe 1``, docs/arbiter.md "Etcd entirely down"): an
+   UP service whose renewal is overdue stays UP while this host cannot reach etcd and every
+   other host of its lists answers, with a live failsh lease, cannot reach etcd either and
+   is not UP; a start waits while another host was last seen UP without etcd, until it
+   must have let go.
 
 What runs remember (:class:`Memory`) also counts the changes of holder (flap protection)
 and since when each master is ready (failback delay).
@@ -101,6 +106,8 @@ class Memory:
     flapping: bool = False             # said so (logged once)
     paused: Pause | None = None        # the local pause the last run saw ("resumed" is logged once)
     prefer: PreferEntry | None = None  # the switchover target the last run saw (logged once)
+    failsafe: bool = False             # UP here through the arbiter's failsafe (entering and leaving logged once)
+    reached: float | None = None       # monotonic time, in the failsafe, another host was first seen reach etcd
 
 
 @attrs.frozen
@@ -113,6 +120,13 @@ class Answer:
 
 LOST_AFTER = 2 / 3  # of the arbiter's ttl without a confirmed renewal: the key counts as lost
 STOP_MARGIN = 0.1  # of the ttl: a lost holder's stop must end this long before its lease can expire
+FAILSAFE_STOP = 1 / 3  # of the ttl: the stop of a holder that leaves the failsafe ends within this
+FAILSAFE_ENTER = 0.8  # of the ttl after the last renewal: until then a holder may wait for the others to
+#                      find etcd gone too (its stop then still ends before the lease can: STOP_MARGIN)
+FAILSAFE_GRACE = 2 / 3  # of the ttl: in the failsafe, how long another host may reach etcd before we do
+FAILSAFE_WAIT = 1 / 2  # of the ttl, plus dead time and interval: no start after seeing a failsafe holder
+FAILSAFE_MARGIN = 1 / 6  # of the ttl: on top of what a failsafe holder may still take after our "ok" reached it
+FAILSAFE = "failsafe: etcd unreachable for every host; staying"
 
 
 @attrs.frozen
@@ -126,6 +140,8 @@ class ArbiterView:
     token: int = 0                  # our key's create_revision: the fencing token
     holder: str = ""                # the host that holds the key, when it is not us
     error: str = ""                 # the last call's error ("" once etcd answers again)
+    failsafe: bool = False          # failarbiter -failsafe: stay UP while etcd is down for every host
+    reached: float = float("-inf")  # monotonic time etcd last began to answer this failsh ("ok")
 
     def lost_at(self) -> float:
         """From this monotonic time on the key counts as lost: the stop must run now."""
@@ -137,6 +153,10 @@ class ArbiterView:
 
     def holds(self, now: float) -> bool:
         return self.held and now < self.lost_at()
+
+    def enter_by(self) -> float:
+        """Until then a lost holder may wait for the others to find etcd gone (the failsafe)."""
+        return self.renewed + self.ttl * FAILSAFE_ENTER
 
 
 @attrs.frozen
@@ -328,12 +348,44 @@ def _arbitrate(inp: Inputs, verdict: Verdict) -> Verdict:
     if not inp.service.arbiter:
         return verdict
     arb, now = inp.arbiter, inp.now.monotonic
+    holder = _failsafe_holder(inp, arb) if verdict.act in (Act.START, Act.ASK) else ""
+    if holder:  # its key may be free: not even claimed meanwhile
+        why = f"{verdict.reason}; not starting: {holder}"
+        return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", announce=(), cause="",
+                            level=logging.INFO)
     if arb is not None and arb.holds(now):
-        return verdict
+        return _failsafe_over(verdict, f"etcd answers again, {arb.key} is ours")
     if inp.local is State.UP:
+        blocker, reached = _failsafe_blocker(inp, verdict, arb)
+        memory, note = verdict.memory, f"{verdict.note}; {FAILSAFE}"
+        if reached and memory.failsafe and arb is not None:
+            # etcd is back for some: our own thread may be a moment behind (a timeout, a retry);
+            # while the others answer and see us UP, none of them wants the service
+            since = memory.reached if memory.reached is not None else now
+            if now < since + arb.ttl * FAILSAFE_GRACE:
+                memory = attrs.evolve(memory, reached=since)
+                blocker, note = "", f"{verdict.note}; failsafe: {reached}: staying a moment to take our key again"
+            else:
+                blocker = f"{reached} for {now - since:.1f} s while this host still cannot"
+        elif reached and arb is not None and now < arb.enter_by():
+            # the others renew on their own schedule: they may find etcd gone a moment after us
+            why = f"failsafe: waiting until {arb.enter_by() - now:.2f} s for {reached.split(' reach')[0]} to find " \
+                  "etcd gone too"
+            return attrs.evolve(verdict, note=f"{verdict.note}; {why}", level=logging.INFO, announce=())
+        if not blocker:
+            events = verdict.events
+            if not memory.failsafe:
+                events += ((logging.WARNING, f"{FAILSAFE} ({_arbiter_why(arb)}; every other host answers, "
+                                             "cannot reach etcd either and is not UP)"),)
+            if not reached:
+                memory = attrs.evolve(memory, reached=None)
+            return attrs.evolve(verdict, note=note, level=logging.INFO, events=events,
+                                memory=attrs.evolve(memory, failsafe=True), announce=())
         why = f"lost the arbiter: {_arbiter_why(arb)}"
+        verdict = _failsafe_over(verdict, blocker)
         return Verdict(Act.STOP, why, f"stop: {why}", verdict.memory, logging.WARNING, events=verdict.events,
                        arbiter="lost")
+    verdict = _failsafe_over(verdict, f"the service is {inp.local} here")
     if inp.local is State.RECOVER and inp.service.reclaim and arb is not None and arb.error \
             and now >= arb.lost_at():
         # RECOVER tells the peers "ready": a slave would hand the service back to a host that
@@ -351,6 +403,73 @@ def _arbitrate(inp: Inputs, verdict: Verdict) -> Verdict:
         why = f"not reclaiming until the arbiter answers ({_arbiter_why(arb)})"
         return attrs.evolve(verdict, act=Act.WAIT, reason=why, note=f"wait: {why}", level=logging.INFO)
     return verdict
+
+
+def _failsafe_blocker(inp: Inputs, verdict: Verdict, arb: ArbiterView | None) -> tuple[str, str]:
+    """Why this UP holder, whose renewal is overdue, may not stay in the failsafe ("": it
+    may), and which other hosts reach etcd ("": none).  Every other host must answer now
+    and say it cannot reach etcd either: then none can take the key, and while they answer
+    none wants the service (its holder is UP)."""
+    if arb is None or not arb.failsafe:
+        return "the failsafe is off", ""
+    if not arb.error and not arb.held:  # our key is gone or taken (held: a renewal is merely overdue)
+        return "etcd answers here", ""
+    if verdict.act not in (Act.NONE, Act.CHECK):
+        return f"the rule says {verdict.act.value}", ""
+    name, reached = inp.service.name, []
+    for host in inp.service.peers():
+        view = inp.views.get(host)
+        if host == inp.node:
+            continue
+        if view is None or view.status != UP or view.error:
+            return f"{host} does not answer", ""
+        if view.lease is None:
+            return f"{host} has no live failsh", ""
+        if counted(view, name) is State.UP:
+            return f"{host} is UP too", ""
+        if view.arbiter == "ok":
+            reached.append(host)
+        elif view.arbiter != "unreachable":
+            return f"{host} does not say whether it reaches etcd", ""
+    why = f"{', '.join(reached)} {'reaches' if len(reached) == 1 else 'reach'} etcd" if reached else ""
+    return why, why
+
+
+def _failsafe_over(verdict: Verdict, why: str) -> Verdict:
+    """Leaving the failsafe: logged once."""
+    if not verdict.memory.failsafe:
+        return verdict
+    return attrs.evolve(verdict, memory=attrs.evolve(verdict.memory, failsafe=False, reached=None),
+                        events=verdict.events + ((logging.WARNING, f"failsafe over: {why}"),))
+
+
+def _failsafe_holder(inp: Inputs, arb: ArbiterView | None) -> str:
+    """A start waits while another host may still hold the service through the failsafe: it
+    was last seen UP and without etcd, and either (a) less than our dead time (after which
+    it stops: it no longer hears us), its poll interval and half a ttl (its stop) ago, or
+    (b) etcd began to answer here less than a poll interval (our "ok" reaches it), the
+    grace and stop it may then still take, and a margin ago (docs/arbiter.md)."""
+    if arb is None or not arb.failsafe:
+        return ""
+    name, now = inp.service.name, inp.now
+    deadtime = inp.deadtimes.get(inp.node, max(inp.deadtimes.values(), default=0.0))  # how long it hears us
+    since_ok = now.monotonic - arb.reached
+    told = inp.service.interval + arb.ttl * (FAILSAFE_GRACE + FAILSAFE_STOP + FAILSAFE_MARGIN)
+    for host in inp.service.peers():
+        view = inp.views.get(host)
+        rec = view.services.get(name) if view is not None and host != inp.node else None
+        if view is None or rec is None or rec.state is not State.UP or view.arbiter != "unreachable" \
+                or view.last_seen is None:
+            continue
+        wait = deadtime + inp.intervals.get(host, 0.0) + arb.ttl * FAILSAFE_WAIT
+        age = now.wall - view.last_seen
+        if age < wait:
+            return f"{host} was last seen UP without etcd {age:.1f} s ago: it may hold it through the failsafe " \
+                   f"for another {wait - age:.1f} s"
+        if since_ok < told:
+            return f"{host} was last seen UP without etcd and etcd answers here since {since_ok:.1f} s only: it " \
+                   f"may hold it through the failsafe for another {told - since_ok:.1f} s"
+    return ""
 
 
 def _arbiter_why(arb: ArbiterView | None) -> str:

@@ -135,7 +135,7 @@ class PeerLink:
         assert parsed is not None
         fields: dict = {"status": UP, "last_seen": time.time(), "rtt": now - sent, "error": "",
                         "lease": host.lease if host else None, "started": host.started if host else None,
-                        "lease_end": host.lease_end if host else None}
+                        "lease_end": host.lease_end if host else None, "arbiter": host.arbiter if host else None}
         self._lease_appeared |= old.lease is None and fields["lease"] is not None
         fields["leased"] = old.leased or fields["lease"] is not None
         if old.started is not None and fields["started"] != old.started:
@@ -148,7 +148,7 @@ class PeerLink:
             fields["listed"] = True
         self.view = attrs.evolve(old, **fields)
         new = self.view
-        return (old.status != UP or (old.lease is None) != (new.lease is None)
+        return (old.status != UP or (old.lease is None) != (new.lease is None) or old.arbiter != new.arbiter
                 or (old.services is not new.services and _states(old) != _states(new))
                 or old.started != new.started
                 or old.maintenance != new.maintenance or old.prefer != new.prefer)

@@ -59,6 +59,8 @@ class NetThread(threading.Thread):
         self.error: str = ""
         self._halt = threading.Event()
         self._renew_now = False
+        self.arbiter: str | None = None  # sent with the lease: "ok", "unreachable" (set_arbiter); None: none
+        self._arbiter_source: Callable[[], str] | None = None
         # the lease means "this failsh is deciding": renewed only until this monotonic time
         # (liveness.py); None: not watched
         self.deciding_until = deciding_until
@@ -88,6 +90,14 @@ class NetThread(threading.Thread):
     def set_lease(self, ttl: float) -> None:
         """Renew failsh's lease in the local faild every ttl/3 seconds; 0 holds none."""
         self._put(("lease", ttl))
+
+    def set_arbiter(self, source: Callable[[], str] | None) -> None:
+        """Whether this failsh reaches its etcd arbiter: ``source()`` says "ok" or
+        "unreachable" (None: it has none).  Looked at on every turn of the loop; it goes with
+        the lease, renewed at once with a change hint when it changes, and the peers see it
+        in their polls (the failsafe, docs/arbiter.md)."""
+        self._arbiter_source = source
+        self._wakeup.poke()
 
     def stop(self) -> None:
         self._halt.set()
@@ -156,11 +166,19 @@ class NetThread(threading.Thread):
         self.ready.set()
         while not self._halt.is_set():
             now = time.monotonic()
+            source = self._arbiter_source
+            reach = source() if source is not None else None
+            told = reach != self.arbiter
+            if told:
+                self.arbiter, self._renew_now = reach, True
             if self._renew_now:
                 next_lease, self._renew_now = 0.0, False
             if self.lease_ttl > 0 and now >= next_lease:
                 if self._policy_alive(now):
-                    sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, **self._holder)
+                    sent = self._send(peers[self.local.name], "lease", ttl=self.lease_ttl, arbiter=self.arbiter,
+                                      **self._holder)
+                    if told and sent:
+                        self._hint()  # the peers poll our faild now: the failsafe waits for every host's word
                     next_lease = now + (self.lease_ttl / 3 if sent else min(self.lease_ttl / 3, RETRY))
                 else:  # the lease means "this failsh is deciding": let it lapse
                     next_lease = now + min(self.lease_ttl / 3, RETRY)

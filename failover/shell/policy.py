@@ -91,6 +91,7 @@ class ArbiterConfig:
     key: str | None = None
     user: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
+    failsafe: bool = True  # etcd down for every host: the holder keeps the service (docs/arbiter.md)
 
 
 @attrs.frozen

@@ -114,7 +114,7 @@ class ServiceRunner:
             log.log(level, "%s: %s", name, line)
         self.snapshots.note(name, verdict.note, verdict.level)
         if verdict.arbiter == "lost":
-            self._lost(name, svc, verdict.reason, inputs.arbiter)
+            self._lost(name, svc, verdict.reason, inputs.arbiter, failsafe=inputs.memory.failsafe)
         elif verdict.arbiter == "unready":  # no procedure: nothing runs; the reclaim brings it back
             self.states.set(name, State.FAIL, verdict.reason)
         elif verdict.act in (Act.START, Act.STOP, Act.RECLAIM):
@@ -144,13 +144,13 @@ class ServiceRunner:
     def _inputs(self, svc: ServiceConfig, views: Mapping[str, PeerView], now: gates.Now) -> gates.Inputs:
         name = svc.name
         local_view = views.get(self.node)
-        timing = {h: self._timing_of(h) for h in svc.polled()}
+        timing = {h: self._timing_of(h) for h in self._polled(svc)}
         if self._lease_ttl is None:
             self._lease_ttl = self.hosts.lease_ttl()
         return gates.Inputs(
             service=svc, local=self.states.state(name), views=views, memory=self.memory.get(name, gates.Memory()),
-            now=now, deadtimes={h: t[0] for h, t in timing.items()},
-            intervals={h: t[1] for h, t in timing.items()}, lease_ttl=self._lease_ttl,
+            now=now, deadtimes={h: t[0] for h, t in timing.items()},  # ours too: the arbiter's failsafe
+            intervals={h: t[1] for h, t in timing.items() if h != self.node}, lease_ttl=self._lease_ttl,
             deciding_since=self.states.activated_at, last_change=self.states.last_change.get(name, 0.0),
             local_faild_down=local_view is not None and local_view.status == DOWN,
             node=self.node,  # a prompt that never scheduled does not act: it need not hear its faild
@@ -191,10 +191,17 @@ class ServiceRunner:
             return MIN_STOP
         return min(svc.timeout, left)
 
-    def _lost(self, name: str, svc: ServiceConfig, reason: str, view: ArbiterView | None) -> None:
-        """Stop now, within the lease, then FAIL: peers take over once the key is free."""
-        timeout = self._stop_timeout(name, svc, view)
-        log.warning("%s: %s: stopping within %.2f s, before the etcd lease can end", name, reason, timeout)
+    def _lost(self, name: str, svc: ServiceConfig, reason: str, view: ArbiterView | None,
+              failsafe: bool = False) -> None:
+        """Stop now, within the lease, then FAIL: peers take over once the key is free.  Out
+        of the failsafe the lease is long gone: the stop gets a third of the ttl, which the
+        peers' wait counts on (gates.FAILSAFE_WAIT)."""
+        if failsafe and view is not None:
+            timeout = min(svc.timeout, view.ttl * gates.FAILSAFE_STOP)
+            log.warning("%s: %s: leaving the failsafe, stopping within %.2f s", name, reason, timeout)
+        else:
+            timeout = self._stop_timeout(name, svc, view)
+            log.warning("%s: %s: stopping within %.2f s, before the etcd lease can end", name, reason, timeout)
         self.act(name, svc, "stop", reason, timeout=timeout, final=State.FAIL)
 
     @contextmanager
@@ -280,7 +287,7 @@ class ServiceRunner:
         service records, changes (maintenance and switchover targets included: rare), but
         not when only the time of its last reply, its round trip or its lease's seconds
         left do (every poll replaces the view)."""
-        key = (view.status, view.error, view.lease is None, view.leased, view.restarted, view.started,
+        key = (view.status, view.error, view.lease is None, view.leased, view.restarted, view.started, view.arbiter,
                view.listed, view.lease_end, view.maintenance, view.prefer,
                view.last_seen if view.status == DOWN else None)
         version = seen[2] if seen is not None and seen[1] == key else next(self._versions)

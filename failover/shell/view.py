@@ -50,6 +50,7 @@ class PeerView:
     maintenance: Mapping[str, MaintEntry] = attrs.field(factory=dict)  # "*" (the host) or service -> entry
     prefer: Mapping[str, PreferEntry] = attrs.field(factory=dict)      # service -> its switchover target
     lease_end: LeaseEnd | None = None  # why its failsh's last lease ended (while it holds none)
+    arbiter: str | None = None  # its failsh reaches its etcd arbiter: "ok", "unreachable"; None: not said
     listed: bool = False  # a list reply came (its states and flags are known; a lease reply has neither)
 
     def pause_of(self, service: str) -> Pause | None:
