@@ -74,6 +74,15 @@ TAKEOVERS = Counter("failover_takeovers", "Services this host started, by the de
 SERVICE_PAUSED = Gauge("failover_service_paused", "1 while the service is in maintenance on this host (itself or "
                        "the whole host): failsh takes no action for it", ["service"], registry=FAILSH)
 SNAPSHOT_SEQ = Gauge("failover_snapshot_seq", "Sequence number of failsh's last monitor snapshot", registry=FAILSH)
+HEARTBEATS_SENT = Counter("failover_heartbeats_sent", "Heartbeat datagrams sent to peers (failsh --heartbeat-key)",
+                          registry=FAILSH)
+HEARTBEATS_RECEIVED = Counter("failover_heartbeats_received", "Good heartbeats received, by the peer that sent them",
+                              ["host"], registry=FAILSH)
+HEARTBEATS_DROPPED = Counter("failover_heartbeats_dropped", "Heartbeat datagrams dropped: malformed, signature "
+                             "(another key: forged or misconfigured), replay, clock (over 300 s off), unknown-host, "
+                             "error", ["reason"], registry=FAILSH)
+HEARTBEAT_POLLS = Counter("failover_heartbeat_polls", "Polls made at once because a peer's heartbeat announced a "
+                          "change (or came from a peer counted down)", ["host"], registry=FAILSH)
 
 # faild ----------------------------------------------------------------------------
 FAILD_REQUESTS = Counter("failover_faild_requests", "Requests faild answered", ["op", "result"], registry=FAILD)
