@@ -195,6 +195,14 @@ def test_giving_up_the_lease_is_sent_at_once(pair: Pair) -> None:
     assert pair.read() == ["a"]
 
 
+def test_nothing_is_sent_before_the_local_faild_answered(pair: Pair) -> None:
+    pair.local.last_ok = None
+    now = time.monotonic()
+    pair.a.send(now, pair.local)
+    assert not _readable(pair.b)
+    assert pair.a.next_due() > now  # and the network thread does not spin meanwhile
+
+
 def test_bad_datagrams_are_dropped_and_counted(pair: Pair) -> None:
     good = Heartbeat("a", time.time_ns(), 1.7e9, 2.0, 7)
     before = {r: dropped(r) for r in ("malformed", "signature", "replay", "clock", "unknown-host")}

@@ -228,14 +228,13 @@ class Heartbeats:
         """Send to every host whose heartbeat is due, saying what the local faild last said.
         Nothing before the local faild has answered once.  ``lease_off``: say there is no
         lease (failsh is giving it up), to every host at once."""
-        if self.sock is None or local.last_ok is None or local.view.started is None:
-            return
         due = [t for t in self._targets.values() if lease_off or now >= t.next]
-        if not due:
-            return
-        data = heartbeat.encode(self.key, self._beat(now, local, lease_off))
         for target in due:
             target.next = now + target.period
+        if not due or self.sock is None or local.last_ok is None or local.view.started is None:
+            return  # (nothing to vouch for before the local faild has answered)
+        data = heartbeat.encode(self.key, self._beat(now, local, lease_off))
+        for target in due:
             for addr in self.addresses(target.host):
                 try:
                     self.sock.sendto(data, addr)
