@@ -122,7 +122,6 @@ def test_heartbeats_keep_a_peer_alive_while_its_polls_are_dropped(bed: Bed, keye
         time.sleep(30 * interval)
         assert bed.states() == {"h1": "UP", "h2": "RECOVER"}, "h2 took over from a live h1"
         assert "h1 did not answer" not in bed.log("h2")
-        assert "h2 did not answer" not in bed.log("h1")  # h1's polls of h2 pass: nothing lost there
         counted = bed.tb.exec("h2", ["nft", "list", "table", "inet", CUT]).stdout
         assert "counter packets 0 " not in counted, counted  # the polls were dropped indeed
     else:
