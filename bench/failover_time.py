@@ -9,12 +9,15 @@ namespace runs vipclient against the VIP, opening a connection every 10 ms (200 
 and logging which host answered.  Each contender manages the VIP in turn:
 
 * failover: faild + failsh on each host with the samples/ipfailover-linux policy
-  (ip addr add/del + gratuitous ARP), service interval 1 s ("default") or 0.1 s ("fast");
-* failover-etcd (the arbitrated profile): the same, with the service under the etcd arbiter
-  (docs/arbiter.md: ``failarbiter etcd ... -ttl 3``, ``failsvc ip arbiter etcd``), one
-  etcd member in the client namespace;
+  (ip addr add/del + gratuitous ARP), service interval 1 s ("default"), 0.1 s ("fast") or
+  0.02 s ("20ms"); in the profiles below 1 s failsh also sends heartbeats (failsh
+  --heartbeat-key, a key made for the run), as a fast interval on a real network needs;
+* failover-etcd (the arbitrated profile): the same at 1 s, with the service under the etcd
+  arbiter (docs/arbiter.md: ``failarbiter etcd ... -ttl 3``, ``failsvc ip arbiter etcd``),
+  one etcd member in the client namespace;
 * keepalived: VRRPv3 on the same bridge (multicast; the contender "keepalived-unicast" uses
-  unicast), priorities 150/100, preemption on, advert_int 1 s ("default") or 0.1 s ("fast").
+  unicast), priorities 150/100, preemption on, advert_int = the profile's interval (1 s,
+  0.1 s, 0.02 s).
 
 Per fault kind and trial: wait until the master alone holds the VIP and every reply of the
 last second came from it; wait a random fraction of one interval (so the fault lands at a
@@ -53,12 +56,14 @@ from typing import Any
 
 import attrs
 
+from failover import heartbeat
 from failover.lab import etcdbed
 from failover.lab.testbed import FAULTS, FailoverHosts, Testbed, TestbedError, available, log_tails, wait_until
 from failover.lab.vipclient import Tail, first_ok, longest_gap
 
 FAULT_KINDS = FAULTS
-PROFILES = {"default": 1.0, "fast": 0.1}
+PROFILES = {"default": 1.0, "fast": 0.1, "20ms": 0.02}
+HEARTBEATS_BELOW = 1.0  # s: failsh runs with --heartbeat-key at intervals below this (the fast profiles)
 CLIENT_INTERVAL_MS = 10.0
 CLIENT_TIMEOUT_MS = 200.0
 STABLE = 1.0  # seconds of replies only from the master before a fault is injected
@@ -190,7 +195,13 @@ class Failover(Contender):
         tag = f"failover-{interval:g}"
         self.policy = tb.tmpdir / tag / "ipfailover.tcl"
         self.policy.parent.mkdir(exist_ok=True)
-        self.hosts = FailoverHosts(tb, {self.master: self.policy, self.backup: self.policy}, tag=tag)
+        args = []
+        if interval < HEARTBEATS_BELOW:  # liveness that does not ride on the polls (docs/tuning.md)
+            key = tb.tmpdir / "heartbeat.key"
+            if not key.exists():
+                heartbeat.write_key(key)
+            args = ["--heartbeat-key", str(key)]
+        self.hosts = _Hosts(tb, {self.master: self.policy, self.backup: self.policy}, tag=tag, failsh_args=args)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -228,6 +239,20 @@ class Failover(Contender):
 
     def logs(self) -> list[Path]:
         return self.hosts.logs()
+
+
+class _Hosts(FailoverHosts):
+    """FailoverHosts whose failsh get extra arguments (the heartbeat key)."""
+
+    def __init__(self, tb: Testbed, policies: dict[str, Path], *, tag: str, failsh_args: list[str]) -> None:
+        super().__init__(tb, policies, tag=tag)
+        self.failsh_args = failsh_args
+
+    def start_failsh(self, host: str) -> None:
+        self.failsh[host] = self.tb.start_failsh(host, self.policies[host], env=self.env, tag=self.tag,
+                                                 args=self.failsh_args)
+
+
 
 
 class FailoverArbitrated(Failover):

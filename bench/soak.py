@@ -13,8 +13,11 @@ nftables netdev table, ingress and egress, ``numgen random``), so a poll between
 h2 crosses two lossy interfaces and a client request one.  Nothing is faulted otherwise:
 h1 stays healthy the whole time, so **every** takeover by h2 is spurious.
 
-Contenders, one after the other on the same bed (``--contenders``): failover, and
-keepalived (VRRP, priorities 150/100, advert_int = the interval) as the anchor.
+Contenders, one after the other on the same bed (``--contenders``): failover (failsh with
+a heartbeat key made for the run: liveness from heartbeats and polls, docs/tuning.md),
+failover-polls (the same without heartbeats: liveness from the polls alone, as before
+issue 15), and keepalived (VRRP, priorities 150/100, advert_int = the interval) as the
+anchor.
 
 Printed at the end, per contender:
 
@@ -42,6 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from failover import heartbeat
 from failover.lab.testbed import Testbed, TestbedError, available, wait_until
 from failover.lab.vipclient import Tail, longest_gap
 
@@ -141,9 +145,15 @@ def soak(tb: Testbed, start: Any, serving_host: Callable[[], list[str]], up_coun
     return fig
 
 
-def run_failover(tb: Testbed, args: argparse.Namespace) -> dict[str, Any]:
+def run_failover(tb: Testbed, args: argparse.Namespace, heartbeats: bool = True) -> dict[str, Any]:
     policy = gen_policy(tb, args.interval)
     extra = ["--dead-factor", f"{args.dead_factor:g}"] if args.dead_factor else []
+    if heartbeats:
+        key = tb.tmpdir / "heartbeat.key"
+        if not key.exists():
+            heartbeat.write_key(key)
+        extra += ["--heartbeat-key", str(key)]
+    label = "failover" if heartbeats else "failover-polls"
     started: dict[str, Any] = {}
 
     def start() -> list[Any]:
@@ -155,10 +165,15 @@ def run_failover(tb: Testbed, args: argparse.Namespace) -> dict[str, Any]:
         return count(tb.log_path(started["failsh"]["h2"]), r"ip: RECOVER -> UP") if started else 0
     def counts() -> dict[str, Any]:
         logs = {h: tb.log_path(p) for h, p in started["failsh"].items()}
-        return {"dead_factor": args.dead_factor or 2.5, "h1_left_up": count(logs["h1"], r"ip: UP -> "),
+        return {"dead_factor": args.dead_factor or 2.5, "heartbeats": heartbeats,
+                "h1_left_up": count(logs["h1"], r"ip: UP -> "),
                 "h2_counted_h1_fail": count(logs["h2"], r"h1 did not answer for"),
                 "h1_counted_h2_fail": count(logs["h1"], r"h2 did not answer for")}
-    return soak(tb, start, tb.vip_holders, ups, args, "failover", counts)
+    return soak(tb, start, tb.vip_holders, ups, args, label, counts)
+
+
+def run_failover_polls(tb: Testbed, args: argparse.Namespace) -> dict[str, Any]:
+    return run_failover(tb, args, heartbeats=False)
 
 
 def run_keepalived(tb: Testbed, args: argparse.Namespace) -> dict[str, Any]:
@@ -182,7 +197,8 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> None:
           f"times); h2 held the VIP {fig['h2_held_s']:.1f} s, both {fig['both_held_s']:.1f} s, nobody "
           f"{fig['none_held_s']:.1f} s")
     if "h2_counted_h1_fail" in fig:
-        print(f"  dead factor {fig['dead_factor']:g}; peer counted FAIL: by h2 {fig['h2_counted_h1_fail']} times, "
+        print(f"  dead factor {fig['dead_factor']:g}, heartbeats {'on' if fig['heartbeats'] else 'off'}; "
+              f"peer counted FAIL: by h2 {fig['h2_counted_h1_fail']} times, "
               f"by h1 {fig['h1_counted_h2_fail']} times; h1 left UP {fig['h1_left_up']} times")
     print(f"  client: {fig['requests']} requests, {fig['errors']} errors ({rate:.2f} %), {fig['from_h2']} answered "
           f"by h2, longest stretch without a reply {fig['longest_gap_s'] or 0:.2f} s")
@@ -191,7 +207,7 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"  daemons alive at the end: {fig['daemons_alive']}")
 
 
-CONTENDERS = {"failover": run_failover, "keepalived": run_keepalived}
+CONTENDERS = {"failover": run_failover, "failover-polls": run_failover_polls, "keepalived": run_keepalived}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loss", type=float, default=5.0, help="%% of packets dropped per host and direction (default 5)")
     ap.add_argument("--client-timeout-ms", type=float, default=3000.0, help="vipclient timeout (default 3000)")
     ap.add_argument("--contenders", default="failover,keepalived",
-                    help=f"comma-separated, in this order: {', '.join(CONTENDERS)} (default: both)")
+                    help=f"comma-separated, in this order: {', '.join(CONTENDERS)} (default: failover,keepalived)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the test bed's temp dir (logs)")
     args = ap.parse_args(argv)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from failover import daemon, keys, ports, protocol
+from failover import daemon, heartbeat, keys, ports, protocol
 from failover.cli import common
 from failover.client import endpoint_for
 from failover.observe import metrics
@@ -91,6 +91,14 @@ def build_parser():
                         "local and peers (docs/security.md); needs --curve-keys")
     p.add_argument("--curve-keys", type=Path, metavar="DIR",
                    help="DIR/NAME.key is the public key of host NAME's faild, this host's included")
+    p.add_argument("--heartbeat-key", type=Path, metavar="FILE",
+                   help="the cluster's heartbeat key (failkey --heartbeat-key, mode 0600, the same on every "
+                        "host): signed UDP heartbeats to and from the hosts of the policy, so that a lost poll "
+                        "does not count a live peer FAIL (docs/failsh.md, \"Liveness\"); without it, liveness "
+                        "comes from the polls alone")
+    p.add_argument("--heartbeat-port", type=int, default=None, metavar="PORT",
+                   help=f"UDP port of the heartbeats, the same on every host, 0 for none (default: "
+                        f"{ports.HEARTBEAT}; none at the prompt without -f)")
     return p
 
 
@@ -105,7 +113,8 @@ def options(args) -> Options:
     trial = args.file is None
     monitor_port = args.monitor_port if args.monitor_port is not None else (0 if trial else ports.FAILSH_FEED)
     debug_port = args.debug_port if args.debug_port is not None else (0 if trial else ports.FAILSH_CONTROL)
-    for what, port in (("monitor", monitor_port), ("debug", debug_port)):
+    heartbeat_port = args.heartbeat_port if args.heartbeat_port is not None else (0 if trial else ports.HEARTBEAT)
+    for what, port in (("monitor", monitor_port), ("debug", debug_port), ("heartbeat", heartbeat_port)):
         if not 0 <= port < 65536:
             raise ValueError(f"invalid {what} port {port}: expected 1..65535, or 0 for none")
     if not protocol.valid_name(args.node):
@@ -124,7 +133,8 @@ def options(args) -> Options:
                    node=args.node, policy=args.file, faild=endpoint_for(args.faild, resolve=False),
                    faild_community=args.faild_community, addresses=addresses, monitor=monitor,
                    control=control, control_community=args.community, dumpfile=args.dumpfile,
-                   dead_factor=args.dead_factor, scheduling=args.file is not None, http=args.http)
+                   dead_factor=args.dead_factor, scheduling=args.file is not None, http=args.http,
+                   heartbeat_port=heartbeat_port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return common.EXIT_USAGE
     try:
         opts.curve = keys.load_identity(args.curve_secret) if args.curve_secret else None
-    except keys.KeyFileError as exc:
+        opts.heartbeat_key = heartbeat.load_key(args.heartbeat_key) if args.heartbeat_key else None
+    except (keys.KeyFileError, heartbeat.KeyFileError) as exc:
         print(f"failsh: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
     daemon.setup_logging("failsh", to_syslog=args.syslog or not foreground, debug=args.debug)
@@ -264,6 +275,7 @@ def run(engine: Engine, args, interactive: bool) -> int:
                           signal.SIGHUP: lambda: reload(engine), signal.SIGINT: engine.dump})
         daemon.sd_notify("READY=1")
         log.info("failsh %s running %s: %d services", engine.opts.node, args.file, len(engine.policy.services))
+        _say_heartbeats(engine.opts)
     else:
         prompt = repl.Prompt(engine)
         _signals(engine, {signal.SIGTERM: terminate, signal.SIGINT: prompt.discard_line}, prompt.interrupt)
@@ -278,6 +290,19 @@ def run(engine: Engine, args, interactive: bool) -> int:
         engine.shutdown()
         daemon.remove_pidfile(args.pidfile)
     return status
+
+
+def _say_heartbeats(opts: Options) -> None:
+    """Once at start-up: whether peers' liveness also comes from heartbeats."""
+    if opts.heartbeat_key is None:
+        logging.getLogger("failover.peers").info(
+            "no --heartbeat-key: a peer's liveness comes from its polls alone, so a lost poll can cost a dead "
+            "time (docs/failsh.md, \"Liveness\")")
+    elif not opts.heartbeat_port:
+        logging.getLogger("failover.peers").info("--heartbeat-port 0: no heartbeats; liveness from the polls alone")
+    else:
+        logging.getLogger("failover.peers").info("heartbeats to and from the peers on udp port %d",
+                                                 opts.heartbeat_port)
 
 
 def _signals(engine: Engine, actions: dict[int, Callable[[], None]],

@@ -77,6 +77,15 @@ SERVICE_RUNS = Counter("failover_service_runs", "Service runs: evaluated (the ga
                        "they read had changed and no clock-driven gate was due)", ["result"], registry=FAILSH)
 _RUNS = {skipped: SERVICE_RUNS.labels("skipped" if skipped else "evaluated") for skipped in (False, True)}
 SNAPSHOT_SEQ = Gauge("failover_snapshot_seq", "Sequence number of failsh's last monitor snapshot", registry=FAILSH)
+HEARTBEATS_SENT = Counter("failover_heartbeats_sent", "Heartbeat datagrams sent to peers (failsh --heartbeat-key)",
+                          registry=FAILSH)
+HEARTBEATS_RECEIVED = Counter("failover_heartbeats_received", "Good heartbeats received, by the peer that sent them",
+                              ["host"], registry=FAILSH)
+HEARTBEATS_DROPPED = Counter("failover_heartbeats_dropped", "Heartbeat datagrams dropped: malformed, signature "
+                             "(another key: forged or misconfigured), replay, clock (over 300 s off), unknown-host, "
+                             "error", ["reason"], registry=FAILSH)
+HEARTBEAT_POLLS = Counter("failover_heartbeat_polls", "Polls made at once because a peer's heartbeat announced a "
+                          "change (or came from a peer counted down)", ["host"], registry=FAILSH)
 
 # faild ----------------------------------------------------------------------------
 FAILD_REQUESTS = Counter("failover_faild_requests", "Requests faild answered", ["op", "result"], registry=FAILD)

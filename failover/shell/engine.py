@@ -21,7 +21,7 @@ import attrs
 
 from failover import client
 from failover.observe import dashboard, feed, metrics
-from failover.shell import gates, tcllib
+from failover.shell import gates, heartbeats, tcllib
 from failover.shell.arbiter import ArbiterThread
 from failover.shell.commands import Commands
 from failover.shell.control import ControlPort
@@ -143,7 +143,7 @@ class Engine:
             self.dashboard.start()
         self.net = self.states.net = NetThread(
             self.hosts.peer_specs(), self.hosts.local_spec(), 0.0, self._on_net_change, self.opts.monitor,
-            self.control.handle, self.opts.control, self.liveness.deciding_until)
+            self.control.handle, self.opts.control, self.liveness.deciding_until, heartbeats.from_options(self.opts))
         self.net.start()
         self.net.ready.wait(5)
         if self.net.error:

@@ -27,3 +27,5 @@ class Options:
     curve: keys.Identity | None = None  # --curve-secret: this failsh's key pair for every faild
     curve_keys: Path | None = None      # --curve-keys DIR: DIR/NAME.key is host NAME's faild key
     load_timeout: float = 10.0          # --load-timeout: a policy (re)load longer than this is refused
+    heartbeat_key: bytes | None = attrs.field(default=None, repr=False)  # --heartbeat-key: the cluster's key
+    heartbeat_port: int = ports.HEARTBEAT  # --heartbeat-port: UDP; 0: no heartbeats

@@ -51,6 +51,11 @@ class PeerLink:
         self.sent: dict[str, float] = {}   # outstanding request id -> monotonic send time
         self.last_ok: float | None = None
         self.rearmed = now                 # last rearm of a silent peer
+        # liveness besides the polls (heartbeats.py): the latest sign of life a heartbeat
+        # gave (monotonic), and the send time of the poll answered last (a change a
+        # heartbeat announced is known once a poll sent after it is answered)
+        self.heard = 0.0
+        self.answered = 0.0
         self._lease_appeared = False       # news(): since the last call
         self._restarted = False
 
@@ -122,6 +127,7 @@ class PeerLink:
             self.next_due = min(self.next_due, time.monotonic())
         now = time.monotonic()
         self.last_ok = now
+        self.answered = max(self.answered, sent)
         metrics.observe_query(name, now - sent)
         if isinstance(parsed, model.Page) and not listed and not self.view.listed:
             return False  # a page of the first read: the host is heard once all its records are
@@ -154,11 +160,13 @@ class PeerLink:
                 or old.maintenance != new.maintenance or old.prefer != new.prefer)
 
     def expire(self, now: float) -> bool:
-        """True if the peer has just been silent for its dead time (it counts FAIL now)."""
-        since = self.last_ok if self.last_ok is not None else self.born
+        """True if the peer has just been silent for its dead time (it counts FAIL now):
+        no poll answer and no heartbeat (heartbeats.py) for that long."""
+        since = max(self.last_ok if self.last_ok is not None else self.born, self.heard)
         expired = self.view.status != DOWN and now - since > self.spec.deadtime
         if expired:
-            log.warning("%s did not answer for %.2f s: counting it as FAIL", self.spec.name, now - since)
+            log.warning("%s did not answer for %.2f s%s: counting it as FAIL", self.spec.name, now - since,
+                        " (nor sent a heartbeat)" if self.heard else "")
             self.view = attrs.evolve(self.view, status=DOWN, error="no reply")
         if self.view.status == DOWN and now - self.rearmed > self.spec.deadtime:
             self.rearmed = now

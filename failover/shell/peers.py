@@ -5,7 +5,8 @@ failsh's lease in the local faild, publishes the monitor feed and answers the
 control port.  The Tcl thread never does network I/O for peers: it reads
 ``snapshot`` (replaced atomically) and is woken through a pipe when a peer
 changes, so a policy blocked in ``exec`` never delays polls (tech notes §0).
-Each polled host is a PeerLink (peerlink.py).
+Each polled host is a PeerLink (peerlink.py).  With a cluster key it also sends and
+receives the heartbeats that keep a peer alive while its polls are lost (heartbeats.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import zmq
 from failover import transport
 from failover.faild import lease, server
 from failover.observe import feed
+from failover.shell.heartbeats import Heartbeats
 from failover.shell.peerlink import PeerLink, PeerSpec, waiting
 from failover.shell.view import PeerView
 from failover.shell.wakeup import Wakeup
@@ -44,8 +46,10 @@ class NetThread(threading.Thread):
                  monitor_endpoint: str | None = None,
                  control: Callable[[bytes], bytes] | None = None,
                  control_endpoint: str | None = None,
-                 deciding_until: Callable[[], float] | None = None) -> None:
+                 deciding_until: Callable[[], float] | None = None,
+                 heartbeats: Heartbeats | None = None) -> None:
         super().__init__(name="failsh-net", daemon=True)
+        self.heartbeats = heartbeats  # None: liveness from the polls alone
         self.specs = {p.name: p for p in peers}
         self.local = local
         self.lease_ttl = lease_ttl
@@ -160,6 +164,7 @@ class NetThread(threading.Thread):
             pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
             poller.register(pub, zmq.POLLIN)
         poller.register(self._wakeup.fd, zmq.POLLIN)
+        beats = self._open_heartbeats(poller, [s for s in (pub, ctl) if s is not None])
         peers: dict[str, PeerLink] = {}
         self._sync_peers(peers, list(self.specs.values()) + [self.local], poller)
         next_lease = 0.0
@@ -188,7 +193,10 @@ class NetThread(threading.Thread):
                     # that starts with us stays unknown for a whole (maybe 30 s) interval
                     sent = self._send(peer, "list")
                     peer.next_due = now + (peer.spec.interval if sent else min(peer.spec.interval, RETRY))
-            dues = [p.next_due for p in peers.values()] + ([next_lease] if self.lease_ttl > 0 else [])
+            if beats is not None:
+                beats.send(now, peers[self.local.name])
+            dues = [p.next_due for p in peers.values()] + ([next_lease] if self.lease_ttl > 0 else []) + \
+                ([beats.next_due()] if beats is not None else [])
             wait = min(dues) - time.monotonic()
             events = dict(poller.poll(math.ceil(max(0.0, min(wait, 0.05) * 1000.0))))
             if self._wakeup.fd in events:
@@ -197,6 +205,10 @@ class NetThread(threading.Thread):
                 self._subscriptions(pub)
             for peer in peers.values():
                 if peer.hints is not None and peer.hints in events and peer.hinted():
+                    peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
+            if beats is not None and beats.fileno() in events:
+                for name in beats.receive(peers, time.monotonic()):  # a change, or a silent peer talks
+                    peer = peers[name]
                     peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
             answered = [name for name, peer in peers.items() if peer.sock in events]
             changed = [name for name in answered if self._drain(peers[name])]
@@ -214,6 +226,8 @@ class NetThread(threading.Thread):
                 sock.close(linger=0)
         if pub is not None:
             pub.close(linger=200)  # the last change hint (lease released) should still go out
+        if beats is not None:
+            beats.close()
 
     def _bind(self, kind: int, endpoint: str | None) -> zmq.Socket | None:
         if not endpoint:
@@ -226,6 +240,21 @@ class NetThread(threading.Thread):
             sock.close(linger=0)
             raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc.strerror}") from None
         return sock
+
+    def _open_heartbeats(self, poller: zmq.Poller, opened: list[zmq.Socket]) -> Heartbeats | None:
+        """Bind the heartbeat port (a port in use stops failsh, as the feed's does)."""
+        beats = self.heartbeats
+        if beats is None:
+            return None
+        try:
+            beats.open()
+        except OSError as exc:
+            for sock in opened:
+                sock.close(linger=0)
+            raise zmq.ZMQError(exc.errno or zmq.EADDRINUSE,
+                               f"cannot bind heartbeat port udp {beats.port}: {exc.strerror or exc}") from None
+        poller.register(beats.fileno(), zmq.POLLIN)
+        return beats
 
     def _sync_peers(self, peers: dict[str, PeerLink], specs: list[PeerSpec], poller: zmq.Poller) -> None:
         wanted = {s.name: s for s in specs}
@@ -241,6 +270,8 @@ class NetThread(threading.Thread):
         for name, spec in wanted.items():
             if name not in peers:
                 peers[name] = PeerLink(spec, self._ctx, poller, now)
+        if self.heartbeats is not None:
+            self.heartbeats.sync([s for s in specs if s.name != self.local.name])
         self.snapshot = {n: p.view for n, p in peers.items()}
 
     def _send(self, peer: PeerLink, op: str, **fields: Any) -> bool:
@@ -259,6 +290,8 @@ class NetThread(threading.Thread):
         changed = peer.drain()
         lease_appeared, restarted = peer.news()
         if peer.spec.name == self.local.name:
+            if changed and self.heartbeats is not None:
+                self.heartbeats.announce()  # the peers hear of it now and poll us
             if lease_appeared:
                 self._hint()  # we hold a lease now: a slave can hand back to us
             if restarted:
@@ -298,6 +331,9 @@ class NetThread(threading.Thread):
                 pub.send(arg, zmq.NOBLOCK)
             elif kind == "hint":
                 self._hint()
+                if self.heartbeats is not None:  # read it back now: the heartbeats then announce it
+                    local = peers[self.local.name]
+                    local.next_due = min(local.next_due, max(time.monotonic(), local.polled + HINT_GAP))
             elif kind == "peers":
                 specs, local = arg
                 if local is not None and local != self.local:
@@ -313,4 +349,6 @@ class NetThread(threading.Thread):
                     self._send(peers[self.local.name], "lease", ttl=0)
                     peers[self.local.name].sock.poll(500)
                     self._hint()  # peers may take over now: our services count FAIL
+                    if self.heartbeats is not None:
+                        self.heartbeats.send(time.monotonic(), peers[self.local.name], lease_off=True)
                 arg.set()
