@@ -73,6 +73,9 @@ def test_reused_rows_show_what_a_fresh_snapshot_shows() -> None:
     rows = {r["name"]: r for r in snap["services"]}
     assert rows["s1"]["last_check"] is not None and rows["s2"]["decision"] == "waiting for p1"
     assert rows["s3"]["state"] == "UP" and rows["s4"]["peers"]["p2"]["state"] == "FAIL"
+    gone = {n: r for n, r in s.views["p3"].services.items() if n != "s0"}  # a record gone
+    s.views["p3"] = attrs.evolve(s.views["p3"], services=gone)
+    assert s.check()["services"][0]["peers"]["p3"]["state"] == "FAIL"
     s.views["p3"] = attrs.evolve(s.views["p3"], status=DOWN)   # a host's status: every row of it
     assert {r["peers"]["p3"]["status"] for r in s.check()["services"]} == {DOWN}
     s.views["p2"] = attrs.evolve(s.views["p2"], lease=None)    # its failsh gone: FAIL everywhere
@@ -90,6 +93,8 @@ def test_maintenance_and_switchover_targets() -> None:
     assert s.check()["services"][1]["paused"]["reason"] == "kernel"
     s.views["p1"] = attrs.evolve(s.views["p1"], prefer={"s2": PreferEntry("p2", time.time())})
     assert s.check()["services"][2]["prefer"] == "p2"
+    s.set_record("p1", "s3", State.FAIL)                       # seen while no row is kept
+    assert s.check()["services"][3]["peers"]["p1"]["state"] == "FAIL"
     s.views["loc"] = attrs.evolve(s.views["loc"], maintenance={})
     s.views["p1"] = attrs.evolve(s.views["p1"], prefer={})
     snap = s.check()

@@ -19,7 +19,7 @@ from pathlib import Path
 import attrs
 
 from failover.files import make_dir
-from failover.model import Transition
+from failover.model import ServiceRecord, Transition
 from failover.observe import feed
 from failover.protocol import HOST_WIDE
 from failover.shell.gates import prefer_of
@@ -35,8 +35,8 @@ _TEXT = {s: s.value for s in State}  # a state's name without the enum's value p
 
 @attrs.frozen
 class _Row:
-    key: tuple   # what the row shows (but last_check): state, last_change, decision, peers' records,
-                 # the service's masters, slaves and interval
+    key: tuple   # what the row shows of the local state (state, last_change, decision) and of the
+                 # service (masters, slaves, interval); the peers' records are followed apart
     data: dict   # the row, last_check None: shared by the snapshots, copied before last_check is set
     head: str    # its JSON up to last_check's value
     tail: str    # and after it
@@ -61,6 +61,7 @@ class Snapshots:
         self._dump_fd: int | None = None
         self._rows: dict[str, _Row] = {}  # service -> its row as the last snapshot built it
         self._context: tuple | None = None  # the policy and the hosts' status the rows were built with
+        self._records: dict[str, dict[str, ServiceRecord]] = {}  # host -> its records the rows show
 
     def on_change(self, change: Change) -> None:
         self.history.append(Transition(change.service, change.old, change.new, change.time, len(self.history),
@@ -98,11 +99,14 @@ class Snapshots:
                  for name in sorted(policy.hosts) if (v := views.get(name)) is not None]
         # a row reads of a host its status and, while it answers with a lease, its records
         context = (policy, tuple((h, v.status, v.lease is None) for h, v in views.items()))
-        if context != self._context:
-            self._context, self._rows = context, {}
         records = {h: v.services if v.status == UP and v.lease is not None else {} for h, v in views.items()}
-        # rare parts: while any is present, rows are built afresh at every snapshot
+        # rare parts: while any is present, rows are built afresh at every snapshot (and none kept)
         cached = not (local is not None and local.maintenance) and not any(v.prefer for v in views.values())
+        if context != self._context or not cached:
+            self._context, self._rows, dirty = context, {}, set()
+        else:
+            dirty = _changed(self._records, records)
+        self._records = records
         services, frames = [], []
         # run every second for every service: look-ups hoisted
         rows, state, changed, decision, last_check = \
@@ -110,9 +114,8 @@ class Snapshots:
         for name, svc in sorted(policy.services.items()):
             row = rows.get(name) if cached else None
             key = (state(name), changed(name), decision(name, ""),
-                   tuple([records[h].get(name) if h in records else None for h in svc.peers()]),
                    tuple(svc.masters), tuple(svc.slaves), svc.interval)  # failsvc changes svc in place
-            if row is None or row.key != key:
+            if row is None or row.key != key or name in dirty:
                 row = self._row(name, svc, views, local, key)
                 if cached:
                     rows[name] = row
@@ -138,7 +141,7 @@ class Snapshots:
             peers[h] = {"role": "master" if h in svc.masters else "slave",
                         "state": _TEXT[st] if st else "FAIL", "status": v.status if v else UNKNOWN}
         data = {"name": name, "state": _TEXT[key[0]], "role": "master" if not svc.masters else "slave",
-                "masters": list(key[4]), "slaves": list(key[5]), "interval": svc.interval, "last_change": key[1],
+                "masters": list(key[3]), "slaves": list(key[4]), "interval": svc.interval, "last_change": key[1],
                 "last_check": None, "decision": key[2], "peers": peers,
                 "paused": _paused(local.pause_of(name)) if local is not None and local.maintenance else None,
                 "prefer": _prefer(svc, views, self.node) if any(v.prefer for v in views.values()) else None}
@@ -181,6 +184,19 @@ class Snapshots:
             if self._dump_fd is not None:
                 os.close(self._dump_fd)
                 self._dump_fd = None
+
+
+def _changed(old: dict[str, dict[str, ServiceRecord]], new: dict[str, dict[str, ServiceRecord]]) -> set[str]:
+    """The services whose record on some host changed.  A host's records are replaced,
+    never changed in place (listing.py), and an unchanged record keeps its identity: a
+    host with nothing new keeps its dict, and the rest compare by ``is``."""
+    names: set[str] = set()
+    for host, recs in new.items():
+        was = old.get(host, {})
+        if recs is not was:
+            names.update(n for n, r in recs.items() if was.get(n) is not r)
+            names.update(was.keys() - recs.keys())
+    return names
 
 
 def _paused(pause: Pause | None) -> dict | None:
