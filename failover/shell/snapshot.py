@@ -7,6 +7,7 @@ SIGINT dump (docs/failsh.md, "Signals"; docs/operations.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -15,8 +16,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
+
 from failover.files import make_dir
-from failover.model import Transition
+from failover.model import ServiceRecord, Transition
 from failover.observe import feed
 from failover.protocol import HOST_WIDE
 from failover.shell.gates import prefer_of
@@ -26,7 +29,17 @@ from failover.shell.view import UNKNOWN, UP, Pause, PeerView
 from failover.states import State
 
 log = logging.getLogger("failover.scheduler")
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # as feed.encode
 _TEXT = {s: s.value for s in State}  # a state's name without the enum's value property, per service and peer
+
+
+@attrs.frozen
+class _Row:
+    key: tuple   # what the row shows of the local state (state, last_change, decision) and of the
+                 # service (masters, slaves, interval); the peers' records are followed apart
+    data: dict   # the row, last_check None: shared by the snapshots, copied before last_check is set
+    head: str    # its JSON up to last_check's value
+    tail: str    # and after it
 
 
 class Snapshots:
@@ -46,6 +59,9 @@ class Snapshots:
         self.defer: Callable[[Callable[[], None]], object] | None = None
         self._publish_due = False
         self._dump_fd: int | None = None
+        self._rows: dict[str, _Row] = {}  # service -> its row as the last snapshot built it
+        self._context: tuple | None = None  # the policy and the hosts' status the rows were built with
+        self._records: dict[str, dict[str, ServiceRecord]] = {}  # host -> its records the rows show
 
     def on_change(self, change: Change) -> None:
         self.history.append(Transition(change.service, change.old, change.new, change.time, len(self.history),
@@ -69,41 +85,69 @@ class Snapshots:
         self._publish_due = False
         self.publish()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> feed.Snapshot:
+        """Every service and polled host, and the recent transitions, with the encoding:
+        a service's row is rebuilt (and encoded) only when what it shows changed; its
+        last_check, which moves at every run, is put in at each snapshot."""
         self.seq += 1
         policy = self.policy()
-        hosts = []
-        for name in sorted(policy.hosts):
-            v = self.peer_view(name)
-            if v is not None:
-                hosts.append({"name": name, "endpoint": v.endpoint, "status": v.status, "last_seen": v.last_seen,
-                              "last_call": v.last_call, "rtt": v.rtt, "failsh": v.lease is not None,
-                              "paused": HOST_WIDE in v.maintenance})
-        services = []
-        local = self.peer_view(self.node)
         views = {h: v for h in [self.node, *policy.hosts] if (v := self.peer_view(h)) is not None}
-        # built every second for every service and peer: look-ups hoisted, rare parts only when present
-        paused = local is not None and bool(local.maintenance)
-        prefer = any(v.prefer for v in views.values())
+        local = views.get(self.node)
+        hosts = [{"name": name, "endpoint": v.endpoint, "status": v.status, "last_seen": v.last_seen,
+                  "last_call": v.last_call, "rtt": v.rtt, "failsh": v.lease is not None,
+                  "paused": HOST_WIDE in v.maintenance}
+                 for name in sorted(policy.hosts) if (v := views.get(name)) is not None]
+        # a row reads of a host its status and, while it answers with a lease, its records
+        context = (policy, tuple((h, v.status, v.lease is None) for h, v in views.items()))
+        records = {h: v.services if v.status == UP and v.lease is not None else {} for h, v in views.items()}
+        # rare parts: while any is present, rows are built afresh at every snapshot (and none kept)
+        cached = not (local is not None and local.maintenance) and not any(v.prefer for v in views.values())
+        if context != self._context or not cached:
+            self._context, self._rows, dirty = context, {}, set()
+        else:
+            dirty = _changed(self._records, records)
+        self._records = records
+        services, frames = [], []
+        # run every second for every service: look-ups hoisted
+        rows, state, changed, decision, last_check = \
+            self._rows, self.states.state, self.states.last_change.get, self.decisions.get, self.last_check.get
         for name, svc in sorted(policy.services.items()):
-            peers = {}
-            for h in svc.peers():
-                v = views.get(h)
-                st = v.state_of(name) if v is not None else None
-                peers[h] = {"role": "master" if h in svc.masters else "slave",
-                            "state": _TEXT[st] if st else "FAIL", "status": v.status if v else UNKNOWN}
-            services.append({"name": name, "state": _TEXT[self.states.state(name)],
-                             "role": "master" if not svc.masters else "slave",
-                             "masters": svc.masters, "slaves": svc.slaves, "interval": svc.interval,
-                             "last_change": self.states.last_change.get(name),
-                             "last_check": self.last_check.get(name),
-                             "decision": self.decisions.get(name, ""), "peers": peers,
-                             "paused": _paused(local.pause_of(name)) if paused and local is not None else None,
-                             "prefer": _prefer(svc, views, self.node) if prefer else None})
+            row = rows.get(name) if cached else None
+            key = (state(name), changed(name), decision(name, ""),
+                   tuple(svc.masters), tuple(svc.slaves), svc.interval)  # failsvc changes svc in place
+            if row is None or row.key != key or name in dirty:
+                row = self._row(name, svc, views, local, key)
+                if cached:
+                    rows[name] = row
+            checked = last_check(name)
+            services.append({**row.data, "last_check": checked})
+            frames.append(row.head + ("null" if checked is None else repr(checked)) + row.tail)
         lease = local.lease if local is not None and local.status == UP else None
-        return {"v": feed.FEED_VERSION, "type": "snapshot", "node": self.node, "time": time.time(),
-                "seq": self.seq, "lease": lease, "services": services, "hosts": hosts,
-                "history": [t.to_wire() for t in list(self.history)[-50:]]}
+        snap = feed.Snapshot(v=feed.FEED_VERSION, type="snapshot", node=self.node, time=time.time(), seq=self.seq,
+                             lease=lease, services=services, hosts=hosts,
+                             history=[t.to_wire() for t in list(self.history)[-50:]])
+        head = _encode({k: snap[k] for k in ("v", "type", "node", "time", "seq", "lease")})
+        snap.frame = "".join([head[:-1], ',"services":[', ",".join(frames), '],"hosts":', _encode(hosts),
+                              ',"history":', _encode(snap["history"]), "}"]).encode()
+        return snap
+
+    def _row(self, name: str, svc: ServiceConfig, views: dict[str, PeerView], local: PeerView | None,
+             key: tuple) -> _Row:
+        """A service's row without its last_check, and its JSON before and after that."""
+        peers = {}
+        for h in svc.peers():
+            v = views.get(h)
+            st = v.state_of(name) if v is not None else None
+            peers[h] = {"role": "master" if h in svc.masters else "slave",
+                        "state": _TEXT[st] if st else "FAIL", "status": v.status if v else UNKNOWN}
+        data = {"name": name, "state": _TEXT[key[0]], "role": "master" if not svc.masters else "slave",
+                "masters": list(key[3]), "slaves": list(key[4]), "interval": svc.interval, "last_change": key[1],
+                "last_check": None, "decision": key[2], "peers": peers,
+                "paused": _paused(local.pause_of(name)) if local is not None and local.maintenance else None,
+                "prefer": _prefer(svc, views, self.node) if any(v.prefer for v in views.values()) else None}
+        # the first ',"last_check":null,' is the member: no string in JSON holds an unescaped quote
+        head, _, tail = _encode(data).partition(',"last_check":null,')
+        return _Row(key, data, head + ',"last_check":', "," + tail)
 
     def publish(self) -> None:
         if self.sinks:
@@ -140,6 +184,19 @@ class Snapshots:
             if self._dump_fd is not None:
                 os.close(self._dump_fd)
                 self._dump_fd = None
+
+
+def _changed(old: dict[str, dict[str, ServiceRecord]], new: dict[str, dict[str, ServiceRecord]]) -> set[str]:
+    """The services whose record on some host changed.  A host's records are replaced,
+    never changed in place (listing.py), and an unchanged record keeps its identity: a
+    host with nothing new keeps its dict, and the rest compare by ``is``."""
+    names: set[str] = set()
+    for host, recs in new.items():
+        was = old.get(host, {})
+        if recs is not was:
+            names.update(n for n, r in recs.items() if was.get(n) is not r)
+            names.update(was.keys() - recs.keys())
+    return names
 
 
 def _paused(pause: Pause | None) -> dict | None:
