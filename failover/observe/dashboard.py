@@ -22,7 +22,6 @@ over with :meth:`Dashboard.update`; the HTTP threads only read the last one.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -33,7 +32,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from failover.observe import metrics
+from failover.observe import feed, metrics
 
 log = logging.getLogger("failover.monitor")
 
@@ -68,7 +67,7 @@ class Dashboard:
 
     def update(self, snap: dict) -> None:
         """Take a new snapshot: wake every event stream, refresh the metrics gauges."""
-        frame = json.dumps(snap, separators=(",", ":")).encode()
+        frame = feed.encode(snap)  # the snapshot carries its JSON: not encoded twice
         with self._cond:
             self._snap, self._frame, self._updated = snap, frame, time.monotonic()
             self._cond.notify_all()
