@@ -218,7 +218,9 @@ class Failover(Contender):
         for k, v in {"@VIPS@": self.tb.vip_cidr, "@DEV@": "eth0", "@INTERVAL@": f"{self.interval:g}",
                      "@MASTER@": self.master, "@SLAVE@": self.backup}.items():
             text = text.replace(k, v)
-        self.policy.write_text(text + self.policy_tail())
+        # the trials move the service back and forth far more often than flap protection allows
+        # (6 holder changes in 5 min): it would hold it on the backup and fail the handbacks
+        self.policy.write_text(text + "failsvc ip flap off\n" + self.policy_tail())
         self.hosts.start()
 
     def policy_tail(self) -> str:

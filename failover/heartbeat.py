@@ -108,20 +108,37 @@ class Sequence:
 
 
 class ReplayGuard:
-    """A receiver's memory: per sender, the highest seq accepted.  A seq at or below it is
-    a replay (or a duplicate); one further than MAX_SKEW from our clock is not believed.
-    Keep it to the senders you know (the memory grows with each node name)."""
+    """A receiver's memory, per sender: the highest seq accepted and the seqs of the last
+    LATE seconds.  A seq seen before is a replay (or a duplicate), and so is one more than
+    LATE older than the highest; a new one below the highest is late (the network reordered
+    it: a link that comes back delivers what it queued after newer datagrams); one further
+    than MAX_SKEW from our clock is not believed.  Only a new seq above the highest is
+    accepted.  Keep it to the senders you know (the memory grows with each node name)."""
+
+    LATE = 5.0         # s: how far below the highest seq a datagram still counts as late (a link
+    # that was down delivers what it queued once ARP has answered again: up to a second or two)
+    MAX_RECENT = 2048  # seqs remembered per sender (LATE s of heartbeats at 200/s, twice)
 
     def __init__(self) -> None:
         self._seen: dict[str, int] = {}
+        self._recent: dict[str, set[int]] = {}
 
     def verdict(self, hb: Heartbeat, now_ns: int | None = None) -> str | None:
-        """None if ``hb`` is new (and remember it), else why not: "replay" or "clock"."""
+        """None if ``hb`` is new (and remember it), else why not: "replay", "late" or "clock"."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         if abs(hb.seq - now_ns) > MAX_SKEW * 1e9:
             return "clock"
-        if hb.seq <= self._seen.get(hb.node, 0):
+        top = self._seen.get(hb.node, 0)
+        recent = self._recent.setdefault(hb.node, set())
+        floor = top - int(self.LATE * 1e9)
+        if hb.seq in recent or hb.seq <= floor:
             return "replay"
+        recent.add(hb.seq)
+        if len(recent) > self.MAX_RECENT:  # rarely: down to half, so the next time is far
+            kept = sorted(q for q in recent if q > floor)
+            self._recent[hb.node] = set(kept[-self.MAX_RECENT // 2:])
+        if hb.seq < top:
+            return "late"
         self._seen[hb.node] = hb.seq
         return None
 
@@ -131,6 +148,7 @@ class ReplayGuard:
     def forget(self, keep: set[str]) -> None:
         """Forget every sender not in ``keep`` (the hosts no longer served with)."""
         self._seen = {n: s for n, s in self._seen.items() if n in keep}
+        self._recent = {n: s for n, s in self._recent.items() if n in keep}
 
 
 # The key file -----------------------------------------------------------------------------

@@ -91,6 +91,27 @@ def test_verdict_names_the_reason() -> None:
     assert guard.verdict(hb) is None  # www1 forgotten: its memory does not grow with departed hosts
 
 
+def test_reordered_is_late_and_old_or_seen_is_replayed() -> None:
+    """A link that comes back delivers what it queued after newer datagrams: late, not an
+    attack; but the same datagram twice, or one older than LATE, is a replay."""
+    guard, now = ReplayGuard(), time.time_ns()
+    older, newer = beat(now - 100_000_000), beat(now)
+    assert guard.verdict(newer, now) is None
+    assert guard.verdict(older, now) == "late"
+    assert guard.verdict(older, now) == "replay"  # and again: seen
+    assert guard.verdict(newer, now) == "replay"
+    assert guard.verdict(beat(now - int(ReplayGuard.LATE * 1e9) - 1), now) == "replay"
+    assert guard.verdict(beat(now + 1), now) is None
+
+
+def test_the_memory_stays_bounded() -> None:
+    guard, now = ReplayGuard(), time.time_ns()
+    for i in range(5000):
+        assert guard.verdict(beat(now + i * 1000), now) is None
+    assert len(guard._recent["www1"]) <= ReplayGuard.MAX_RECENT
+    assert guard.verdict(beat(now + 4999 * 1000), now) == "replay"
+
+
 def test_sequence_never_repeats_even_if_the_clock_stands_still() -> None:
     seq = Sequence()
     values = [seq.next() for _ in range(1000)]

@@ -82,8 +82,8 @@ HEARTBEATS_SENT = Counter("failover_heartbeats_sent", "Heartbeat datagrams sent 
 HEARTBEATS_RECEIVED = Counter("failover_heartbeats_received", "Good heartbeats received, by the peer that sent them",
                               ["host"], registry=FAILSH)
 HEARTBEATS_DROPPED = Counter("failover_heartbeats_dropped", "Heartbeat datagrams dropped: malformed, signature "
-                             "(another key: forged or misconfigured), replay, clock (over 300 s off), unknown-host, "
-                             "error", ["reason"], registry=FAILSH)
+                             "(another key: forged or misconfigured), replay, late (reordered by the network), clock "
+                             "(over 300 s off), unknown-host, error", ["reason"], registry=FAILSH)
 HEARTBEAT_POLLS = Counter("failover_heartbeat_polls", "Polls made at once because a peer's heartbeat announced a "
                           "change (or came from a peer counted down)", ["host"], registry=FAILSH)
 

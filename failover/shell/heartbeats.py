@@ -19,7 +19,8 @@ a poll answer nor a heartbeat came for its dead time.  A heartbeat never makes a
 peer UP by itself (what failsh knows of a peer comes from polls only): it makes failsh
 poll it.  Garbage, forged (wrong key), replayed and unknown senders' datagrams are
 dropped, counted (``failover_heartbeats_dropped_total{reason}``) and logged at most once
-per sender address every 10 s; nothing a datagram holds can raise out of the loop.
+per sender address every 10 s (a heartbeat the network reordered only at DEBUG); nothing
+a datagram holds can raise out of the loop.
 """
 
 from __future__ import annotations
@@ -289,9 +290,13 @@ class Heartbeats:
             self._drop("unknown-host", source, f"signed by {hb.node!r}, a host this failsh does not serve with")
             return None
         why = self._guard.verdict(hb)
+        if why == "late":  # reordered by the network: older news than what came already
+            metrics.HEARTBEATS_DROPPED.labels(why).inc()
+            log.debug("%s: a heartbeat older than the last one came late", hb.node)
+            return None
         if why is not None:
             self._drop(why, source, f"from {hb.node}: " + (
-                "a sequence number already seen (replayed or duplicated)" if why == "replay" else
+                "a sequence number already seen, or too old (replayed or duplicated)" if why == "replay" else
                 f"its clock is more than {heartbeat.MAX_SKEW:g} s from ours"))
             return None
         metrics.HEARTBEATS_RECEIVED.labels(hb.node).inc()
