@@ -20,6 +20,18 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
+def private_problem(path: Path, what: str, unreadable_as: str = "") -> str | None:
+    """Why the secret ``path`` (``what`` in the message) must not be used: it cannot be
+    looked at, or group or others may read it; None if only its owner may."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"cannot read {unreadable_as or what} {path}: {exc.strerror}"
+    if mode & 0o077:
+        return f"{what} {path} is open to group or others (mode {mode & 0o777:04o}): chmod 600 {path}"
+    return None
+
+
 def read_file(path: Path, limit: int, what: str = "file", shown: Path | None = None) -> bytes:
     """The bytes of the regular file ``path`` (symlinks followed), at most ``limit`` of them.
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import attrs
 
 from failover import protocol
-from failover.files import read_file
+from failover.files import private_problem, read_file
 
 MAGIC = b"FOHB"
 VERSION = 1
@@ -178,13 +178,9 @@ def write_key(path: Path) -> None:
 def load_key(path: Path) -> bytes:
     """The key in ``path``: 64 hex digits (lines starting with # are comments), in a regular
     file that only its owner may read; KeyFileError (naming the fix) otherwise."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise KeyFileError(f"cannot read heartbeat key file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise KeyFileError(f"heartbeat key file {path} is open to group or others (mode {mode & 0o777:04o}): "
-                           f"chmod 600 {path}")
+    problem = private_problem(path, "heartbeat key file")
+    if problem:
+        raise KeyFileError(problem)
     try:
         text = read_file(path, MAX_KEY_FILE, "heartbeat key file")
     except OSError as exc:

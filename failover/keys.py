@@ -20,7 +20,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from failover.files import make_dir, read_file
+from failover.files import make_dir, private_problem, read_file
 from failover.transport import Curve, Identity, curve_client
 
 log = logging.getLogger("failover.security")
@@ -58,13 +58,9 @@ def generate(directory: Path, name: str) -> tuple[Path, Path]:
 
 def load_identity(path: Path) -> Identity:
     """Our own keys, from a NAME.key_secret file, which only its owner may read."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise KeyFileError(f"secret key file {path} is open to group or others (mode {mode & 0o777:04o}): "
-                           f"chmod 600 {path}")
+    problem = private_problem(path, "secret key file", unreadable_as="key file")
+    if problem:
+        raise KeyFileError(problem)
     public, secret = _load(path)
     if not secret:
         raise KeyFileError(f"{path} holds no secret key: give the .key_secret file")
