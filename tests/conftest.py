@@ -18,6 +18,10 @@ import pytest
 import zmq
 from support import BIN, Daemon, FaildProcess, cli_command, free_port, run_cli, wait_for
 
+from failover.shell.commands import Commands
+from failover.shell.policy import Policy
+from failover.shell.tclhost import TclHost
+
 __all__ = ["BIN", "Daemon", "FaildProcess", "cli_command", "free_port", "run_cli", "wait_for"]
 
 LANES = ("fast", "process", "netns", "slow")
@@ -59,3 +63,15 @@ def zctx() -> Iterator[zmq.Context]:
     ctx = zmq.Context()
     yield ctx
     ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def tcl() -> TclHost:
+    """A fresh interpreter with failover's commands' host (no policy loaded)."""
+    return TclHost()
+
+
+@pytest.fixture
+def cmds(tcl: TclHost) -> Commands:
+    """failover's Tcl commands in ``tcl``, for node www1."""
+    return Commands(tcl, Policy("www1"))

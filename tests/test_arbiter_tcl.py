@@ -19,16 +19,6 @@ from failover.states import State
 pytestmark = pytest.mark.fast
 
 
-@pytest.fixture
-def tcl() -> TclHost:
-    return TclHost()
-
-
-@pytest.fixture
-def cmds(tcl: TclHost) -> Commands:
-    return Commands(tcl, Policy("www1"))
-
-
 def test_failarbiter_and_failsvc_arbiter(tcl: TclHost, cmds: Commands, tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")

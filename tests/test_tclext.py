@@ -24,16 +24,6 @@ from failover.states import State
 pytestmark = pytest.mark.fast
 
 
-@pytest.fixture
-def tcl() -> TclHost:
-    return TclHost()
-
-
-@pytest.fixture
-def cmds(tcl: TclHost) -> Commands:
-    return Commands(tcl, Policy("www1"))
-
-
 def tcl_error(tcl: TclHost, script: str) -> tuple[str, str]:
     """(message, errorcode) of a script that must fail."""
     out = tcl.interp.eval(f"list [catch {{{script}}} msg opts] $msg [dict get $opts -errorcode]")
