@@ -134,7 +134,7 @@ class Etcd:
         first = data.split(b"\n", 1)[0]
         try:
             reply = json.loads(first) if first.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise _MemberDown(f"HTTP {resp.status}: not JSON") from None
         if not isinstance(reply, dict):
             raise _MemberDown(f"HTTP {resp.status}: not a JSON object")
@@ -168,7 +168,7 @@ class Etcd:
     def keepalive(self, lease: int) -> int:
         """Renew ``lease``; the seconds it has left now (0: it is gone, a new one is needed)."""
         reply = self.call("lease/keepalive", {"ID": str(lease)})
-        return int(reply.get("TTL", 0) or 0)
+        return _int(reply, "TTL") if reply.get("TTL") else 0
 
     def revoke(self, lease: int) -> None:
         """End ``lease`` now; its keys are deleted (a graceful release)."""
@@ -188,7 +188,10 @@ class Etcd:
                         {"request_range": {"key": k}}],
             "failure": [{"request_range": {"key": k}}],
         })
-        ranges = [r["response_range"] for r in reply.get("responses", []) if "response_range" in r]
+        try:
+            ranges = [r["response_range"] for r in reply.get("responses", []) if "response_range" in r]
+        except (KeyError, TypeError, AttributeError):  # a hostile or broken member
+            raise EtcdError(f"arbiter etcd: a transaction answer without its ranges: {str(reply)[:120]}") from None
         holder = _holder(ranges[-1] if ranges else {})
         if holder is None:
             raise EtcdError(f"arbiter etcd: {key} vanished during its transaction")
@@ -217,13 +220,13 @@ def _int(reply: dict[str, Any], key: str) -> int:
         raise EtcdError(f"arbiter etcd: answer without a valid {key!r}: {str(reply)[:120]}") from None
 
 
-def _holder(range_reply: dict[str, Any]) -> Holder | None:
-    kvs = range_reply.get("kvs") or []
-    if not kvs:
-        return None
-    kv = kvs[0]
+def _holder(range_reply: Any) -> Holder | None:
     try:
+        kvs = range_reply.get("kvs") or []
+        if not kvs:
+            return None
+        kv = kvs[0]
         return Holder(owner=_unb64(kv.get("value", "")), revision=int(kv["create_revision"]),
                       lease=int(kv.get("lease", 0) or 0))
-    except (KeyError, TypeError, ValueError):
-        raise EtcdError(f"arbiter etcd: a key without a valid revision: {str(kv)[:120]}") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):  # a hostile or broken member
+        raise EtcdError(f"arbiter etcd: a key without a valid revision: {str(range_reply)[:120]}") from None
