@@ -34,6 +34,7 @@ from failover.shell.gates import (
     Seen,
     Verdict,
     evaluate,
+    settled,
     suppose,
 )
 from failover.shell.policy import ServiceConfig
@@ -81,7 +82,7 @@ def inputs(local: State = RECOVER, masters: tuple[str, ...] = ("m1",), slaves: t
            views: dict[str, PeerView] | None = None, memory: Memory | None = None, **kw: Any) -> Inputs:
     svc_fields = {k: kw.pop(k) for k in ("check", "reclaim", "holddown", "witnesses", "quorum", "tiebreaker",
                                          "announce", "failback", "failback_delay", "flap_count", "flap_minutes",
-                                         "arbiter")
+                                         "arbiter", "interval")
                   if k in kw}
     svc = ServiceConfig("web", masters=list(masters), slaves=list(slaves), **svc_fields)
     hosts = svc.polled()
@@ -177,6 +178,10 @@ CASES: list[tuple[str, Inputs, Act, str, Callable[[Verdict], bool] | None]] = [
      refused_at(None)),
     ("FAIL: reclaim", inputs(FAIL, reclaim="fix"), Act.RECLAIM, "reclaim", None),
     ("FAIL without reclaim", inputs(FAIL), Act.NONE, "no reclaim procedure", None),
+    ("a new FAIL: the peers see it before the reclaim", inputs(FAIL, reclaim="fix", interval=0.3,
+                                                                last_change=NOW.wall - 0.5),
+     Act.WAIT, "wait: FAIL: the reclaim runs once it has stood 0.6 s (2 intervals: the peers see it)",
+     None),
     ("UP with a check: check", inputs(State.UP, check="pidof httpd", views={"m1": peer("m1", FAIL)}), Act.CHECK,
      "none: UP and no master is ready", None),
     # hold-down
@@ -625,6 +630,8 @@ RECHECKS: list[tuple[str, Inputs, Now]] = [
                                        views={"m1": peer("m1", lease=None, leased=False)}), at(1.5)),
     ("grace after its faild restarted ends", inputs(views={"m1": peer("m1", lease=None, leased=False,
                                                                      restarted_ago=1)}), at(1.5)),
+    ("a new FAIL's reclaim (wall clock)", inputs(FAIL, reclaim="fix", interval=2.0, last_change=NOW.wall - 1),
+     at(wall_after=3)),
     ("hold-down ends (wall clock)", inputs(State.UP, holddown=30.0, last_change=NOW.wall - 10,
                                            views={"m1": peer("m1", State.UP)}), at(wall_after=20)),
     ("hold-down over: the hand-back acts", inputs(State.UP, holddown=30.0, last_change=NOW.wall - 31,
@@ -665,3 +672,16 @@ def test_same_inputs_same_verdict_until_recheck(inp: Inputs) -> None:
         again = evaluate(attrs.evolve(inp, memory=first.memory, now=Now(NOW.monotonic + dt, NOW.wall + dt)))
         assert (again.act, again.note, again.level) == (first.act, first.note, first.level), dt
         assert again.announce == () and again.events == (), dt
+
+
+def test_the_holder_change_a_start_makes_counts_at_once() -> None:
+    """A start held for less than an interval (a failc FAIL right after it) still counts:
+    the runner hands the state its act left to settled()."""
+    inp = inputs(views={"m1": peer("m1", FAIL)}, node="me", flap_count=2,
+                 memory=Memory(holder="m1", moves=(NOW.monotonic - 20, NOW.monotonic - 10)))
+    verdict = evaluate(inp)
+    assert verdict.act is Act.START and verdict.memory.holder == "m1"
+    memory, events = settled(inp, verdict.memory, State.UP)
+    assert memory.holder == "me" and memory.flapping and len(memory.moves) == 3
+    assert events[0][1].startswith("flapping: changed holder 3 times within 5 min (more than 2)")
+    assert settled(inp, verdict.memory, RECOVER) == (verdict.memory, ())  # a start that failed: no change

@@ -18,6 +18,7 @@ and the master/slave rule of failover 0.5 (decide.py) stand the gates, in this o
    handing back (not to a switchover target): hold-down, the failback policy (manual,
    delay) and flap protection; before taking over from a silent master the split-brain
    guard: witnesses (quorum), the tie-breaker, and one dead time after the guard said no;
+   before a reclaim: the FAIL has stood for two intervals (every peer has seen it);
 8. yield detection: while UP here, did another host hold the service too (re-announce)?
 9. the arbiter (a service under ``failsvc NAME arbiter etcd``): UP only while this host
    holds the service's key in etcd and its lease was renewed within 2/3 of its ttl, else
@@ -57,6 +58,8 @@ from failover.states import State
 from failover.timefmt import local_time
 
 STALLED = "(this failsh was stalled)"  # in Verdict.announce: no peer to name, this failsh itself
+FAIL_SHOWN = 2  # intervals a FAIL stands before its reclaim: a failc FAIL is acted on at once, and a
+#                reclaim that answers RECOVER at once would end it before the peers' next poll
 HERE = "(this host)"  # the holder's name when the inputs do not name this node (whatif at a bare prompt)
 
 
@@ -227,7 +230,7 @@ def recheck(inp: Inputs, verdict: Verdict) -> Now:
     ALWAYS after an act (its procedure may have left the state as it was: try again), the
     tie-breaker's answer, an arbitrated service, or while the split-brain guard may be asked (the witnesses'
     last replies and the time since a master fell silent move on every poll).  Otherwise
-    the soonest of: the grace of a master without a lease, the hold-down, the failback
+    the soonest of: the grace of a master without a lease, a FAIL's wait for its reclaim, the hold-down, the failback
     delay, the oldest holder change leaving the flap window, and half a lease after this
     run while UP with an announce script (yield detection takes a longer gap between two
     runs for a stall of this failsh).  Deadlines already past decide nothing any more.
@@ -250,6 +253,8 @@ def recheck(inp: Inputs, verdict: Verdict) -> Now:
         mono.append(min(memory.moves) + svc.flap_minutes * 60)
     if svc.failback == "delay":
         mono += [since + svc.failback_delay for since in memory.ready_since.values()]
+    if inp.local is State.FAIL and svc.reclaim:
+        wall.append(inp.last_change + FAIL_SHOWN * svc.interval)
     if inp.local is State.UP:
         if svc.holddown:
             wall.append(inp.last_change + svc.holddown)
@@ -316,6 +321,9 @@ def _evaluate(inp: Inputs) -> Verdict:
         assert prefer is not None
         reason = f"switchover to {prefer.host} {prefer_text(prefer)}; {reason}"
     hold, level = "", logging.WARNING
+    if decision.action is Action.RECLAIM and inp.now.wall - inp.last_change < FAIL_SHOWN * svc.interval:
+        hold, level = f"FAIL: the reclaim runs once it has stood {FAIL_SHOWN * svc.interval:g} s " \
+                      f"({FAIL_SHOWN} intervals: the peers see it)", logging.DEBUG
     if decision.action is Action.STOP and not switch:  # an admin's switchover overrides these
         hold = _holddown(inp, decision)
         if not hold:
@@ -608,6 +616,16 @@ def _track(inp: Inputs, views: Mapping[str, PeerView], memory: Memory) -> tuple[
         events = ((logging.INFO, f"no longer flapping: at most {svc.flap_count} holder changes within "
                                  f"{svc.flap_minutes:g} min; failback applies again"),)
     return attrs.evolve(memory, ready_since=ready_since, holder=holder, moves=moves, flapping=flapping), events
+
+
+def settled(inp: Inputs, memory: Memory, local: State) -> tuple[Memory, tuple[tuple[int, str], ...]]:
+    """The memory once an act of the run on ``inp`` left the local state ``local``: the
+    holder change that act made counts now, not at the next run (a holder for less than
+    an interval would go uncounted by flap protection)."""
+    views = {h: v for h in inp.service.peers() if (v := inp.views.get(h)) is not None}
+    if len(views) < len(inp.service.peers()):
+        return memory, ()
+    return _track(attrs.evolve(inp, local=local), views, memory)
 
 
 def _holding_slave(inp: Inputs, views: Mapping[str, PeerView], memory: Memory, reason: str,

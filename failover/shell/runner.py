@@ -121,6 +121,9 @@ class ServiceRunner:
             new = self.act(name, svc, verdict.act.value, verdict.reason)
             if verdict.act is Act.START and new is State.UP:
                 metrics.takeover(name, verdict.cause)
+            self.memory[name], events = gates.settled(inputs, verdict.memory, new)
+            for level, line in events:
+                log.log(level, "%s: %s", name, line)
         elif verdict.act is Act.CHECK:
             self._check(name, svc)
         if verdict.announce and self.states.state(name) is State.UP:
