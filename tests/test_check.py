@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support import run_cli
 
+from failover import heartbeat
 from failover.shell.commands import Commands
 from failover.shell.policy import Policy
 from failover.shell.tclhost import TclHost
@@ -88,6 +89,15 @@ def test_warnings_exit_0(tmp_path: Path, case: str) -> None:
     assert status == 0, err
     assert "warning: " + message in err, err
     assert "error:" not in err
+
+
+def test_heartbeats_vouch_for_a_dead_time_under_two_intervals(tmp_path: Path) -> None:
+    """With --heartbeat-key a lost poll does not count a live host FAIL: no warning at 1.5."""
+    key = tmp_path / "hb.key"
+    heartbeat.write_key(key)
+    status, _out, err = check(tmp_path, ADDRESSES + "failsvc web slaves b\n", "--dead-factor", "1.5",
+                              "--heartbeat-key", str(key))
+    assert status == 0 and "dead time" not in err, err
 
 
 def test_a_good_file_says_nothing(tmp_path: Path) -> None:

@@ -211,7 +211,8 @@ def check(engine: Engine, args) -> int:
             print(f"failsh: {loaded}", file=sys.stderr)
             return common.EXIT_CONFIG
         first = loaded
-    findings = verify.verify(first, load, opts.addresses, opts.dead_factor, path)
+    findings = verify.verify(first, load, opts.addresses, opts.dead_factor, path,
+                             heartbeats=opts.heartbeat_key is not None and bool(opts.heartbeat_port))
     errors = [f for f in findings if f.level == verify.ERROR]
     services = sorted(engine.policy.services.items())
     if args.json:

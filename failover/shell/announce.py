@@ -2,9 +2,10 @@
 neighbour advertisements (IPv6), built here and sent on an AF_PACKET socket (needs root or
 CAP_NET_RAW; no arping of either flavour, no new dependency).
 
-    python -m failover.shell.announce IFACE ADDRESS[/PREFIX] [--count N] [--delay S]
+    python -m failover.shell.announce IFACE ADDRESS[/PREFIX] [--count N] [--delay S] [--wait W]
 
-sends N announcements (default 2) S seconds apart (default 1), the first at once.  keepalived
+sends N announcements (default 2) S seconds apart (default 1), the first after W seconds
+(default 0: at once; fo::ipup sends the first from failsh itself and the rest with --wait S).  keepalived
 sends 5 at its takeover and again 5 s later (garp_master_repeat / garp_master_delay); failover
 sends fewer because a service's ``announce`` script (fo::garp) re-announces after every
 overlap, and fo::ipdown kills a run still going so that no announcement leaves after the
@@ -141,8 +142,19 @@ def open_socket(iface: str) -> tuple[socket.socket, bytes]:
     return s, mac
 
 
-def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0) -> int:
-    """Send `count` announcements of `addr` on `iface`, `delay` s apart; returns how many left.
+def send_once(iface: str, addr: IPAddress) -> None:
+    """One announcement of `addr` on `iface`, now, by a caller that knows `iface` holds it."""
+    s, mac = open_socket(iface)
+    with s:
+        try:
+            s.send(frame_for(mac, addr))
+        except OSError as e:
+            raise AnnounceError(f"sending on {iface!r}: {e.strerror or e}") from None
+
+
+def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0, wait: float = 0.0) -> int:
+    """Send `count` announcements of `addr` on `iface`, `delay` s apart, the first after
+    `wait` s; returns how many left.
 
     Each one only while `iface` still holds `addr` (AnnounceError otherwise, none sent after)."""
     s, mac = open_socket(iface)
@@ -150,8 +162,7 @@ def announce(iface: str, addr: IPAddress, count: int = 2, delay: float = 1.0) ->
     sent = 0
     with s:
         for i in range(count):
-            if i:
-                time.sleep(delay)
+            time.sleep(delay if i else wait)
             if not held(iface, addr):
                 what = "is not" if not sent else f"is no longer (after {sent} of {count} announcements)"
                 raise AnnounceError(f"{addr} {what} on {iface}: not announcing an address this host does not hold")
@@ -171,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("address", help="ADDRESS or ADDRESS/PREFIX, IPv4 or IPv6")
     ap.add_argument("--count", type=int, default=2, help="announcements to send (default 2)")
     ap.add_argument("--delay", type=float, default=1.0, help="seconds between them (default 1)")
+    ap.add_argument("--wait", type=float, default=0.0, help="seconds before the first (default 0: at once)")
     args = ap.parse_args(argv)
     try:
         if not 1 <= args.count <= MAX_COUNT:
             raise AnnounceError(f"--count must be 1..{MAX_COUNT}, not {args.count}")
         if not 0 <= args.delay <= MAX_DELAY:
             raise AnnounceError(f"--delay must be 0..{MAX_DELAY:g} seconds, not {args.delay:g}")
-        announce(args.iface, parse_address(args.address), args.count, args.delay)
+        if not 0 <= args.wait <= MAX_DELAY:
+            raise AnnounceError(f"--wait must be 0..{MAX_DELAY:g} seconds, not {args.wait:g}")
+        announce(args.iface, parse_address(args.address), args.count, args.delay, args.wait)
     except AnnounceError as e:
         print(f"announce: {e}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from failover.arbiter.etcd import EtcdError, parse_endpoint
 from failover.client import ClientError, RequestFailed
 from failover.hc.monitor import healthy as hc_healthy
 from failover.protocol import valid_name
-from failover.shell import gates
+from failover.shell import announce, gates
 from failover.shell.policy import (
     ARBITER_PREFIX,
     ARBITER_TTL,
@@ -215,7 +215,7 @@ class Commands:
             tcl.expose(name, getattr(self, name))
         tcl.expose("fo::token", self.fo_token)
         for name, fn in (("healthy", healthy), ("fo::log", fo_log), ("fo::ipaddrs", fo_ipaddrs),
-                         ("fo::ipcanon", fo_ipcanon)):
+                         ("fo::ipcanon", fo_ipcanon), ("fo::announce", fo_announce)):
             tcl.expose(name, fn)
         # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
         tcl.interp.call("set", "::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
@@ -520,6 +520,20 @@ def fo_ipaddrs(*args: str) -> tuple:
                      for link in json.loads(r.stdout or "[]") for a in link.get("addr_info", []) if "local" in a)
     except (ValueError, TypeError, KeyError) as exc:
         raise TclCommandError(f"fo::ipaddrs {dev}: unexpected output of ip -j: {exc}", "IP") from None
+
+
+def fo_announce(*args: str) -> str:
+    """fo::announce DEVICE ADDRESS: one gratuitous ARP (IPv4) or unsolicited neighbour
+    advertisement (IPv6) from failsh itself, at once, without asking whether DEVICE holds
+    ADDRESS: for fo::ipup, which has just added it (fo::garp's announcer starts a Python
+    and runs ip before its first; the clients would wait for that)."""
+    if len(args) != 2:
+        raise _usage("fo::announce", "device address")
+    try:
+        announce.send_once(args[0], announce.parse_address(args[1]))
+    except announce.AnnounceError as exc:
+        raise TclCommandError(f"fo::announce: {exc}", "ANNOUNCE") from None
+    return ""
 
 
 def fo_ipcanon(addr: str) -> str:

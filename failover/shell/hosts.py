@@ -18,6 +18,7 @@ from failover.shell.policy import DEFAULT_INTERVAL, Policy
 log = logging.getLogger("failover.scheduler")
 
 LOCAL_POLL = 0.2  # s: the local faild is polled at least this often (failc, hc and failctl changes)
+HEARTBEAT_AGE = 5  # with heartbeats, the local faild is polled this many times per dead time
 
 
 class Hosts:
@@ -48,9 +49,14 @@ class Hosts:
     def local_spec(self) -> PeerSpec:
         """The local faild, polled every LOCAL_POLL seconds (or the policy's shortest interval,
         if shorter), so that a change made there from outside is acted on at once; its dead
-        time follows the shortest interval, as the lease does."""
+        time follows the shortest interval, as the lease does.  With heartbeats, also every
+        HEARTBEAT_AGE-th of the shortest dead time a peer gives us: a heartbeat vouches for
+        this host only as of the local faild's last answer."""
         interval = self.min_interval()
-        return PeerSpec(self.opts.node, self.opts.faild, min(interval, LOCAL_POLL), self.opts.dead_factor * interval,
+        period = min(interval, LOCAL_POLL)
+        if self.opts.heartbeat_key is not None and self.opts.heartbeat_port:
+            period = min(period, self.opts.dead_factor * interval / HEARTBEAT_AGE)
+        return PeerSpec(self.opts.node, self.opts.faild, period, self.opts.dead_factor * interval,
                         self.opts.faild_community, self.curve(self.opts.node))
 
     def _endpoint(self, name: str) -> tuple[str, str]:

@@ -66,10 +66,10 @@ Loader = Callable[[str], "Loaded | str"]  # host -> its policy, or why it does n
 
 
 def verify(first: Loaded, load: Loader, addresses: Mapping[str, str], dead_factor: float, path: Path,
-           resolve: Callable[[Iterable[str]], set[str]] | None = None) -> list[Finding]:
+           resolve: Callable[[Iterable[str]], set[str]] | None = None, heartbeats: bool = False) -> list[Finding]:
     """Every finding for the file as ``first.host`` loaded it and as every host it names
     would (``load``); ``addresses``: failsh -P; ``resolve``: the names among those given
-    that resolve (default: DNS and /etc/hosts)."""
+    that resolve (default: DNS and /etc/hosts); ``heartbeats``: failsh --heartbeat-key."""
     findings: list[Finding] = []
     loaded = {first.host: first}
     todo = sorted(first.policy.named() - {first.host})
@@ -86,7 +86,7 @@ def verify(first: Loaded, load: Loader, addresses: Mapping[str, str], dead_facto
         todo += sorted(result.policy.named() - set(loaded) - set(todo))
     for one in loaded.values():
         findings += _scripts(one)
-        findings += _deadtimes(one, dead_factor)
+        findings += _deadtimes(one, dead_factor, heartbeats)
         findings += _arbiter(one)
     findings += _in_no_list(loaded, first.host)
     findings += _order(loaded)
@@ -197,7 +197,10 @@ def _short(script: str) -> str:
 
 
 # Dead times -------------------------------------------------------------------------
-def _deadtimes(one: Loaded, dead_factor: float) -> list[Finding]:
+def _deadtimes(one: Loaded, dead_factor: float, heartbeats: bool) -> list[Finding]:
+    """A dead time not longer than the poll interval counts a live host FAIL between two
+    polls; one shorter than two intervals, a lost poll does (not with heartbeats, which
+    vouch for the host several times per dead time)."""
     findings = []
     policy = one.policy
     for name, host in sorted(policy.hosts.items()):
@@ -213,7 +216,7 @@ def _deadtimes(one: Loaded, dead_factor: float) -> list[Finding]:
             findings.append(Finding(ERROR, where, f"on {one.host}: {name}'s dead time {dead:g} s ({given}) is not "
                                                   f"longer than the interval it is polled at ({interval:g} s, service "
                                                   f"{fastest.name}): it would count FAIL between two polls"))
-        elif dead < 2 * interval:
+        elif dead < 2 * interval and not heartbeats:
             findings.append(Finding(WARNING, where, f"on {one.host}: {name}'s dead time {dead:g} s ({given}) is less "
                                                     f"than two intervals ({interval:g} s, service {fastest.name}): "
                                                     "one lost poll makes it count FAIL"))

@@ -30,13 +30,23 @@ proc ::fo::hcok {check {where ""}} {
 # gratuitous ARP for IPv4, an unsolicited neighbour advertisement for IPv6.  IPv6 addresses
 # are added with nodad: duplicate address detection would keep the address tentative (and
 # unusable) for a second or more, and the peer that held it has just let it go.
+# A takeover waits for nothing it can skip: the address is added first (only when that fails
+# is it looked for: already there is fine), and the first announcement leaves from failsh
+# itself before fo::garp's announcer has even started.
 proc ::fo::ipup {cidr dev} {
     if {[catch {fo::ipcanon $cidr} ip]} { fo::log error "fo::ipup: $ip"; return FAIL }
-    if {![fo::hasip $ip $dev]} {
-        set opts [expr {[string match *:* $ip] ? {nodad} : {}}]
-        if {![eval [list fo::sh ip addr add $cidr dev $dev] $opts]} { return FAIL }
+    set opts [expr {[string match *:* $ip] ? {nodad} : {}}]
+    if {[catch {eval [list exec -ignorestderr -- ip addr add $cidr dev $dev] $opts 2>@1} out]
+            && ![fo::hasip $ip $dev]} {
+        fo::log warning "command failed: ip addr add $cidr dev $dev $opts: $out"
+        return FAIL
     }
-    fo::garp $cidr $dev
+    if {[catch {fo::announce $dev $ip} err]} {
+        fo::log warning $err
+        fo::garp $cidr $dev
+    } else {
+        fo::garp $cidr $dev 1
+    }
     return UP
 }
 
@@ -50,11 +60,15 @@ proc ::fo::ipup {cidr dev} {
 # clients back to it.
 if {![info exists ::fo::garpcount]} { set ::fo::garpcount 2 }
 if {![info exists ::fo::garpdelay]} { set ::fo::garpdelay 1 }
-proc ::fo::garp {cidr dev} {
+# (fo::ipup passes SENT 1: it has sent the first itself, the announcer sends the rest.)
+proc ::fo::garp {cidr dev {sent 0}} {
     if {[catch {fo::ipcanon $cidr} ip]} { fo::log error "fo::garp: $ip"; return }
     fo::garpstop $ip
-    set ::fo::garping($ip) [eval fo::bg $::fo::announcer \
-        [list $dev $ip --count $::fo::garpcount --delay $::fo::garpdelay]]
+    set count [expr {$::fo::garpcount - ($sent ? 1 : 0)}]
+    if {$count < 1} { return }
+    set args [list $dev $ip --count $count --delay $::fo::garpdelay]
+    if {$sent} { lappend args --wait $::fo::garpdelay }
+    set ::fo::garping($ip) [eval fo::bg $::fo::announcer $args]
     return
 }
 
