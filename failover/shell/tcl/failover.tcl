@@ -41,12 +41,8 @@ proc ::fo::ipup {cidr dev} {
         fo::log warning "command failed: ip addr add $cidr dev $dev $opts: $out"
         return FAIL
     }
-    if {[catch {fo::announce $dev $ip} err]} {
-        fo::log warning $err
-        fo::garp $cidr $dev
-    } else {
-        fo::garp $cidr $dev 1
-    }
+    # (if failsh cannot send it, the announcer sends them all, or logs why it cannot either)
+    fo::garp $cidr $dev [expr {![catch {fo::announce $dev $ip}]}]
     return UP
 }
 
