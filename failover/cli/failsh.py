@@ -73,7 +73,8 @@ def build_parser():
     p.add_argument("-P", "--peer", action="append", default=[], metavar="NAME=ADDR[:PORT]",
                    help="where to reach host NAME's faild (overrides DNS and failhost)")
     p.add_argument("--dead-factor", type=float, default=DEAD_FACTOR,
-                   help="a peer silent for this many intervals counts as FAIL (default: %(default)s)")
+                   help="a peer silent for this many intervals counts as FAIL (default: %(default)s; 1.5 "
+                        "with --heartbeat-key at short intervals, docs/tuning.md)")
     p.add_argument("--interactive", action="store_true", help="open the prompt after loading -f")
     p.add_argument("--check", action="store_true",
                    help="check the policy -f as every host it names would run it (undefined procedures, lists "
