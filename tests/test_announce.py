@@ -77,7 +77,8 @@ def test_neighbour_advertisement_frame(addr: str) -> None:
 
 @pytest.mark.parametrize("args", [["eth0", "10.1"], ["eth0", "bogus"], ["eth0", "fe80::1%eth0"],
                                   ["eth0", "10.0.0.1", "--count", "0"], ["eth0", "10.0.0.1", "--count", "101"],
-                                  ["eth0", "10.0.0.1", "--delay", "-1"], ["eth0", "::1", "--delay", "nan"]])
+                                  ["eth0", "10.0.0.1", "--delay", "-1"], ["eth0", "::1", "--delay", "nan"],
+                                  ["eth0", "10.0.0.1", "--wait", "-1"], ["eth0", "10.0.0.1", "--wait", "61"]])
 def test_bad_arguments_are_one_line_and_exit_1(args: list[str]) -> None:
     """Checked before any socket is opened, so no root needed and nothing is sent."""
     r = subprocess.run([sys.executable, "-m", "failover.shell.announce", *args], capture_output=True, text=True,

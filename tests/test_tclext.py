@@ -437,6 +437,12 @@ def test_library_is_loadable(tcl: TclHost, cmds: Commands) -> None:
     with pytest.raises(tkinter.TclError, match='not an IP address: "10.1"'):
         tcl.interp.eval("fo::ipcanon 10.1")
     assert tcl.interp.eval("fo::ipup 10.1 lo") == "FAIL"        # logged, not raised
+    # fo::announce (fo::ipup's first announcement, from failsh itself): errors are Tcl errors
+    assert tcl_error(tcl, "fo::announce lo") == ('wrong # args: should be "fo::announce device address"',
+                                                 "FAILOVER USAGE")
+    assert tcl_error(tcl, "fo::announce lo 10.1") == ("fo::announce: not an IP address: '10.1'", "FAILOVER ANNOUNCE")
+    message, code = tcl_error(tcl, "fo::announce nosuchdev0 192.0.2.7")
+    assert code == "FAILOVER ANNOUNCE" and ("nosuchdev0" in message or "CAP_NET_RAW" in message), message
 
 
 def test_garp_does_not_hold_the_policy_thread(tcl: TclHost, cmds: Commands, tmp_path: Path,
