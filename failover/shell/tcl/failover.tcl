@@ -62,9 +62,9 @@ proc ::fo::garp {cidr dev {sent 0}} {
     fo::garpstop $ip
     set count [expr {$::fo::garpcount - ($sent ? 1 : 0)}]
     if {$count < 1} { return }
-    set args [list $dev $ip --count $count --delay $::fo::garpdelay]
-    if {$sent} { lappend args --wait $::fo::garpdelay }
-    set ::fo::garping($ip) [eval fo::bg $::fo::announcer $args]
+    set how [list $dev $ip --count $count --delay $::fo::garpdelay]
+    if {$sent} { lappend how --wait $::fo::garpdelay }
+    set ::fo::garping($ip) [eval fo::bg $::fo::announcer $how]
     return
 }
 
