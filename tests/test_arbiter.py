@@ -25,6 +25,8 @@ from support import free_port, wait_for
 
 from failover.arbiter.etcd import Etcd, EtcdError, Unavailable
 from failover.lab.etcdbed import LoopbackEtcd
+from failover.shell.arbiter import ArbiterThread
+from failover.shell.policy import ArbiterConfig
 
 _why = "etcd not installed (apt-get install etcd-server)" if shutil.which("etcd") is None else None
 pytestmark = [pytest.mark.process, pytest.mark.skipif(_why is not None, reason=str(_why))]
@@ -179,3 +181,22 @@ def test_client_errors_name_the_member_and_the_cause(etcd: LoopbackEtcd) -> None
     assert good.acquire("/failover/web", "www1", lease).owner == "www1"
     with pytest.raises(EtcdError, match="refused: etcdserver: permission denied"):
         good.acquire("/elsewhere/web", "www1", lease)
+
+
+def test_a_key_being_released_is_not_held_for_a_start(etcd: LoopbackEtcd) -> None:
+    """Once the runs no longer want the key (a reclaim left the service RECOVER), the view
+    says "not held" at once, before the thread has deleted it: a start decided meanwhile
+    would overlap with the host that takes the key next (seen in the namespace tests)."""
+    config = ArbiterConfig("etcd", (etcd.endpoint,), prefix="/fo-test/", ttl=TTL)
+    arb = ArbiterThread(config, "www1", lambda _services: None)
+    arb.set_services(["web"])
+    arb.start()
+    try:
+        arb.want("web", True)
+        wait_for(lambda: (v := arb.view("web")) is not None and v.held, 10, "the key to be held")
+        arb.want("web", False)
+        view = arb.view("web")
+        assert view is not None and not view.held and view.token == 0
+        wait_for(lambda: holder(etcd) is None, 10, "the key to be released")
+    finally:
+        arb.close()

@@ -77,7 +77,13 @@ class ArbiterThread(threading.Thread):
         return f"{self.config.prefix}{service}"
 
     def view(self, service: str) -> ArbiterView | None:
-        return self.views.get(service)
+        """The service's key as the last round left it; not held once the runs no longer
+        want it: its release is on its way, and another host may hold it any moment (a
+        start decided on the older view would overlap with that host's)."""
+        view = self.views.get(service)
+        if view is not None and view.held and service not in self._wanted:
+            return attrs.evolve(view, held=False, token=0)
+        return view
 
     def set_services(self, services: list[str]) -> None:
         """The arbitrated services of the policy (a reload may change them)."""
