@@ -217,7 +217,7 @@ class Commands:
         for name, fn in (("healthy", healthy), ("fo::log", fo_log), ("fo::ipaddrs", fo_ipaddrs),
                          ("fo::ipcanon", fo_ipcanon), ("fo::announce", fo_announce)):
             tcl.expose(name, fn)
-        # fo::garp runs this (+ IFACE ADDRESS --count N --delay S) in the background.
+        # fo::garp runs this (+ IFACE ADDRESS --count N --delay S [--wait S]) in the background.
         tcl.interp.call("set", "::fo::announcer", (sys.executable, "-m", "failover.shell.announce"))
 
     def _engine(self, cmd: str) -> Runtime:
