@@ -55,6 +55,20 @@ def read_file(path: Path, limit: int, what: str = "file", shown: Path | None = N
         os.close(fd)
 
 
+
+class KeyFileError(Exception):
+    """A key file (CURVE, heartbeat) that cannot be used; the message says why and what to do."""
+
+
+def read_key_file(path: Path, limit: int, what: str) -> bytes:
+    """read_file for a key file: every failure is a KeyFileError naming ``what`` and ``path``."""
+    try:
+        return read_file(path, limit, what)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise KeyFileError(str(exc)) from None
+
 def _regular(path: Path, st: os.stat_result, what: str, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",

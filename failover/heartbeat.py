@@ -35,7 +35,7 @@ from pathlib import Path
 import attrs
 
 from failover import protocol
-from failover.files import private_problem, read_file
+from failover.files import KeyFileError, private_problem, read_key_file
 
 MAGIC = b"FOHB"
 VERSION = 1
@@ -152,10 +152,6 @@ class ReplayGuard:
 
 
 # The key file -----------------------------------------------------------------------------
-class KeyFileError(Exception):
-    """A heartbeat key file that cannot be used (the message says why and what to do)."""
-
-
 MAX_KEY_FILE = 4096
 _HEADER = "# failover heartbeat key (failkey --heartbeat-key): the same file on every host of the cluster, mode 0600\n"
 
@@ -181,12 +177,7 @@ def load_key(path: Path) -> bytes:
     problem = private_problem(path, "heartbeat key file")
     if problem:
         raise KeyFileError(problem)
-    try:
-        text = read_file(path, MAX_KEY_FILE, "heartbeat key file")
-    except OSError as exc:
-        raise KeyFileError(f"cannot read heartbeat key file {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise KeyFileError(str(exc)) from None
+    text = read_key_file(path, MAX_KEY_FILE, "heartbeat key file")
     digits = "".join(line.strip() for line in text.decode(errors="replace").splitlines()
                      if not line.lstrip().startswith("#"))
     try:

@@ -20,14 +20,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from failover.files import make_dir, private_problem, read_file
+from failover.files import KeyFileError, make_dir, private_problem, read_key_file
 from failover.transport import Curve, Identity, curve_client
 
 log = logging.getLogger("failover.security")
-
-
-class KeyFileError(Exception):
-    pass
 
 
 @attrs.frozen
@@ -78,12 +74,7 @@ def _load(path: Path) -> tuple[bytes, bytes | None]:
     """(public, secret or None) from a ZeroMQ certificate file (zmq.auth's format, read as
     zmq.auth.load_certificate does).  The file is read bounded (a FIFO or a device is
     refused, never waited on) and each key must be 40 characters of Z85 (32 bytes)."""
-    try:
-        text = read_file(path, MAX_KEY_FILE, "key file")
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise KeyFileError(str(exc)) from None
+    text = read_key_file(path, MAX_KEY_FILE, "key file")
     found: dict[bytes, bytes] = {}
     for line in text.splitlines():
         line = line.strip()

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts.curve = keys.load_identity(args.curve_secret) if args.curve_secret else None
         opts.heartbeat_key = heartbeat.load_key(args.heartbeat_key) if args.heartbeat_key else None
-    except (keys.KeyFileError, heartbeat.KeyFileError) as exc:
+    except keys.KeyFileError as exc:  # the CURVE and the heartbeat key: one class (files.py)
         print(f"failsh: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
     daemon.setup_logging("failsh", to_syslog=args.syslog or not foreground, debug=args.debug)
