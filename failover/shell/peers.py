@@ -40,6 +40,11 @@ HINT_GAP = 0.02  # s: at most one hinted poll per peer this often, however many 
 RETRY = 0.1  # s: next try of a poll that found no connection to send on
 
 
+def _poll_soon(peer: PeerLink) -> None:
+    """Poll ``peer`` now, or HINT_GAP after its last poll: hints and heartbeats come in bursts."""
+    peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
+
+
 class NetThread(threading.Thread):
     def __init__(self, peers: list[PeerSpec], local: PeerSpec, lease_ttl: float,
                  on_change: Callable[[list[str]], None],
@@ -205,11 +210,10 @@ class NetThread(threading.Thread):
                 self._subscriptions(pub)
             for peer in peers.values():
                 if peer.hints is not None and peer.hints in events and peer.hinted():
-                    peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
+                    _poll_soon(peer)
             if beats is not None and beats.fileno() in events:
                 for name in beats.receive(peers, time.monotonic()):  # a change, or a silent peer talks
-                    peer = peers[name]
-                    peer.next_due = min(peer.next_due, max(time.monotonic(), peer.polled + HINT_GAP))
+                    _poll_soon(peers[name])
             answered = [name for name, peer in peers.items() if peer.sock in events]
             changed = [name for name in answered if self._drain(peers[name])]
             if ctl is not None and ctl in events:
@@ -332,8 +336,7 @@ class NetThread(threading.Thread):
             elif kind == "hint":
                 self._hint()
                 if self.heartbeats is not None:  # read it back now: the heartbeats then announce it
-                    local = peers[self.local.name]
-                    local.next_due = min(local.next_due, max(time.monotonic(), local.polled + HINT_GAP))
+                    _poll_soon(peers[self.local.name])
             elif kind == "peers":
                 specs, local = arg
                 if local is not None and local != self.local:
