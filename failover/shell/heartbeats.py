@@ -104,6 +104,7 @@ class Heartbeats:
         self._resolver: threading.Thread | None = None
         self._closed = False
         self._unusable: set[str] = set()          # endpoints already logged as unusable
+        self._counted: tuple[Mapping, int] | None = None  # the local view's records, their record_counter
 
     # Socket -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -250,7 +251,9 @@ class Heartbeats:
         assert local.last_ok is not None and view.started is not None
         age = now - local.last_ok
         lease = None if lease_off or view.lease is None else max(0.0, view.lease - age)
-        return Heartbeat(self.node, self._seq.next(), view.started, lease, record_counter(view), age)
+        if self._counted is None or self._counted[0] is not view.services:  # a poll replaces them when they change
+            self._counted = view.services, record_counter(view)
+        return Heartbeat(self.node, self._seq.next(), view.started, lease, self._counted[1], age)
 
     # Receiving ----------------------------------------------------------------------------
     def receive(self, links: Mapping[str, PeerLink], now: float) -> list[str]:
